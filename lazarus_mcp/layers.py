@@ -1,0 +1,32 @@
+"""Which blocks to capture: the layer strategies."""
+
+from __future__ import annotations
+
+from lazarus_mcp.errors import InvalidRequestError
+from lazarus_mcp.models import AnalysisConfig, LayerStrategy
+
+
+def normalize_layer(index: int, num_layers: int) -> int:
+    """Map a possibly negative block index onto 0..N-1, or fail with the valid range."""
+    resolved = index + num_layers if index < 0 else index
+    if not 0 <= resolved < num_layers:
+        raise InvalidRequestError(
+            f"layer {index} is out of range: this model has {num_layers} layers "
+            f"(use 0..{num_layers - 1}, or -1..-{num_layers} from the end)"
+        )
+    return resolved
+
+
+def select_layers(config: AnalysisConfig, num_layers: int) -> list[int]:
+    """The sorted, distinct blocks a config asks for."""
+    last = num_layers - 1
+    strategy = config.layer_strategy
+    if strategy is LayerStrategy.ALL:
+        return list(range(num_layers))
+    if strategy is LayerStrategy.FIRST_LAST:
+        return sorted({0, last})
+    if strategy is LayerStrategy.EVENLY_SPACED:
+        return sorted({*range(0, num_layers, config.layer_step), last})
+    if not config.custom_layers:
+        raise InvalidRequestError("layer strategy 'custom' requires layers, e.g. --layers 0,4,-1")
+    return sorted({normalize_layer(i, num_layers) for i in config.custom_layers})

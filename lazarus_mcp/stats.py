@@ -1,0 +1,41 @@
+"""Statistics of lens distributions as plain functions over float32 logits of shape [L, V]."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+
+def log_softmax(logits: mx.array) -> mx.array:
+    logits = logits.astype(mx.float32)
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+
+def entropy(logprobs: mx.array) -> mx.array:
+    """Shannon entropy in nats, per row."""
+    return -mx.sum(mx.exp(logprobs) * logprobs, axis=-1)
+
+
+def kl_divergence(p_logprobs: mx.array, q_logprobs: mx.array) -> mx.array:
+    """KL(p || q) in nats, per row; p broadcasts over q's rows."""
+    return mx.sum(mx.exp(p_logprobs) * (p_logprobs - q_logprobs), axis=-1)
+
+
+def top_k(logprobs: mx.array, k: int) -> tuple[mx.array, mx.array]:
+    """Indices and log-probabilities of the k largest entries per row, best first.
+
+    Partial selection (argpartition) then a sort of only k entries: O(V + k log k) per row.
+    """
+    part = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[..., :k]
+    values = mx.take_along_axis(logprobs, part, axis=-1)
+    order = mx.argsort(-values, axis=-1)
+    return mx.take_along_axis(part, order, axis=-1), mx.take_along_axis(values, order, axis=-1)
+
+
+def ranks(logprobs: mx.array, token_ids: mx.array) -> mx.array:
+    """1-based rank of each token per row over the whole vocabulary; ties share the best rank.
+
+    Returns [L, T] for logprobs [L, V] and token_ids [T].
+    """
+    chosen = logprobs[:, token_ids]  # [L, T]
+    higher = logprobs[:, None, :] > chosen[:, :, None]  # [L, T, V]
+    return 1 + mx.sum(higher, axis=-1)
