@@ -1,0 +1,82 @@
+"""Text rendering of core results for people."""
+
+from __future__ import annotations
+
+from lazarus_mcp.models import AnalysisResult, ModelInfo, TokenEvolution
+
+_BAR_WIDTH = 50
+
+
+def model_header(info: ModelInfo) -> list[str]:
+    lines = [
+        f"Model: {info.model_id}",
+        f"  Family: {info.family}",
+        f"  Layers: {info.num_layers}",
+        f"  Hidden size: {info.hidden_size}",
+        f"  Vocab size: {info.vocab_size}",
+        f"  Tied embeddings: {info.tied_embeddings}",
+    ]
+    if info.embedding_scale is not None:
+        lines.append(f"  Embedding scale: {info.embedding_scale:.4f}")
+    if info.final_logit_softcap is not None:
+        lines.append(f"  Final logit soft-cap: {info.final_logit_softcap:g}")
+    if info.quantization is not None:
+        q = info.quantization
+        lines.append(f"  Quantization: {q.bits}-bit {q.mode}, group size {q.group_size}")
+    lines.append(f"  Dtype: {info.dtype} (computing in {info.compute_dtype} on {info.device})")
+    return lines
+
+
+def _evolution(evo: TokenEvolution) -> list[str]:
+    title = f"Token {evo.token!r}:"
+    if evo.multi_token:
+        title = (
+            f"Token {evo.query!r} is {len(evo.pieces)} tokens {evo.pieces}; "
+            f"tracking its first, {evo.token!r}:"
+        )
+    lines = [title]
+    lines += [f"  Layer {s.layer_idx:2d}: {s.probability:.4f}  (rank {s.rank})" for s in evo.layers]
+    lines.append(f"  Final:    {evo.final_probability:.4f}  (rank {evo.final_rank})")
+    if evo.emergence_layer is None:
+        lines.append("  --> Never top-1 in the captured layers")
+    else:
+        lines.append(f"  --> Becomes top-1 at layer {evo.emergence_layer}")
+    return lines
+
+
+def analysis(result: AnalysisResult) -> str:
+    lines = model_header(result.model)
+    if result.embedding_scale != result.model.embedding_scale:
+        lines.append(f"  Embedding scale (this run): {result.embedding_scale:.4f}")
+    lines += ["", f"Analyzing: {result.prompt!r}"]
+    if result.chat_template_applied:
+        lines.append(f"  Chat template applied; text seen: {result.text_seen!r}")
+    lines += [
+        "",
+        f"Tokens ({len(result.tokens)}): {result.tokens!r}",
+        f"Captured layers: {result.captured_layers}",
+        "",
+        "=== Final Prediction ===",
+    ]
+    for t in result.final_prediction:
+        bar = "#" * round(t.probability * _BAR_WIDTH)
+        lines.append(f"  {t.probability:.4f} {bar:<{_BAR_WIDTH}} {t.token!r}")
+    lines += ["", "=== Logit Lens (top prediction at each layer) ==="]
+    width = max(len(repr(p.top_token)) for p in result.layer_predictions)
+    for p in result.layer_predictions:
+        lines.append(
+            f"  Layer {p.layer_idx:2d}: {p.top_token!r:<{width}} ({p.top_probability:.4f})"
+            f"  entropy {p.entropy:.3f}  KL {p.kl_divergence:.3f}"
+        )
+    if result.token_evolutions:
+        lines += ["", "=== Token Evolution ==="]
+        for evo in result.token_evolutions:
+            lines += _evolution(evo)
+    return "\n".join(lines)
+
+
+def model_info(info: ModelInfo) -> str:
+    lines = model_header(info)
+    lines.append(f"  Chat template: {info.has_chat_template}")
+    lines.append(f"  Path: {info.path}")
+    return "\n".join(lines)

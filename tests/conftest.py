@@ -1,0 +1,29 @@
+"""Shared fixtures: the parity checkpoints beside the project and the anyio backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PARITY = ROOT.parent / "shared" / "parity"
+PARITY_MODELS = sorted(
+    p.name for p in PARITY.iterdir() if p.is_dir() and (p / "config.json").is_file()
+) if PARITY.is_dir() else []
+
+
+def parity_ref(name: str) -> dict[str, Any]:
+    return json.loads((PARITY / "refs" / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not PARITY_MODELS:
+        raise pytest.UsageError(f"parity checkpoints not found at {PARITY}")
