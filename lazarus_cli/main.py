@@ -126,6 +126,9 @@ def build_config(
 
 
 def setup_logging(verbose: bool) -> None:
+    from lazarus_mcp.process import prepare_entry_point
+
+    prepare_entry_point()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -168,11 +168,11 @@ def compute_lens(
     projected = [i for i in layers if i != last]
     rows: dict[int, mx.array] = {}
     if projected:
-        lens_logits = head(mx.stack([captured[i] for i in projected]))
-        rows = {i: lens_logits[n] for n, i in enumerate(projected)}
+        lens_lp = stats.log_softmax(head(mx.stack([captured[i] for i in projected])))
+        rows = {i: lens_lp[n] for n, i in enumerate(projected)}
     if last in layers:
         rows[last] = final_lp
-    logprobs = stats.log_softmax(mx.stack([rows[i] for i in layers]))
+    logprobs = mx.stack([rows[i] for i in layers])
     top_ids, top_lp = stats.top_k(logprobs, top_k)
     final_ids, final_top_lp = stats.top_k(final_lp[None], top_k)
     tracked = mx.array(tracked_ids or [0], dtype=mx.int32)
