@@ -110,9 +110,7 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         embedding_scale=scale,
         config=config,
         captured_layers=layers,
-        final_prediction=_top(
-            text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()
-        ),
+        final_prediction=_top(text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()),
         layer_predictions=_layer_predictions(text, arrays),
         token_evolutions=_evolutions(text, tracked, arrays),
     )

@@ -18,7 +18,7 @@ class UnsupportedModelError(LazarusError):
 
 
 class InvalidRequestError(LazarusError):
-    """The request is inconsistent with the model (layer out of range, bad top_k, empty prompt...)."""
+    """The request does not fit the model (layer out of range, bad top_k, empty prompt...)."""
 
 
 class TokenResolutionError(InvalidRequestError):

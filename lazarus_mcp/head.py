@@ -1,4 +1,4 @@
-"""The lens head: final norm -> unembedding -> final-logit transform, as each family's model does it.
+"""The lens head: final norm -> unembedding -> final-logit transform, as each family does it.
 
 The lens of an intermediate block must be computed exactly as the model computes its own output
 from the last block, so the head is assembled from the model's own modules (its final norm, its
@@ -60,7 +60,7 @@ def backbone(model: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class LensHead:
-    """Maps residual-stream vectors [L, D] to logits [L, V] the way the model maps its last block."""
+    """Maps residual vectors [L, D] to logits [L, V] the way the model maps its last block."""
 
     norm: Callable[[mx.array], mx.array]
     unembed: Callable[[mx.array], mx.array]

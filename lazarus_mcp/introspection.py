@@ -1,6 +1,6 @@
 """The public Python API.
 
-    from lazarus_mcp.introspection import ModelAnalyzer, AnalysisConfig, LayerStrategy
+from lazarus_mcp.introspection import ModelAnalyzer, AnalysisConfig, LayerStrategy
 """
 
 from lazarus_mcp.analyzer import ModelAnalyzer, analyze_loaded

@@ -32,7 +32,15 @@ logger = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HUB_FILES = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
+_HUB_FILES = [
+    "*.json",
+    "*.safetensors",
+    "*.py",
+    "tokenizer.model",
+    "*.tiktoken",
+    "*.txt",
+    "*.jinja",
+]
 DTYPES = ("auto", "native", "float32", "bfloat16", "float16")
 
 
@@ -141,9 +149,8 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _stored_dtype(model: Any) -> str:
-    from mlx.utils import tree_flatten
-
     import mlx.core as mx
+    from mlx.utils import tree_flatten
 
     for name, value in tree_flatten(model.parameters()):
         if mx.issubdtype(value.dtype, mx.floating) and not name.endswith(("scales", "biases")):

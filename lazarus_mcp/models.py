@@ -1,7 +1,8 @@
 """The result contract: pydantic models shared by the Python API, the CLI and the MCP server.
 
 Every interface returns these models and serializes them the same way (``model_dump(mode="json")``
-or :func:`to_json`), so an agent's tool result and ``lazarus ... -o file.json`` agree field for field.
+or :func:`to_json`): an agent's tool result and ``lazarus ... -o file.json`` agree field for
+field.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class AnalysisConfig(BaseModel):
         None,
         description="Block indices for custom; negative indices count from the end (-1 = last).",
     )
-    top_k: int = Field(5, ge=1, description="How many top tokens to list per layer (<= vocab size).")
+    top_k: int = Field(
+        5, ge=1, description="How many top tokens to list per layer (<= vocab size)."
+    )
     track_tokens: list[str] = Field(
         default_factory=list,
         description="Token strings whose probability and rank to follow across layers, "

@@ -72,7 +72,7 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def build_tokenizer(directory: Path, chat_template: bool = True) -> int:
-    """A byte-level BPE with <s>, </s>, <pad> and a BOS-adding post-processor; returns vocab size."""
+    """A byte-level BPE with <s>, </s>, <pad> and a BOS-adding post-processor; returns its size."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

@@ -10,9 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PARITY = ROOT.parent / "shared" / "parity"
-PARITY_MODELS = sorted(
-    p.name for p in PARITY.iterdir() if p.is_dir() and (p / "config.json").is_file()
-) if PARITY.is_dir() else []
+PARITY_MODELS = (
+    sorted(p.name for p in PARITY.iterdir() if p.is_dir() and (p / "config.json").is_file())
+    if PARITY.is_dir()
+    else []
+)
 
 
 def parity_ref(name: str) -> dict[str, Any]:
@@ -27,3 +29,16 @@ def anyio_backend() -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not PARITY_MODELS:
         raise pytest.UsageError(f"parity checkpoints not found at {PARITY}")
+
+
+def console_script(name: str) -> str:
+    """An installed console script of the interpreter running the tests."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    assert found, f"the {name} console script is not installed (pip install -e .)"
+    return found

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
 
 from lazarus_mcp.introspection import AnalysisConfig, LayerStrategy, ModelAnalyzer
-from tests.conftest import PARITY, PARITY_MODELS, parity_ref
+from tests.conftest import PARITY, PARITY_MODELS, console_script, parity_ref
 from tests.parity_check import assert_matches_reference
 
 pytestmark = pytest.mark.anyio
@@ -43,18 +42,23 @@ async def test_python_api_matches_reference(name: str) -> None:
             assert last == data["final_prediction"][: len(last)]
 
 
-def _lazarus() -> str:
-    exe = shutil.which("lazarus")
-    assert exe, "the lazarus console script is not installed (pip install -e .)"
-    return exe
-
-
 @pytest.mark.parametrize("name", PARITY_MODELS)
 def test_installed_cli_matches_reference(name: str) -> None:
     ref = parity_ref(name)
-    cases = [next(c for c in ref["cases"] if c["raw"]), next(c for c in ref["cases"] if not c["raw"])]
+    cases = [
+        next(c for c in ref["cases"] if c["raw"]),
+        next(c for c in ref["cases"] if not c["raw"]),
+    ]
     for case in cases:
-        args = [_lazarus(), "introspect", "analyze", "-m", str(PARITY / name), "-p", case["prompt"]]
+        args = [
+            console_script("lazarus"),
+            "introspect",
+            "analyze",
+            "-m",
+            str(PARITY / name),
+            "-p",
+            case["prompt"],
+        ]
         args += ["--all-layers", "--top-k", "10", "--json"] + (["--raw"] if case["raw"] else [])
         proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
