@@ -97,6 +97,7 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         config.top_k,
         [t.token_id for t in tracked],
         factor,
+        loaded.sliding_windows,
     )
     scale = config.embedding_scale if config.embedding_scale is not None else info.embedding_scale
     return AnalysisResult(

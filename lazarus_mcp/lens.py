@@ -14,37 +14,68 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx_lm.models.base import create_causal_mask
 
 from lazarus_mcp import stats
 from lazarus_mcp.head import LensHead, backbone
 
 
-class _Tap:
-    """Stands in for one block: runs it, keeps its output at the analyzed position.
+class _Block:
+    """Stands in for one block: may hand it another attention mask, may keep its output.
 
-    On the last block it also hands on only that position, so the model's own final norm,
-    unembedding and soft-cap run on one vector instead of the whole sequence.
+    The captured output is the residual stream at the analyzed position. On the last block the
+    wrapper also hands on only that position, so the model's own final norm, unembedding and
+    soft-cap run on one vector instead of the whole sequence.
     """
 
-    def __init__(self, block: nn.Module, position: int, truncate: bool) -> None:
+    def __init__(
+        self,
+        block: nn.Module,
+        position: int | None = None,
+        truncate: bool = False,
+        mask: mx.array | None = None,
+    ) -> None:
         self._block = block
         self._position = position
         self._truncate = truncate
+        self._mask = mask
         self.captured: mx.array | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._mask is not None:
+            if "mask" in kwargs or len(args) < 2:
+                kwargs["mask"] = self._mask
+            else:
+                args = (args[0], self._mask, *args[2:])
         out = self._block(*args, **kwargs)
+        if self._position is None:
+            return out
         hidden = out[0] if isinstance(out, tuple) else out
-        self.captured = hidden[0, self._position]
+        p = self._position
+        self.captured = hidden[0, p]
         if not self._truncate:
             return out
-        p = self._position
         sliced = hidden[:, p : p + 1]
         return (sliced, *out[1:]) if isinstance(out, tuple) else sliced
 
     def __getattr__(self, name: str) -> Any:
         # The model's loop may read block attributes (e.g. ``use_sliding``).
         return getattr(self._block, name)
+
+
+def attention_masks(length: int, windows: dict[int, int], num_blocks: int) -> dict[int, mx.array]:
+    """Masks for every block when some sliding window is shorter than the prompt, else none.
+
+    Sliding blocks see the causal mask limited to their window, the others the plain causal
+    mask, whatever the port would have chosen (see ``hf_config.sliding_windows``).
+    """
+    if not windows or length <= min(windows.values()):
+        return {}
+    causal = create_causal_mask(length)
+    return {
+        i: create_causal_mask(length, window_size=windows[i]) if i in windows else causal
+        for i in range(num_blocks)
+    }
 
 
 class _ScaledEmbedding:
@@ -130,6 +161,7 @@ def forward_with_taps(
     token_ids: list[int],
     layers: list[int],
     embedding_factor: float = 1.0,
+    windows: dict[int, int] | None = None,
 ) -> tuple[dict[int, mx.array], mx.array]:
     """One forward pass; returns {block: hidden [D]} at the last position and the final logits [V].
 
@@ -139,15 +171,24 @@ def forward_with_taps(
     blocks = inner.layers
     last = len(blocks) - 1
     position = len(token_ids) - 1
-    taps = {i: _Tap(blocks[i], position, truncate=i == last) for i in {*layers, last}}
+    masks = attention_masks(len(token_ids), windows or {}, len(blocks))
+    wrapped = {
+        i: _Block(
+            blocks[i],
+            position=position if i in layers or i == last else None,
+            truncate=i == last,
+            mask=masks.get(i),
+        )
+        for i in {*layers, last, *masks}
+    }
     with ExitStack() as stack:
-        for i, tap in taps.items():
-            stack.enter_context(_swapped(blocks, i, tap))
+        for i, block in wrapped.items():
+            stack.enter_context(_swapped(blocks, i, block))
         if embedding_factor != 1.0:
             scaled = _ScaledEmbedding(inner["embed_tokens"], embedding_factor)
             stack.enter_context(_swapped(inner, "embed_tokens", scaled))
         logits = model(mx.array([token_ids]))
-    captured = {i: taps[i].captured for i in layers}
+    captured = {i: wrapped[i].captured for i in layers}
     return captured, logits[0, -1]
 
 
@@ -159,9 +200,10 @@ def compute_lens(
     top_k: int,
     tracked_ids: list[int],
     embedding_factor: float = 1.0,
+    windows: dict[int, int] | None = None,
 ) -> LensArrays:
     """The lens of each selected block: one projection per block, all statistics from it."""
-    captured, final_logits = forward_with_taps(model, token_ids, layers, embedding_factor)
+    captured, final_logits = forward_with_taps(model, token_ids, layers, embedding_factor, windows)
     last = len(backbone(model).layers) - 1
     final_lp = stats.log_softmax(final_logits.astype(mx.float32))
     # Block N-1's lens *is* the model's output; projecting it again would only repeat that work.

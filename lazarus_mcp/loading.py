@@ -22,6 +22,7 @@ from lazarus_mcp.head import (
     check_family,
     intended_embedding_scale,
 )
+from lazarus_mcp.hf_config import mlx_overrides, sliding_windows
 from lazarus_mcp.models import ModelInfo, QuantizationInfo
 from lazarus_mcp.tokens import TokenText, has_chat_template
 
@@ -72,6 +73,7 @@ class LoadedModel:
     token_text: TokenText
     applied_embedding_scale: float
     nbytes: int
+    sliding_windows: dict[int, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def embedding_factor(self, override: float | None) -> float:
@@ -208,11 +210,12 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     config = read_config(path)
     family = config["model_type"]
     check_family(family)
+    windows = sliding_windows(config)
     if options.device is not None:
         mx.set_default_device(getattr(mx, options.device))
     device = "gpu" if mx.default_device() == mx.gpu else "cpu"
     try:
-        model, config = load_model(path)
+        model, config = load_model(path, model_config=mlx_overrides(config))
         wrapper = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:
         raise ModelLoadError(f"could not load the model in {path}: {exc}".splitlines()[0]) from exc
@@ -259,4 +262,5 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         token_text=TokenText(tokenizer),
         applied_embedding_scale=applied,
         nbytes=_nbytes(model),
+        sliding_windows=windows,
     )

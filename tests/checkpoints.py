@@ -35,6 +35,7 @@ BASE_CONFIG: dict[str, Any] = {
     "rope_theta": 10000.0,
     "bos_token_id": 0,
     "eos_token_id": 1,
+    "pad_token_id": 2,
     "tie_word_embeddings": False,
 }
 
