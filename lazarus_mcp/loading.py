@@ -24,6 +24,7 @@ from lazarus_mcp.head import (
 )
 from lazarus_mcp.hf_config import mlx_overrides, sliding_windows
 from lazarus_mcp.models import ModelInfo, QuantizationInfo
+from lazarus_mcp.ports import apply_port_fixes
 from lazarus_mcp.tokens import TokenText, has_chat_template
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -220,6 +221,7 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     except Exception as exc:
         raise ModelLoadError(f"could not load the model in {path}: {exc}".splitlines()[0]) from exc
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
+    fixes = apply_port_fixes(model, config)
     stored = _stored_dtype(model)
     quantization = _quantization(config)
     _apply_dtype(model, options, device, quantization is not None)
@@ -252,6 +254,7 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         compute_dtype=compute,
         device=device,
         has_chat_template=has_chat_template(tokenizer),
+        corrections=fixes,
     )
     logger.debug("loaded %s: %s", model_id, info.model_dump())
     return LoadedModel(

@@ -90,6 +90,10 @@ class ModelInfo(BaseModel):
     compute_dtype: str = Field(description="The dtype the weights are computed in here.")
     device: str = Field(description="The MLX device the model runs on (cpu or gpu).")
     has_chat_template: bool
+    corrections: list[str] = Field(
+        default_factory=list,
+        description="Where the MLX port departs from the reference architecture and was corrected.",
+    )
 
 
 class TokenProbability(BaseModel):

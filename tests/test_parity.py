@@ -36,7 +36,8 @@ async def test_python_api_matches_reference(name: str) -> None:
             data = result.model_dump(mode="json")
             assert result.chat_template_applied == (not case["raw"])
             assert result.captured_layers == list(range(ref["num_layers"]))
-            assert_matches_reference(data, case)
+            # The tolerance is 2e-3; float32 MLX should sit far below it (about 1e-5).
+            assert assert_matches_reference(data, case) < 1e-4
             # The last block's lens is the model's own output distribution.
             last = data["layer_predictions"][-1]["top_k"]
             assert last == data["final_prediction"][: len(last)]
