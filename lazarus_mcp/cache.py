@@ -68,6 +68,10 @@ class ModelCache:
 
     async def get(self, model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         future = self._future(model_id, options or LoadOptions())
+        if future.done():
+            # Loaded: no helper thread, so a cheap call never queues behind the thread limiter
+            # while many calls wait on the MLX worker.
+            return future.result()
         return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
 
     def get_sync(self, model_id: str, options: LoadOptions | None = None) -> LoadedModel:

@@ -1,0 +1,395 @@
+"""``lazarus-mcp``: the logit lens as Model Context Protocol tools, over stdio.
+
+The server owns no analysis: each tool maps its pydantic input onto the core's
+:class:`AnalysisConfig`, calls the async analyzer on the server's one :class:`ModelCache`, and
+returns the core's result as structured content, so a tool call and ``lazarus introspect analyze
+-o`` give the same JSON. MLX work runs on the core's single worker thread; the event loop only
+waits, so cheap calls answer while an analysis runs. stdout is the protocol: logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ValidationError, create_model
+
+from lazarus_mcp.analyzer import ModelAnalyzer
+from lazarus_mcp.cache import ModelCache, default_cache
+from lazarus_mcp.errors import LazarusError
+from lazarus_mcp.models import AnalysisConfig, AnalysisResult
+from lazarus_mcp.process import prepare_entry_point
+from lazarus_mcp.tools import (
+    ANALYZE_DOC,
+    INFO_DOC,
+    LOADED_DOC,
+    TRACK_DOC,
+    AnalyzeInput,
+    LoadedModel,
+    LoadedModels,
+    LoadedModelsInput,
+    ModelInfoInput,
+    ModelStatus,
+    TokenTracking,
+    TrackTokensInput,
+    render_analysis,
+    render_loaded,
+    render_status,
+    render_tracking,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SERVER_NAME = "lazarus"
+HEARTBEAT_S = 1.0
+INSTRUCTIONS = """\
+Logit-lens introspection of language models (MLX): what a model would predict for the next \
+token if it stopped after each transformer block. Start with `analyze` (the whole lens for a \
+prompt); use `track_tokens` to follow how likely specific tokens (e.g. a correct and a wrong \
+answer) are at each layer; `model_info` describes a model's architecture; `loaded_models` lists \
+what is in memory. Models are local directories, Hugging Face ids, or 'demo'. The first call on \
+a model loads it (seconds to minutes); later calls reuse it. Probabilities are over the whole \
+vocabulary; ranks are 1-based; layers are 0-based block indices."""
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True)
+
+
+# Progress ------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Progress notifications for one call; no-ops unless the client sent a progress token.
+
+    Each step reports once at its start, then every ``HEARTBEAT_S`` while it runs, creeping
+    toward the next step: progress must increase, and some clients reset their request timeout
+    on each notification, which a model load of a minute needs.
+    """
+
+    def __init__(self, ctx: Context, total: int) -> None:
+        self._ctx = ctx
+        self.total = total
+        self.done = 0
+
+    async def report(self, progress: float, message: str) -> None:
+        await self._ctx.report_progress(progress, self.total, message)
+
+    async def step(self, message: str, job: Awaitable[T]) -> T:
+        """Await ``job`` as the next step; its own exception propagates unwrapped."""
+        start = self.done
+        await self.report(start, message)
+        finished = anyio.Event()
+        outcome: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._beat, start, message, finished)
+            try:
+                outcome.append(await job)
+            except Exception as exc:  # re-raised below, outside the task group's wrapping
+                outcome.append(exc)
+            finally:
+                finished.set()
+        self.done += 1
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    async def _beat(self, start: int, message: str, finished: anyio.Event) -> None:
+        began = time.monotonic()
+        while not finished.is_set():
+            with anyio.move_on_after(HEARTBEAT_S):
+                await finished.wait()
+            if not finished.is_set():
+                elapsed = time.monotonic() - began
+                await self.report(start + elapsed / (elapsed + 10), f"{message} ({elapsed:.0f} s)")
+
+    async def finish(self, message: str) -> None:
+        await self.report(self.total, message)
+
+
+# Tool bodies: inputs -> core -> (result, text) ------------------------------------------------
+
+
+async def open_model(cache: ModelCache, model_id: str, progress: Progress) -> ModelAnalyzer:
+    """The model's analyzer from the cache, loading it (once, however many calls ask) if needed."""
+    if cache.peek(model_id) is not None:
+        return await progress.step(
+            f"model {model_id} is loaded", ModelAnalyzer.load(model_id, cache=cache)
+        )
+    began = time.monotonic()
+    analyzer = await progress.step(
+        f"loading model {model_id}", ModelAnalyzer.load(model_id, cache=cache)
+    )
+    logger.info("model %s ready after %.1f s", model_id, time.monotonic() - began)
+    return analyzer
+
+
+async def run_lens(
+    cache: ModelCache, model_id: str, prompt: str, config: AnalysisConfig, ctx: Context
+) -> AnalysisResult:
+    progress = Progress(ctx, total=2)
+    analyzer = await open_model(cache, model_id, progress)
+    result = await progress.step("running the logit lens", analyzer.analyze(prompt, config))
+    await progress.finish("done")
+    return result
+
+
+async def analyze(
+    cache: ModelCache, params: AnalyzeInput, ctx: Context
+) -> tuple[AnalysisResult, str]:
+    result = await run_lens(cache, params.model, params.prompt, params.config(), ctx)
+    return result, render_analysis(result)
+
+
+async def track_tokens(
+    cache: ModelCache, params: TrackTokensInput, ctx: Context
+) -> tuple[TokenTracking, str]:
+    result = await run_lens(cache, params.model, params.prompt, params.config(), ctx)
+    tracking = TokenTracking.of(result)
+    return tracking, render_tracking(tracking)
+
+
+async def model_info(
+    cache: ModelCache, params: ModelInfoInput, ctx: Context
+) -> tuple[ModelStatus, str]:
+    already = cache.peek(params.model) is not None
+    progress = Progress(ctx, total=1)
+    analyzer = await open_model(cache, params.model, progress)
+    await progress.finish("done")
+    status = ModelStatus(**analyzer.info.model_dump(), already_loaded=already)
+    return status, render_status(status)
+
+
+async def loaded_models(
+    cache: ModelCache, params: LoadedModelsInput, ctx: Context
+) -> tuple[LoadedModels, str]:
+    held = cache.loaded()
+    loaded = LoadedModels(
+        models=[LoadedModel(model=m.info, memory_bytes=m.nbytes) for m in held],
+        max_models=cache.max_models,
+        memory_budget_bytes=cache.memory_budget,
+        memory_used_bytes=sum(m.nbytes for m in held),
+    )
+    return loaded, render_loaded(loaded)
+
+
+# Registration and errors ----------------------------------------------------------------------
+
+
+def error_result(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One actionable line for the first problem (pydantic's own text spans several lines)."""
+    errors = exc.errors()
+    err = errors[0]
+    where = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "missing":
+        line = f"missing required argument '{where}'"
+    elif err["type"] == "extra_forbidden":
+        line = f"unknown argument '{where}'; the tool's input schema lists the accepted ones"
+    else:
+        text = str(err["msg"]).removeprefix("Value error, ")
+        line = f"invalid argument '{where}': {text}" if where else f"invalid arguments: {text}"
+    more = len(errors) - 1
+    return line + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+Body = Callable[[ModelCache, Any, Context], Awaitable[tuple[BaseModel, str]]]
+
+
+def make_tool(
+    cache: ModelCache, body: Body, inputs: type[BaseModel], output: type[BaseModel], doc: str
+) -> Tool:
+    """A tool whose arguments are validated by ``inputs`` itself (schema, bounds, extra=forbid)
+    and whose structured content is checked against ``output``'s schema."""
+    name = body.__name__
+
+    async def call(ctx: Context, **fields: Any) -> CallToolResult:
+        try:
+            result, text = await body(cache, inputs.model_validate(fields), ctx)
+        except LazarusError as exc:
+            return error_result(str(exc))
+        except ValidationError as exc:
+            return error_result(validation_message(exc))
+        except Exception:
+            logger.exception("tool %s failed", name)
+            return error_result(
+                f"{name} failed with an internal error; the server's log has details"
+            )
+        data = result.model_dump(mode="json")
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)], structured_content=data
+        )
+
+    # The SDK validates arguments with ArgModelBase models; this one is ``inputs`` as it stands.
+    arguments = create_model(inputs.__name__, __base__=(inputs, ArgModelBase))
+    return Tool(
+        fn=call,
+        name=name,
+        title=name.replace("_", " ").capitalize(),
+        description=doc,
+        parameters=arguments.model_json_schema(by_alias=True),
+        fn_metadata=FuncMetadata(arg_model=arguments, output_model=output),
+        is_async=True,
+        context_kwarg="ctx",
+        annotations=READ_ONLY,
+    )
+
+
+class LensServer(MCPServer):
+    """``MCPServer`` whose argument-validation failures are one line, like every other error."""
+
+    async def call_tool(  # type: ignore[override]
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # The SDK's argument validation: its message is pydantic's multi-line report.
+            if isinstance(exc.__cause__, ValidationError):
+                return error_result(validation_message(exc.__cause__))
+            raise
+
+
+def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) -> MCPServer:
+    """A server over ``cache`` (default: the process-wide one the Python API uses)."""
+    cache = cache if cache is not None else default_cache()
+    tools = [
+        make_tool(cache, analyze, AnalyzeInput, AnalysisResult, ANALYZE_DOC),
+        make_tool(cache, track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
+        make_tool(cache, model_info, ModelInfoInput, ModelStatus, INFO_DOC),
+        make_tool(cache, loaded_models, LoadedModelsInput, LoadedModels, LOADED_DOC),
+    ]
+    return LensServer(
+        SERVER_NAME,
+        version=_version(),
+        instructions=INSTRUCTIONS,
+        tools=tools,
+        lifespan=_preloading(cache, list(preload)),
+    )
+
+
+def _preloading(cache: ModelCache, models: list[str]) -> Callable[[MCPServer], Any]:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        # In the background, so the client's handshake is answered at once; a call for a model
+        # that is still loading joins that load.
+        async with anyio.create_task_group() as tg:
+            for model_id in models:
+                tg.start_soon(_preload, cache, model_id)
+            yield {}
+            tg.cancel_scope.cancel()
+
+    return lifespan
+
+
+async def _preload(cache: ModelCache, model_id: str) -> None:
+    began = time.monotonic()
+    try:
+        await cache.get(model_id)
+    except LazarusError as exc:
+        logger.error("--preload %s failed: %s", model_id, exc)
+    except Exception:
+        logger.exception("--preload %s failed", model_id)
+    else:
+        logger.info("preloaded %s in %.1f s", model_id, time.monotonic() - began)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lazarus-mcp")
+    except PackageNotFoundError:
+        return "0"
+
+
+# Command line ---------------------------------------------------------------------------------
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_UNITS |= {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'8GB', '512MiB', '1.5g' or a byte count -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8GB, 512MiB, 1073741824)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit or ""])
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="lazarus-mcp",
+        description="MCP server (stdio) for logit-lens introspection: tools analyze, "
+        "track_tokens, model_info, loaded_models. Logs go to stderr.",
+    )
+    parser.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="load this model when the server starts (repeatable)",
+    )
+    parser.add_argument(
+        "--max-models", type=_positive, default=2, metavar="N", help="models kept in memory"
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="bytes of weights kept in memory, e.g. 16GB (one model always stays)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    prepare_entry_point()
+    # Before the SDK configures logging (a no-op once the root logger has a handler): stderr only.
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    cache = ModelCache(max_models=args.max_models, memory_budget=args.memory_budget)
+    server = create_server(cache, preload=args.preload)
+    try:
+        with suppress(KeyboardInterrupt):
+            server.run("stdio")
+    finally:
+        # The protocol is over, but the MLX worker may still be finishing a load (it cannot be
+        # interrupted): what it prints from now on must not land on the client's stdout pipe.
+        os.dup2(2, 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The MCP tools' inputs and outputs: pydantic models an agent sees as JSON schemas.
+
+Inputs map onto the core's :class:`AnalysisConfig` the way the CLI's options do, so the same
+arguments give the same result through either interface. Outputs are core models (``analyze``
+returns :class:`AnalysisResult` itself) or thin views of them. The short text renderings are for
+clients that read only a tool's text content.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lazarus_mcp.models import (
+    AnalysisConfig,
+    AnalysisResult,
+    LayerStrategy,
+    ModelInfo,
+    TokenEvolution,
+)
+
+_MODEL = (
+    "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
+    "tokenizer), a Hugging Face id such as 'Qwen/Qwen3-0.6B' (taken from the local cache, "
+    "downloaded if missing), or 'demo' for the bundled demo model. Use the same spelling on every "
+    "call: a loaded model is found again by this exact string."
+)
+_PROMPT = (
+    "The text to analyze. The lens reads the prediction for the token that would follow the "
+    "last token of the prompt (after the chat template, unless raw)."
+)
+_RAW = (
+    "false (default): wrap the prompt in the model's chat template as one user message plus the "
+    "assistant turn's opening, as a chat model sees a question. true: tokenize the text as given "
+    "(with the tokenizer's BOS), for completions such as 'The capital of France is'. Models "
+    "without a chat template always see the text as given."
+)
+_LAYERS = (
+    "Block indices, 0-based; negative ones count from the end (-1 = the last block, whose lens is "
+    "the model's own output)."
+)
+
+
+class _Input(BaseModel):
+    # An unknown argument is a typo the agent should hear about, not a silently ignored option.
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnalyzeInput(_Input):
+    model: str = Field(min_length=1, description=_MODEL)
+    prompt: str = Field(min_length=1, description=_PROMPT)
+    layer_strategy: LayerStrategy | None = Field(
+        None,
+        description="Which blocks to read: 'all'; 'evenly_spaced' (blocks 0, layer_step, "
+        "2*layer_step, ... plus the last); 'first_last'; 'custom' (the blocks in layers). "
+        "Default: 'custom' when layers is given, else 'evenly_spaced'.",
+    )
+    layer_step: int = Field(4, ge=1, description="Spacing for 'evenly_spaced'.")
+    layers: list[int] | None = Field(
+        None, min_length=1, description=f"Blocks for 'custom'. {_LAYERS}"
+    )
+    top_k: int = Field(
+        5, ge=1, le=100, description="How many of the most likely next tokens to list per layer."
+    )
+    track_tokens: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Tokens whose probability and rank to follow across the layers, spelled as "
+        "the model spells them: ' Paris' (leading space) is the word after a space, 'Paris' the "
+        "word at the start of a text. A string of several tokens tracks its first token.",
+    )
+    raw: bool = Field(False, description=_RAW)
+
+    @model_validator(mode="after")
+    def _custom_needs_layers(self) -> AnalyzeInput:
+        if self.layer_strategy is LayerStrategy.CUSTOM and not self.layers:
+            raise ValueError("layer_strategy 'custom' needs layers, e.g. [0, 2, -1]")
+        return self
+
+    def config(self) -> AnalysisConfig:
+        """The core's config, chosen exactly as ``lazarus introspect analyze`` chooses it."""
+        strategy = self.layer_strategy
+        if strategy is None:
+            strategy = LayerStrategy.CUSTOM if self.layers else LayerStrategy.EVENLY_SPACED
+        return AnalysisConfig(
+            layer_strategy=strategy,
+            layer_step=self.layer_step,
+            custom_layers=self.layers,
+            top_k=self.top_k,
+            track_tokens=self.track_tokens,
+            use_chat_template=not self.raw,
+        )
+
+
+class TrackTokensInput(_Input):
+    model: str = Field(min_length=1, description=_MODEL)
+    prompt: str = Field(min_length=1, description=_PROMPT)
+    tokens: list[str] = Field(
+        min_length=1,
+        max_length=32,
+        description="The tokens to follow, spelled as the model spells them: ' Paris' (leading "
+        "space) is the word after a space, 'Paris' the word at the start of a text. A string of "
+        "several tokens tracks its first token (the result says so).",
+    )
+    layers: list[int] | None = Field(
+        None, min_length=1, description=f"Blocks to read; default every block. {_LAYERS}"
+    )
+    raw: bool = Field(False, description=_RAW)
+
+    def config(self) -> AnalysisConfig:
+        return AnalysisConfig(
+            layer_strategy=LayerStrategy.CUSTOM if self.layers else LayerStrategy.ALL,
+            custom_layers=self.layers,
+            top_k=1,
+            track_tokens=self.tokens,
+            use_chat_template=not self.raw,
+        )
+
+
+class ModelInfoInput(_Input):
+    model: str = Field(min_length=1, description=_MODEL)
+
+
+class LoadedModelsInput(_Input):
+    pass
+
+
+class ModelStatus(ModelInfo):
+    """``ModelInfo`` plus whether the model was in memory before this call."""
+
+    already_loaded: bool = Field(
+        description="True: the model was in memory when the call arrived. False: it was loaded "
+        "for this call; it now stays loaded, so later calls on it start at once (until evicted)."
+    )
+
+
+class TokenTracking(BaseModel):
+    """The token-evolution part of an analysis."""
+
+    model_id: str
+    prompt: str
+    text_seen: str = Field(description="The text that was tokenized (after the chat template).")
+    chat_template_applied: bool
+    tokens: list[str] = Field(description="The prompt's tokens as the model sees them.")
+    captured_layers: list[int]
+    token_evolutions: list[TokenEvolution] = Field(
+        description="One entry per requested token, in order: its probability and 1-based rank "
+        "at each captured layer, at the final output, and the first layer where it ranks 1."
+    )
+
+    @classmethod
+    def of(cls, result: AnalysisResult) -> TokenTracking:
+        return cls(
+            model_id=result.model.model_id,
+            prompt=result.prompt,
+            text_seen=result.text_seen,
+            chat_template_applied=result.chat_template_applied,
+            tokens=result.tokens,
+            captured_layers=result.captured_layers,
+            token_evolutions=result.token_evolutions,
+        )
+
+
+class LoadedModel(BaseModel):
+    model: ModelInfo
+    memory_bytes: int = Field(description="Bytes of weights the model holds in memory.")
+
+
+class LoadedModels(BaseModel):
+    """What the server holds in memory and the limits it evicts by."""
+
+    models: list[LoadedModel] = Field(description="Least recently used first.")
+    max_models: int = Field(description="Models kept at most; the least recently used goes.")
+    memory_budget_bytes: int | None = Field(
+        description="Bytes of weights kept at most (null: no budget; one model always stays)."
+    )
+    memory_used_bytes: int
+
+
+# What each tool answers, for the agent choosing one.
+
+ANALYZE_DOC = """\
+The logit lens of a prompt: for each selected block (layer), the tokens the model would predict \
+next if it stopped there, with probabilities, entropy and the KL divergence from the final \
+output; the model's own final prediction; and, for track_tokens, each token's probability and \
+rank at every captured layer with the first layer where it ranks 1 (emergence_layer). Use it to \
+see at what depth an answer forms, where the model changes its mind, or how a chat template \
+changes the prediction. The result is the same JSON as `lazarus introspect analyze -o`. For \
+tokens alone at every layer use track_tokens (smaller output)."""
+
+TRACK_DOC = """\
+How the probability and rank of given tokens evolve across the layers for a prompt (every block \
+by default): per token, its probability and 1-based rank over the whole vocabulary at each \
+layer, at the final output, and emergence_layer, the first layer where it ranks 1 (null if \
+never). Use it to compare candidates (a right and a wrong answer) or find where a token wins."""
+
+INFO_DOC = """\
+Describe a model: family (model_type), number of blocks (layers are 0..num_layers-1), hidden \
+size, vocabulary size, tied embeddings, embedding scale (Gemma), final logit soft-cap (Gemma 2), \
+quantization, dtypes, device, chat template, and already_loaded. Loads the model if it is not in \
+memory, so a later analyze starts at once. Use it to pick valid layer indices."""
+
+LOADED_DOC = """\
+The models the server holds in memory (least recently used first), with their sizes and the \
+cache limits. Calls on a loaded model start at once; others load it first, which may evict the \
+least recently used model."""
+
+
+# Short renderings for text-only clients: the headline numbers, not the whole result.
+
+
+def _pct(p: float) -> str:
+    # Percent for the large ones; small ones keep their magnitude (rank already orders them).
+    return f"{p:.1%}" if p >= 0.001 else f"{p:.0e}"
+
+
+def render_analysis(result: AnalysisResult) -> str:
+    info = result.model
+    top = ", ".join(f"{t.token!r} {_pct(t.probability)}" for t in result.final_prediction[:5])
+    lines = [
+        f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
+        f"tokens, predicting after {result.tokens[-1]!r}"
+        + (" (chat template applied)" if result.chat_template_applied else ""),
+        f"Final prediction: {top}",
+        "Top token by layer:",
+    ]
+    lines += [
+        f"  layer {p.layer_idx}: {p.top_token!r} {_pct(p.top_probability)} "
+        f"(entropy {p.entropy:.2f}, KL {p.kl_divergence:.2f})"
+        for p in result.layer_predictions
+    ]
+    lines += render_evolutions(result.token_evolutions)
+    return "\n".join(lines)
+
+
+def render_evolutions(evolutions: list[TokenEvolution]) -> list[str]:
+    lines = []
+    for evo in evolutions:
+        path = ", ".join(f"L{s.layer_idx} {_pct(s.probability)} #{s.rank}" for s in evo.layers)
+        first = (
+            "never rank 1"
+            if evo.emergence_layer is None
+            else f"rank 1 from layer {evo.emergence_layer}"
+        )
+        split = f" (first of {evo.pieces})" if evo.multi_token else ""
+        lines.append(
+            f"Token {evo.token!r}{split}: {path}; final {_pct(evo.final_probability)} "
+            f"#{evo.final_rank}; {first}"
+        )
+    return lines
+
+
+def render_tracking(tracking: TokenTracking) -> str:
+    head = f"{tracking.model_id}: layers {tracking.captured_layers}"
+    return "\n".join([head, *render_evolutions(tracking.token_evolutions)])
+
+
+def render_status(status: ModelStatus) -> str:
+    extras = [
+        f"embedding scale {status.embedding_scale:g}" if status.embedding_scale else "",
+        f"soft-cap {status.final_logit_softcap:g}" if status.final_logit_softcap else "",
+        f"{status.quantization.bits}-bit" if status.quantization else "",
+        "tied embeddings" if status.tied_embeddings else "untied head",
+        "chat template" if status.has_chat_template else "no chat template",
+    ]
+    return (
+        f"{status.model_id}: {status.family}, {status.num_layers} layers, hidden "
+        f"{status.hidden_size}, vocab {status.vocab_size}, {', '.join(e for e in extras if e)}; "
+        f"{status.dtype} computed in {status.compute_dtype} on {status.device}; "
+        + ("was loaded already" if status.already_loaded else "loaded by this call")
+    )
+
+
+def render_loaded(loaded: LoadedModels) -> str:
+    if not loaded.models:
+        return f"No model loaded (up to {loaded.max_models} kept)."
+    names = ", ".join(
+        f"{m.model.model_id} ({m.memory_bytes / 2**20:.1f} MiB)" for m in loaded.models
+    )
+    return f"Loaded, least recently used first: {names}; up to {loaded.max_models} kept."
