@@ -98,15 +98,12 @@ def build_config(
 ) -> AnalysisConfig:
     from pydantic import ValidationError
 
+    from lazarus_mcp.layers import choose_strategy
     from lazarus_mcp.models import AnalysisConfig, LayerStrategy
 
     custom = parse_layers(layers) if layers is not None else None
-    if all_layers:
-        chosen = LayerStrategy.ALL
-    elif strategy is not None:
-        chosen = LayerStrategy(strategy.value)
-    else:
-        chosen = LayerStrategy.CUSTOM if custom else LayerStrategy.EVENLY_SPACED
+    wanted = LayerStrategy(strategy.value) if strategy is not None else None
+    chosen = choose_strategy(wanted, custom, all_layers)
     if chosen is LayerStrategy.CUSTOM and not custom:
         fail("--layer-strategy custom requires --layers, e.g. --layers 0,4,-1")
     try:

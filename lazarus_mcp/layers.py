@@ -6,6 +6,18 @@ from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.models import AnalysisConfig, LayerStrategy
 
 
+def choose_strategy(
+    strategy: LayerStrategy | None, custom_layers: list[int] | None, all_layers: bool = False
+) -> LayerStrategy:
+    """The strategy every interface derives from its options: ``all_layers`` wins, an explicit
+    strategy next, else ``custom`` when layers are given and ``evenly_spaced`` when not."""
+    if all_layers:
+        return LayerStrategy.ALL
+    if strategy is not None:
+        return strategy
+    return LayerStrategy.CUSTOM if custom_layers else LayerStrategy.EVENLY_SPACED
+
+
 def normalize_layer(index: int, num_layers: int) -> int:
     """Map a possibly negative block index onto 0..N-1, or fail with the valid range."""
     resolved = index + num_layers if index < 0 else index

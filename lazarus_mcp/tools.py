@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lazarus_mcp.layers import choose_strategy
 from lazarus_mcp.models import (
     AnalysisConfig,
     AnalysisResult,
@@ -69,6 +70,12 @@ class AnalyzeInput(_Input):
         "word at the start of a text. A string of several tokens tracks its first token.",
     )
     raw: bool = Field(False, description=_RAW)
+    embedding_scale: float | None = Field(
+        None,
+        gt=0,
+        description="Replace the model's own embedding scale (Gemma: sqrt(hidden_size)) for this "
+        "call, to study its effect; null uses the model's.",
+    )
 
     @model_validator(mode="after")
     def _custom_needs_layers(self) -> AnalyzeInput:
@@ -78,16 +85,14 @@ class AnalyzeInput(_Input):
 
     def config(self) -> AnalysisConfig:
         """The core's config, chosen exactly as ``lazarus introspect analyze`` chooses it."""
-        strategy = self.layer_strategy
-        if strategy is None:
-            strategy = LayerStrategy.CUSTOM if self.layers else LayerStrategy.EVENLY_SPACED
         return AnalysisConfig(
-            layer_strategy=strategy,
+            layer_strategy=choose_strategy(self.layer_strategy, self.layers),
             layer_step=self.layer_step,
             custom_layers=self.layers,
             top_k=self.top_k,
             track_tokens=self.track_tokens,
             use_chat_template=not self.raw,
+            embedding_scale=self.embedding_scale,
         )
 
 

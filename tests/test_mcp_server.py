@@ -80,7 +80,9 @@ async def test_tools_are_listed_with_schemas_and_annotations() -> None:
         "top_k",
         "track_tokens",
         "raw",
+        "embedding_scale",
     }
+    assert analyze["properties"]["embedding_scale"]["anyOf"][0]["exclusiveMinimum"] == 0
     assert sorted(analyze["required"]) == ["model", "prompt"]
     top_k = analyze["properties"]["top_k"]
     assert (top_k["default"], top_k["minimum"], top_k["maximum"]) == (5, 1, 100)

@@ -158,6 +158,10 @@ IDENTITY_CASES = [
         {"model": str(PARITY / "gemma2"), "prompt": "2 + 2 =", "layers": [0, -1], "top_k": 3},
     ),
     (
+        ["-m", str(PARITY / "gemma"), "-p", "Hello", "--embedding-scale", "4", "-s", "2"],
+        {"model": str(PARITY / "gemma"), "prompt": "Hello", "embedding_scale": 4, "layer_step": 2},
+    ),
+    (
         ["-m", str(PARITY / "qwen3"), "-p", "Hello world"],
         {"model": str(PARITY / "qwen3"), "prompt": "Hello world"},
     ),
