@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lazarus_mcp import blas
 from lazarus_mcp.errors import ModelLoadError, ModelNotFoundError
 from lazarus_mcp.head import (
     LensHead,
@@ -164,21 +165,34 @@ def _stored_dtype(model: Any) -> str:
     return "unknown"
 
 
-def _apply_dtype(model: Any, options: LoadOptions, device: str, quantized: bool) -> None:
-    import mlx.core as mx
-    from mlx_lm.utils import dequantize_model
-
-    target = options.dtype
-    if target == "auto":
+def _target_dtype(options: LoadOptions, device: str) -> str:
+    if options.dtype == "auto":
         # MLX's CPU backend only reaches BLAS for float32; bf16/f16 and quantized matmuls on the
         # CPU run ~50-100x slower, so the CPU computes in float32 (the GPU keeps the checkpoint).
-        target = "float32" if device == "cpu" else "native"
+        return "float32" if device == "cpu" else "native"
+    return options.dtype
+
+
+def _apply_dtype(model: Any, target: str, quantized: bool) -> None:
+    """Convert a lazily loaded model to ``target``, one tensor at a time.
+
+    Each weight is read from the file, converted and its source freed before the next, so the
+    peak stays near the converted weights' size instead of adding the checkpoint's (a bfloat16
+    1B model to float32: 4.4 GB, not 6.6). Quantization scales and biases are converted first,
+    so dequantization computes in the target dtype directly, without a bfloat16 round trip.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import dequantize_model
+
     if target == "native":
         return
+    model.set_dtype(getattr(mx, target))
     if quantized:
         dequantize_model(model)
-    model.set_dtype(getattr(mx, target))
-    mx.eval(model.parameters())
+    for _, value in tree_flatten(model.parameters()):
+        mx.eval(value)
+    mx.clear_cache()  # the sources' freed buffers would otherwise stay in MLX's cache
 
 
 def _nbytes(model: Any) -> int:
@@ -215,8 +229,11 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     if options.device is not None:
         mx.set_default_device(getattr(mx, options.device))
     device = "gpu" if mx.default_device() == mx.gpu else "cpu"
+    target = _target_dtype(options, device)
     try:
-        model, config = load_model(path, model_config=mlx_overrides(config))
+        # Lazy when converting: _apply_dtype then reads each tensor only when converting it.
+        lazy = target != "native"
+        model, config = load_model(path, lazy=lazy, model_config=mlx_overrides(config))
         wrapper = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:
         raise ModelLoadError(f"could not load the model in {path}: {exc}".splitlines()[0]) from exc
@@ -224,7 +241,12 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     fixes = apply_port_fixes(model, config)
     stored = _stored_dtype(model)
     quantization = _quantization(config)
-    _apply_dtype(model, options, device, quantization is not None)
+    try:
+        _apply_dtype(model, target, quantization is not None)
+    except Exception as exc:  # lazily loaded weights are only read here
+        raise ModelLoadError(
+            f"could not read the weights in {path}: {exc}".splitlines()[0]
+        ) from exc
     compute = _stored_dtype(model)
     head = build_head(model)
     inner = backbone(model)
@@ -256,7 +278,8 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         has_chat_template=has_chat_template(tokenizer),
         corrections=fixes,
     )
-    logger.debug("loaded %s: %s", model_id, info.model_dump())
+    # The preload logs the BLAS before a CLI has set up logging: say it again beside the dtype.
+    logger.debug("loaded %s (BLAS: %s): %s", model_id, blas.status(), info.model_dump())
     return LoadedModel(
         info=info,
         model=model,

@@ -55,6 +55,10 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
 
 def test_corrupt_and_missing_weights(tmp_path: Path) -> None:
     path = _copy("llama", tmp_path)
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])  # valid header, cut data
+    with pytest.raises(ModelLoadError, match="could not"):
+        _load(path)
     (path / "model.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(ModelLoadError, match="could not load"):
         _load(path)
@@ -91,7 +95,7 @@ def test_four_bit_checkpoint(quantized: Path, dtype: str) -> None:
     else:
         assert info.compute_dtype == "float32"
     head_diff, tap_diff = worker.run_sync(_last_block_check, loaded)
-    assert tap_diff == 0.0
+    assert tap_diff <= 1e-5
     assert head_diff <= 1e-4
 
 
