@@ -259,6 +259,25 @@ def info(
         typer.echo(render.model_info(analyzer.info))
 
 
+@app.command("diagnostics")
+def diagnostics(
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    device: DeviceOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show what computes here: the BLAS behind MLX's CPU matmuls, its threads, the device and
+    the dtype --dtype auto picks on it."""
+    setup_logging(verbose)
+    from lazarus_mcp.diagnostics import collect, render
+    from lazarus_mcp.models import to_json
+
+    report = collect(device.value if device else None)
+    if json_out:
+        sys.stdout.write(to_json(report).decode() + "\n")
+    else:
+        typer.echo(render(report))
+
+
 def run() -> None:
     app()
 
