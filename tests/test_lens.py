@@ -25,16 +25,20 @@ PROMPT = "The capital of France is"
 
 
 def _last_block_check(loaded: LoadedModel) -> tuple[float, float]:
-    """(|head(h_{N-1}) - model logits|, |model logits with taps - without|), both max-abs."""
+    """(|head(h_{N-1}) - model logits|, |model logits with taps - without|), max-abs, relative
+    to the largest logit. The lens forward runs the model's head on the analyzed position only
+    (as transformers does with logits_to_keep=1), so a BLAS may round that one row differently
+    from the same row of a whole-sequence GEMM: equal to float rounding, not always bit for bit."""
     ids = loaded.tokenizer.encode(PROMPT)
     last = loaded.info.num_layers - 1
     captured, final = forward_with_taps(loaded.model, ids, list(range(last + 1)))
     lens_last = loaded.head(captured[last][None])[0]
     plain = loaded.model(mx.array([ids]))[0, -1].astype(mx.float32)
     final = final.astype(mx.float32)
+    scale = max(1.0, float(mx.max(mx.abs(plain))))
     return (
-        float(mx.max(mx.abs(lens_last - final))),
-        float(mx.max(mx.abs(plain - final))),
+        float(mx.max(mx.abs(lens_last - final))) / scale,
+        float(mx.max(mx.abs(plain - final))) / scale,
     )
 
 
@@ -48,15 +52,16 @@ def test_last_block_lens_equals_model_logits(tmp_path: Path, family: str, dtype:
     path = build_checkpoint(tmp_path / family, family)
     loaded = worker.run_sync(load, str(path), LoadOptions(dtype=dtype))
     head_diff, tap_diff = worker.run_sync(_last_block_check, loaded)
-    assert tap_diff == 0.0
-    assert head_diff <= (1e-5 if dtype == "native" else 1e-2)
+    tolerance = 1e-5 if dtype == "native" else 1e-2
+    assert tap_diff <= tolerance
+    assert head_diff <= tolerance
 
 
 @pytest.mark.parametrize("name", PARITY_MODELS)
 def test_parity_last_block_lens_equals_model_logits(name: str) -> None:
     loaded = worker.run_sync(load, str(PARITY / name))
     head_diff, tap_diff = worker.run_sync(_last_block_check, loaded)
-    assert tap_diff == 0.0
+    assert tap_diff <= 1e-5
     assert head_diff <= 1e-5
 
 
