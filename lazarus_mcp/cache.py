@@ -74,9 +74,6 @@ class ModelCache:
             return future.result()
         return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
 
-    def get_sync(self, model_id: str, options: LoadOptions | None = None) -> LoadedModel:
-        return self._future(model_id, options or LoadOptions()).result()
-
     def loaded(self) -> list[LoadedModel]:
         """Models in memory, least recently used first."""
         with self._mutex:

@@ -76,7 +76,6 @@ class LoadedModel:
     applied_embedding_scale: float
     nbytes: int
     sliding_windows: dict[int, int] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def embedding_factor(self, override: float | None) -> float:
         """Factor on the embedding lookup that makes the forward use the wanted scale."""

@@ -71,7 +71,3 @@ async def run(fn: Callable[..., T], *args: object) -> T:
     """
     future = submit(fn, *args)
     return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
-
-
-def is_worker_thread() -> bool:
-    return threading.current_thread() is _thread
