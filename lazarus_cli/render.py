@@ -24,6 +24,8 @@ def model_header(info: ModelInfo) -> list[str]:
         q = info.quantization
         lines.append(f"  Quantization: {q.bits}-bit {q.mode}, group size {q.group_size}")
     lines.append(f"  Dtype: {info.dtype} (computing in {info.compute_dtype} on {info.device})")
+    if info.matmul != "mlx":
+        lines.append(f"  Linear layers: {info.matmul} on {info.weight_dtype} weights")
     return lines
 
 

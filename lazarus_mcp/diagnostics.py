@@ -29,6 +29,9 @@ class Diagnostics(BaseModel):
     blas_path: str | None
     blas_reason: str
     blas_threading: str | None = Field(description="MKL's threading layer, when MKL is used.")
+    cpu_kernel: str = Field(
+        description="lazarus's bfloat16 CPU matmul kernel: 'available (...)' or why it is not."
+    )
     auto_dtype: str = Field(description="What --dtype auto computes in on this device.")
 
 
@@ -61,8 +64,19 @@ def collect(device: str | None = None) -> Diagnostics:
 
     if device is not None:
         mx.set_default_device(getattr(mx, device))
+    from lazarus_mcp import bf16_linear
+
     on = "gpu" if mx.default_device() == mx.gpu else "cpu"
-    auto = "float32 (dequantizing quantized checkpoints)" if on == "cpu" else "the checkpoint's"
+    kernel = bf16_linear.status()
+    if on != "cpu":
+        auto = "the checkpoint's"
+    elif kernel.available:
+        auto = (
+            f"bfloat16 checkpoints (and quantized ones with bfloat16 scales): {bf16_linear.EXACT} "
+            "on the stored weights, float32 activations; others: float32"
+        )
+    else:
+        auto = "float32 (dequantizing quantized checkpoints)"
     return Diagnostics(
         lazarus=__version__,
         python=sys.version.split()[0],
@@ -77,6 +91,7 @@ def collect(device: str | None = None) -> Diagnostics:
         blas_path=status.path,
         blas_reason=status.reason,
         blas_threading=status.threading,
+        cpu_kernel=f"available ({kernel.reason})" if kernel.available else kernel.reason,
         auto_dtype=auto,
     )
 

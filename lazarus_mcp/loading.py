@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lazarus_mcp import blas
+from lazarus_mcp import bf16_linear, blas
 from lazarus_mcp.errors import ModelLoadError, ModelNotFoundError
 from lazarus_mcp.head import (
     LensHead,
@@ -53,8 +53,11 @@ def demo_path() -> Path:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to run a model: ``auto`` computes in float32 on the CPU (MLX's fast CPU path) and in
-    the checkpoint's dtype elsewhere; ``native`` keeps the checkpoint as stored (quantized too)."""
+    """How to run a model: ``auto`` keeps the checkpoint's dtype on a GPU; on the CPU it runs
+    bfloat16 weights (quantized ones dequantized to bfloat16) through lazarus's bfloat16 kernel
+    where the CPU has AVX512-BF16, and computes in float32 through BLAS otherwise. ``bfloat16``
+    on such a CPU also uses the kernel; ``native`` keeps the checkpoint as stored, computed by
+    MLX's own ops (quantized too)."""
 
     dtype: str = "auto"
     device: str | None = None
@@ -164,16 +167,35 @@ def _stored_dtype(model: Any) -> str:
     return "unknown"
 
 
-def _target_dtype(options: LoadOptions, device: str) -> str:
+@dataclass(frozen=True)
+class ComputePlan:
+    """What a load converts to: ``dtype`` for the MLX parameters (``native``: as stored), and
+    what runs the linear layers: ``mlx``, or lazarus's bfloat16 CPU kernel (``bf16_linear``)."""
+
+    dtype: str
+    matmul: str = "mlx"
+
+
+def plan_compute(options: LoadOptions, device: str, stored: str) -> ComputePlan:
+    kernel = device == "cpu" and bf16_linear.status().available
     if options.dtype == "auto":
-        # MLX's CPU backend only reaches BLAS for float32; bf16/f16 and quantized matmuls on the
-        # CPU run ~50-100x slower, so the CPU computes in float32 (the GPU keeps the checkpoint).
-        return "float32" if device == "cpu" else "native"
-    return options.dtype
+        if device != "cpu":
+            return ComputePlan("native")
+        # MLX's CPU backend reaches BLAS only for float32 (its bfloat16 and quantized matmuls
+        # run ~50-100x slower). Where the CPU has bfloat16 dot products, bfloat16 weights go
+        # through lazarus's kernel with float32-accurate inputs; all else computes in float32.
+        # A quantized checkpoint's stored dtype is its scales': dequantized in bfloat16, its
+        # weights are exactly what MLX's own dequantization computes.
+        if kernel and stored == "bfloat16":
+            return ComputePlan("float32", bf16_linear.EXACT)
+        return ComputePlan("float32")
+    if options.dtype == "bfloat16" and kernel:
+        return ComputePlan("float32", bf16_linear.FAST)
+    return ComputePlan(options.dtype)
 
 
-def _apply_dtype(model: Any, target: str, quantized: bool) -> None:
-    """Convert a lazily loaded model to ``target``, one tensor at a time.
+def _apply_plan(model: Any, plan: ComputePlan, quantized: bool, tied: bool) -> None:
+    """Convert a lazily loaded model as planned, one tensor at a time.
 
     Each weight is read from the file, converted and its source freed before the next, so the
     peak stays near the converted weights' size instead of adding the checkpoint's (a bfloat16
@@ -184,10 +206,15 @@ def _apply_dtype(model: Any, target: str, quantized: bool) -> None:
     from mlx.utils import tree_flatten
     from mlx_lm.utils import dequantize_model
 
-    if target == "native":
+    if plan.dtype == "native":
         return
-    model.set_dtype(getattr(mx, target))
-    if quantized:
+    kernel = plan.matmul != "mlx"
+    if kernel:
+        if quantized:
+            dequantize_model(model)  # lazily, in the scales' dtype (bfloat16)
+        bf16_linear.pack_model(model, tied, plan.matmul)
+    model.set_dtype(getattr(mx, plan.dtype))
+    if quantized and not kernel:
         dequantize_model(model)
     for _, value in tree_flatten(model.parameters()):
         mx.eval(value)
@@ -228,29 +255,30 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     if options.device is not None:
         mx.set_default_device(getattr(mx, options.device))
     device = "gpu" if mx.default_device() == mx.gpu else "cpu"
-    target = _target_dtype(options, device)
     try:
-        # Lazy when converting: _apply_dtype then reads each tensor only when converting it.
-        lazy = target != "native"
+        # Lazy when converting: _apply_plan then reads each tensor only when converting it.
+        lazy = not (options.dtype == "native" or (options.dtype == "auto" and device != "cpu"))
         model, config = load_model(path, lazy=lazy, model_config=mlx_overrides(config))
         wrapper = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:
         raise ModelLoadError(f"could not load the model in {path}: {exc}".splitlines()[0]) from exc
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
     fixes = apply_port_fixes(model, config)
+    inner = backbone(model)
+    hidden = int(config.get("hidden_size") or inner.embed_tokens.weight.shape[-1])
+    vocab = _vocab_rows(model)
+    tied = "lm_head" not in model
     stored = _stored_dtype(model)
     quantization = _quantization(config)
+    plan = plan_compute(options, device, stored)
     try:
-        _apply_dtype(model, target, quantization is not None)
+        _apply_plan(model, plan, quantization is not None, tied)
     except Exception as exc:  # lazily loaded weights are only read here
         raise ModelLoadError(
             f"could not read the weights in {path}: {exc}".splitlines()[0]
         ) from exc
     compute = _stored_dtype(model)
     head = build_head(model)
-    inner = backbone(model)
-    hidden = int(config.get("hidden_size") or inner.embed_tokens.weight.shape[-1])
-    vocab = _vocab_rows(model)
     probe_ids = min(16, vocab)
     applied = applied_embedding_scale(model, probe_ids)
     intended = intended_embedding_scale(family, hidden)
@@ -267,12 +295,14 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         num_layers=len(inner.layers),
         hidden_size=hidden,
         vocab_size=vocab,
-        tied_embeddings="lm_head" not in model,
+        tied_embeddings=tied,
         embedding_scale=scale,
         final_logit_softcap=head.softcap,
         quantization=quantization,
         dtype=stored,
         compute_dtype=compute,
+        weight_dtype="bfloat16" if plan.matmul != "mlx" else compute,
+        matmul=plan.matmul,
         device=device,
         has_chat_template=has_chat_template(tokenizer),
         corrections=fixes,

@@ -87,7 +87,16 @@ class ModelInfo(BaseModel):
     )
     quantization: QuantizationInfo | None = None
     dtype: str = Field(description="The dtype of the checkpoint's weights as stored.")
-    compute_dtype: str = Field(description="The dtype the weights are computed in here.")
+    compute_dtype: str = Field(
+        description="The dtype of the activations (the residual stream) here."
+    )
+    weight_dtype: str = Field(description="The dtype of the weights the linear layers read here.")
+    matmul: str = Field(
+        description="What computes the linear layers here: 'mlx' (MLX's own matmul; on the CPU "
+        "float32 through BLAS), or lazarus's AVX512-BF16 CPU kernel on the stored bfloat16 "
+        "weights with float32 sums: 'lazarus-bf16x2' (inputs split into two bfloat16 parts, "
+        "float32-accurate) or 'lazarus-bf16' (inputs rounded to bfloat16, as a bfloat16 model)."
+    )
     device: str = Field(description="The MLX device the model runs on (cpu or gpu).")
     has_chat_template: bool
     corrections: list[str] = Field(

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lazarus_cli.main import app
-from lazarus_mcp import blas
+from lazarus_mcp import bf16_linear, blas
 from lazarus_mcp.diagnostics import collect
 
 runner = CliRunner()
@@ -28,7 +28,13 @@ def test_diagnostics_report_the_preloaded_blas() -> None:
         status.threading,
     )
     assert report.device in {"cpu", "gpu"}
-    if report.device == "cpu":
+    kernel = bf16_linear.status()
+    assert report.cpu_kernel == (
+        f"available ({kernel.reason})" if kernel.available else kernel.reason
+    )
+    if report.device == "cpu" and kernel.available:
+        assert bf16_linear.EXACT in report.auto_dtype
+    elif report.device == "cpu":
         assert report.auto_dtype.startswith("float32")
 
 
@@ -47,4 +53,4 @@ def test_cli_prints_diagnostics_as_json() -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["blas"] == blas.status().name
-    assert {"mlx", "device", "auto_dtype", "blas_threading"} <= set(data)
+    assert {"mlx", "device", "auto_dtype", "blas_threading", "cpu_kernel"} <= set(data)

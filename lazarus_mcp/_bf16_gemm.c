@@ -1,0 +1,267 @@
+/*
+ * A bfloat16 GEMM for the CPU: y[m][n] = x[m][k] @ W[n][k]^T (+ bias), with float32 x and y,
+ * bfloat16 W (the checkpoint's own weights) and float32 accumulation.
+ *
+ * Why it exists: MLX's CPU backend computes bfloat16 and quantized matmuls without BLAS, 50-100x
+ * below the hardware, so lazarus computed in float32 through MKL. That reads twice the bytes
+ * (the lens of a short prompt is bound by memory bandwidth) and runs at half the rate of the
+ * bfloat16 dot-product instructions (VDPBF16PS, AVX512-BF16) that PyTorch's oneDNN uses. This
+ * kernel uses them on the checkpoint's bfloat16 weights, packed once at load.
+ *
+ * x is rounded to bfloat16 (round to nearest even) on entry, as a bfloat16 model rounds its
+ * activations; products are exact in float32 and summed in float32.
+ *
+ * Layouts:
+ *  - packed W: panels of NR=32 output columns; panel j holds, for each pair of inputs p, the
+ *    32 columns' (W[c][2p], W[c][2p+1]) pairs: [kp][32][2] bfloat16, 128 bytes = 2 registers.
+ *    Columns past n and the odd input past k are zero.
+ *  - packed x: blocks of MR rows, each [kp][MR] pairs of bfloat16 (one 32-bit word per pair),
+ *    so the microkernel reads its rows' pairs contiguously (row-major rows 4 KiB apart alias in
+ *    L1 and halved the speed).
+ *
+ * Built by setup.py as an (empty) CPython extension so pip compiles it; called through ctypes
+ * (lazarus_mcp/bf16_linear.py), which releases the GIL for the call. Only lz_supported and
+ * lz_pack run before the CPU check; the AVX-512 code is compiled per function.
+ */
+#define _GNU_SOURCE
+#include <Python.h>
+#include <sched.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define NR 32
+#define MR 14
+#define MC (MR * 14) /* rows of x per pass over the weights: keeps packed x in L2/L3 */
+#define MAX_THREADS 64
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+
+int lz_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+}
+
+size_t lz_packed_elems(int n, int k) {
+    size_t panels = (size_t)(n + NR - 1) / NR;
+    size_t kp = (size_t)(k + 1) / 2;
+    return panels * kp * NR * 2;
+}
+
+/* w: [n][k] bfloat16 bits, row-major, into the packed layout above. */
+void lz_pack(const uint16_t *w, int n, int k, uint16_t *out) {
+    size_t kp = (size_t)(k + 1) / 2;
+    int panels = (n + NR - 1) / NR;
+    for (int pi = 0; pi < panels; pi++) {
+        uint16_t *dst = out + (size_t)pi * kp * NR * 2;
+        for (int j = 0; j < NR; j++) {
+            int col = pi * NR + j;
+            const uint16_t *row = col < n ? w + (size_t)col * k : NULL;
+            for (size_t p = 0; p < kp; p++) {
+                size_t k0 = 2 * p;
+                dst[(p * NR + j) * 2] = row ? row[k0] : 0;
+                dst[(p * NR + j) * 2 + 1] = (row && k0 + 1 < (size_t)k) ? row[k0 + 1] : 0;
+            }
+        }
+    }
+}
+
+/* mr rows of packed x times one weight panel, into c (row stride ldc), ncols <= NR valid. */
+static inline __attribute__((always_inline)) AVX512_BF16 void microkernel(
+    int mr, int parts, const uint32_t *a, const uint16_t *b, size_t kp, float *c, size_t ldc,
+    int ncols, const float *bias) {
+    __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 14
+    for (int r = 0; r < mr; r++) {
+        acc0[r] = _mm512_setzero_ps();
+        acc1[r] = _mm512_setzero_ps();
+    }
+    for (size_t p = 0; p < kp; p++) {
+        __m512i b0 = _mm512_loadu_si512((const void *)(b + p * 64));
+        __m512i b1 = _mm512_loadu_si512((const void *)(b + p * 64 + 32));
+        _mm_prefetch((const char *)(b + p * 64 + 1024), _MM_HINT_T0);
+#pragma GCC unroll 14
+        for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 2
+            for (int part = 0; part < parts; part++) {
+                __m512i av = _mm512_set1_epi32((int)a[(p * MR + r) * parts + part]);
+                acc0[r] = _mm512_dpbf16_ps(acc0[r], (__m512bh)av, (__m512bh)b0);
+                acc1[r] = _mm512_dpbf16_ps(acc1[r], (__m512bh)av, (__m512bh)b1);
+            }
+        }
+    }
+    __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);
+    __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 14
+    for (int r = 0; r < mr; r++) {
+        _mm512_mask_storeu_ps(c + r * ldc, m0, _mm512_add_ps(acc0[r], bias0));
+        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, _mm512_add_ps(acc1[r], bias1));
+    }
+}
+
+typedef void (*kernel_fn)(const uint32_t *, const uint16_t *, size_t, float *, size_t, int,
+                          const float *);
+#define KERNEL(P, R)                                                                           \
+    static AVX512_BF16 void kernel_##P##_##R(const uint32_t *a, const uint16_t *b, size_t kp,  \
+                                             float *c, size_t ldc, int ncols, const float *bias) { \
+        microkernel(R, P, a, b, kp, c, ldc, ncols, bias);                                      \
+    }
+#define KERNELS(P)                                                                             \
+    KERNEL(P, 1) KERNEL(P, 2) KERNEL(P, 3) KERNEL(P, 4) KERNEL(P, 5) KERNEL(P, 6) KERNEL(P, 7) \
+    KERNEL(P, 8) KERNEL(P, 9) KERNEL(P, 10) KERNEL(P, 11) KERNEL(P, 12) KERNEL(P, 13)          \
+    KERNEL(P, 14)
+KERNELS(1)
+KERNELS(2)
+#define TABLE(P)                                                                               \
+    {NULL, kernel_##P##_1, kernel_##P##_2, kernel_##P##_3, kernel_##P##_4, kernel_##P##_5,     \
+     kernel_##P##_6, kernel_##P##_7, kernel_##P##_8, kernel_##P##_9, kernel_##P##_10,          \
+     kernel_##P##_11, kernel_##P##_12, kernel_##P##_13, kernel_##P##_14}
+/* kernels[parts - 1][rows] */
+static const kernel_fn kernels[2][MR + 1] = {TABLE(1), TABLE(2)};
+
+static inline AVX512_BF16 __m512i to_bf16(__m512 lo, __m512 hi) {
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+static inline AVX512_BF16 __m512 widen(__m256i bits) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+/* One row of x into bfloat16: hi[i] = bf16(x[i]) and, for two parts, lo[i] = bf16(x[i] - hi[i]),
+ * so that hi + lo carries 16 significant bits (x to about 2^-17 relative). k is padded to even
+ * with zeros. */
+static AVX512_BF16 void split_row(const float *x, int k, uint16_t *hi, uint16_t *lo) {
+    int i = 0;
+    for (; i + 32 <= k; i += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+        __m512i h = to_bf16(x0, x1);
+        _mm512_storeu_si512((void *)(hi + i), h);
+        if (lo) {
+            __m512 r0 = _mm512_sub_ps(x0, widen(_mm512_castsi512_si256(h)));
+            __m512 r1 = _mm512_sub_ps(x1, widen(_mm512_extracti64x4_epi64(h, 1)));
+            _mm512_storeu_si512((void *)(lo + i), to_bf16(r0, r1));
+        }
+    }
+    for (; i < k; i++) {
+        __m512 v = _mm512_set1_ps(x[i]);
+        __m512i h = to_bf16(v, v);
+        hi[i] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(h), 0);
+        if (lo) {
+            __m512 r = _mm512_sub_ps(v, widen(_mm512_castsi512_si256(h)));
+            lo[i] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(to_bf16(r, r)), 0);
+        }
+    }
+    if (k & 1) {
+        hi[k] = 0;
+        if (lo) lo[k] = 0;
+    }
+}
+
+/* x[m][k] float32 -> packed bfloat16 pairs (layout above, each pair word followed by its lo
+ * word when parts == 2); scratch holds two rows of kp words. */
+static AVX512_BF16 void pack_x(const float *x, int m, int k, int parts, uint32_t *out, size_t kp,
+                               uint16_t *scratch) {
+    uint16_t *hi = scratch, *lo = parts == 2 ? scratch + 2 * kp : NULL;
+    for (int r = 0; r < m; r++) {
+        split_row(x + (size_t)r * k, k, hi, lo);
+        const uint32_t *hi_pairs = (const uint32_t *)hi, *lo_pairs = (const uint32_t *)lo;
+        uint32_t *dst = out + ((size_t)(r / MR) * MR * kp + (r % MR)) * parts;
+        for (size_t p = 0; p < kp; p++) {
+            dst[p * MR * parts] = hi_pairs[p];
+            if (lo) dst[p * MR * parts + 1] = lo_pairs[p];
+        }
+    }
+}
+
+typedef struct {
+    const uint32_t *x;
+    const uint16_t *w;
+    const float *bias;
+    float *y;
+    int m, n, parts;
+    size_t kp;
+    int panel_begin, panel_end;
+} job_t;
+
+static AVX512_BF16 void *run_job(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    for (int mc = 0; mc < j->m; mc += MC) {
+        int mc_end = j->m < mc + MC ? j->m : mc + MC;
+        for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
+            const uint16_t *w = j->w + (size_t)pi * j->kp * NR * 2;
+            int n0 = pi * NR;
+            int ncols = j->n - n0 < NR ? j->n - n0 : NR;
+            const float *bias = j->bias ? j->bias + n0 : NULL;
+            for (int m0 = mc; m0 < mc_end; m0 += MR) {
+                int mr = mc_end - m0 < MR ? mc_end - m0 : MR;
+                kernels[j->parts - 1][mr](j->x + (size_t)m0 * j->kp * j->parts, w, j->kp, j->y + (size_t)m0 * j->n + n0,
+                            (size_t)j->n, ncols, bias);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* y[m][n] = x[m][k] @ W^T (+ bias) with W packed by lz_pack. parts = 1 rounds x to bfloat16
+ * (as a bfloat16 model does); parts = 2 splits it into two bfloat16 parts (twice the
+ * arithmetic), which makes the result float32-accurate for the stored bfloat16 weights.
+ * Returns 0, or 1 without memory. */
+int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const float *bias,
+            float *y, int parts, int threads) {
+    size_t kp = (size_t)(k + 1) / 2;
+    size_t blocks = (size_t)(m + MR - 1) / MR;
+    parts = parts == 2 ? 2 : 1;
+    uint32_t *xp =
+        (uint32_t *)aligned_alloc(64, (blocks * MR * kp * 4 * parts + 63) / 64 * 64);
+    uint16_t *scratch = (uint16_t *)malloc(kp * 8 + 64);
+    if (!xp || !scratch) {
+        free(xp);
+        free(scratch);
+        return 1;
+    }
+    pack_x(x, m, k, parts, xp, kp, scratch);
+    free(scratch);
+
+    int panels = (n + NR - 1) / NR;
+    /* Below ~1 MFLOP a thread costs more than it saves. */
+    if ((double)m * k * n * parts < 5e5) threads = 1;
+    threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    threads = threads > panels ? panels : threads;
+    job_t jobs[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (job_t){xp, packed_w, bias, y, m, n, parts, kp, (int)((long)panels * t / threads),
+                          (int)((long)panels * (t + 1) / threads)};
+    }
+    /* Helpers may not start on this thread's CPU: Linux places a new thread on its parent's
+     * CPU when the other cores were busy a moment ago (MLX's own thread ran the ops before
+     * this matmul), and the helper then waited a whole time slice (3-4 ms) behind us. */
+    cpu_set_t others;
+    int steer = sched_getaffinity(0, sizeof(others), &others) == 0 && CPU_COUNT(&others) > 1;
+    int here = steer ? sched_getcpu() : -1;
+    if (here >= 0) CPU_CLR(here, &others);
+    int started = 0; /* threads 1..started run beside this one; the rest run here */
+    for (int t = 1; t < threads; t++) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        if (here >= 0) pthread_attr_setaffinity_np(&attr, sizeof(others), &others);
+        int rc = pthread_create(&tids[t], &attr, run_job, &jobs[t]);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        started = t;
+    }
+    run_job(&jobs[0]);
+    for (int t = started + 1; t < threads; t++) run_job(&jobs[t]);
+    for (int t = 1; t <= started; t++) pthread_join(tids[t], NULL);
+    free(xp);
+    return 0;
+}
+
+/* An importable (empty) module, so that pip builds this file as an extension. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bf16_gemm",
+                                    "bfloat16 GEMM, called through ctypes", -1, NULL};
+
+PyMODINIT_FUNC PyInit__bf16_gemm(void) { return PyModule_Create(&module); }

@@ -1,0 +1,24 @@
+"""Builds lazarus's bfloat16 CPU GEMM (lazarus_mcp/_bf16_gemm.c) on x86-64 Linux.
+
+Everything else is in pyproject.toml. The extension is optional: where it cannot be compiled
+(no C compiler), the install still succeeds and lazarus computes in float32 through MKL instead.
+"""
+
+import platform
+import sys
+
+from setuptools import Extension, setup
+
+extensions = []
+if sys.platform.startswith("linux") and platform.machine().lower() in {"x86_64", "amd64"}:
+    extensions.append(
+        Extension(
+            "lazarus_mcp._bf16_gemm",
+            sources=["lazarus_mcp/_bf16_gemm.c"],
+            extra_compile_args=["-O3", "-std=gnu11"],
+            extra_link_args=["-pthread"],
+            optional=True,
+        )
+    )
+
+setup(ext_modules=extensions)
