@@ -417,14 +417,23 @@ def time_help() -> float:
     return statistics.median(times)
 
 
+# lazarus's engines: the checkpoint and the --dtype. auto is the default (float32-accurate
+# matmul inputs); --dtype bfloat16 rounds them to bfloat16, as the peer's bfloat16 does.
+ENGINES = {
+    "lazarus, bf16 checkpoint": ("bf16", "auto"),
+    "lazarus, bf16 checkpoint, --dtype bfloat16": ("bf16", "bfloat16"),
+    "lazarus, 4-bit checkpoint": ("4bit", "auto"),
+}
+
+
 def warm_phase(results: Results, paths: dict[str, Path], runs: int, log: Path) -> None:
     """The peer's two dtypes stay loaded; the lazarus workers take turns beside them."""
     py = sys.executable
     peer = [py, str(HERE / "bench_peer.py"), str(paths["bf16"]), "--serve", "--dtype"]
     peers = {f"peer {d}": Worker(f"peer {d}", [*peer, d], log) for d in ("bfloat16", "float32")}
-    for key, label in (("bf16", "lazarus, bf16 checkpoint"), ("4bit", "lazarus, 4-bit checkpoint")):
+    for label, (key, dtype) in ENGINES.items():
         print(f"warm: {label}", file=sys.stderr, flush=True)
-        cmd = [py, __file__, "--mlx-worker", str(paths[key]), "--dtype", "auto"]
+        cmd = [py, __file__, "--mlx-worker", str(paths[key]), "--dtype", dtype]
         worker = Worker(label, cmd, log)
         rounds([worker, *peers.values()], runs)
         worker.close()
@@ -438,8 +447,8 @@ def cold_phase(results: Results, paths: dict[str, Path], runs: int, log: Path) -
     text = prompt(8)
     cli = [*lazarus_cmd(), "introspect", "analyze", "-p", text, "--all-layers", "--raw"]
     commands = {
-        "lazarus, bf16 checkpoint": [*cli, "-m", str(paths["bf16"])],
-        "lazarus, 4-bit checkpoint": [*cli, "-m", str(paths["4bit"])],
+        label: [*cli, "-m", str(paths[key]), "--dtype", dtype]
+        for label, (key, dtype) in ENGINES.items()
     }
     for dtype in ("bfloat16", "float32"):
         peer = [sys.executable, str(HERE / "bench_peer.py"), str(paths["bf16"])]

@@ -49,22 +49,44 @@ size_t lz_packed_elems(int n, int k) {
     return panels * kp * NR * 2;
 }
 
-/* w: [n][k] bfloat16 bits, row-major, into the packed layout above. */
-void lz_pack(const uint16_t *w, int n, int k, uint16_t *out) {
-    size_t kp = (size_t)(k + 1) / 2;
-    int panels = (n + NR - 1) / NR;
-    for (int pi = 0; pi < panels; pi++) {
-        uint16_t *dst = out + (size_t)pi * kp * NR * 2;
-        for (int j = 0; j < NR; j++) {
-            int col = pi * NR + j;
-            const uint16_t *row = col < n ? w + (size_t)col * k : NULL;
+typedef struct {
+    const uint16_t *w;
+    uint16_t *out;
+    int n, k, panel_begin, panel_end;
+} pack_job_t;
+
+static void *pack_panels(void *arg) {
+    const pack_job_t *j = (const pack_job_t *)arg;
+    size_t kp = (size_t)(j->k + 1) / 2;
+    for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
+        uint32_t *dst = (uint32_t *)(j->out + (size_t)pi * kp * NR * 2);
+        for (int c = 0; c < NR; c++) {
+            int col = pi * NR + c;
+            const uint16_t *row = col < j->n ? j->w + (size_t)col * j->k : NULL;
             for (size_t p = 0; p < kp; p++) {
                 size_t k0 = 2 * p;
-                dst[(p * NR + j) * 2] = row ? row[k0] : 0;
-                dst[(p * NR + j) * 2 + 1] = (row && k0 + 1 < (size_t)k) ? row[k0 + 1] : 0;
+                uint32_t lo = row ? row[k0] : 0;
+                uint32_t hi = (row && k0 + 1 < (size_t)j->k) ? row[k0 + 1] : 0;
+                dst[p * NR + c] = lo | hi << 16;
             }
         }
     }
+    return NULL;
+}
+
+static void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads);
+
+/* w: [n][k] bfloat16 bits, row-major, into the packed layout above. */
+void lz_pack(const uint16_t *w, int n, int k, uint16_t *out, int threads) {
+    int panels = (n + NR - 1) / NR;
+    threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    threads = threads > panels ? panels : threads;
+    pack_job_t jobs[MAX_THREADS];
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (pack_job_t){w, out, n, k, (int)((long)panels * t / threads),
+                               (int)((long)panels * (t + 1) / threads)};
+    }
+    run_threads(pack_panels, jobs, sizeof(pack_job_t), threads);
 }
 
 /* mr rows of packed x times one weight panel, into c (row stride ldc), ncols <= NR valid. */
@@ -231,16 +253,25 @@ int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
     job_t jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
     for (int t = 0; t < threads; t++) {
         jobs[t] = (job_t){xp, packed_w, bias, y, m, n, parts, kp, (int)((long)panels * t / threads),
                           (int)((long)panels * (t + 1) / threads)};
     }
+    run_threads(run_job, jobs, sizeof(job_t), threads);
+    free(xp);
+    return 0;
+}
+
+/* Runs fn on jobs[0..threads): jobs 1.. on new threads, job 0 on this one. */
+static void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads) {
+    pthread_t tids[MAX_THREADS];
+    char *base = (char *)jobs;
     /* Helpers may not start on this thread's CPU: Linux places a new thread on its parent's
      * CPU when the other cores were busy a moment ago (MLX's own thread ran the ops before
      * this matmul), and the helper then waited a whole time slice (3-4 ms) behind us. */
     cpu_set_t others;
-    int steer = sched_getaffinity(0, sizeof(others), &others) == 0 && CPU_COUNT(&others) > 1;
+    int steer = threads > 1 && sched_getaffinity(0, sizeof(others), &others) == 0 &&
+                CPU_COUNT(&others) > 1;
     int here = steer ? sched_getcpu() : -1;
     if (here >= 0) CPU_CLR(here, &others);
     int started = 0; /* threads 1..started run beside this one; the rest run here */
@@ -248,16 +279,14 @@ int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         if (here >= 0) pthread_attr_setaffinity_np(&attr, sizeof(others), &others);
-        int rc = pthread_create(&tids[t], &attr, run_job, &jobs[t]);
+        int rc = pthread_create(&tids[t], &attr, fn, base + t * job_size);
         pthread_attr_destroy(&attr);
         if (rc != 0) break;
         started = t;
     }
-    run_job(&jobs[0]);
-    for (int t = started + 1; t < threads; t++) run_job(&jobs[t]);
+    fn(base);
+    for (int t = started + 1; t < threads; t++) fn(base + t * job_size);
     for (int t = 1; t <= started; t++) pthread_join(tids[t], NULL);
-    free(xp);
-    return 0;
 }
 
 /* An importable (empty) module, so that pip builds this file as an extension. */

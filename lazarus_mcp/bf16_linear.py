@@ -67,7 +67,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     lib.lz_packed_elems.restype = ctypes.c_size_t
     lib.lz_packed_elems.argtypes = [i, i]
     lib.lz_pack.restype = None
-    lib.lz_pack.argtypes = [vp, i, i, vp]
+    lib.lz_pack.argtypes = [vp, i, i, vp, i]
     lib.lz_gemm.restype = i
     lib.lz_gemm.argtypes = [vp, i, i, vp, i, vp, vp, i, i]
     return lib, "AVX512-BF16"
@@ -92,13 +92,15 @@ def _bits(weight: mx.array) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(bits))
 
 
-def _pack(weight: mx.array) -> mx.array:
+def pack(weight: mx.array) -> np.ndarray:
+    """The weight [n, k] as bfloat16 in the kernel's layout. A numpy buffer, not an MLX array:
+    MLX would copy it (a second pass over every weight at load), and only the kernel reads it."""
     lib, _ = _library()
     assert lib is not None
     n, k = weight.shape
     packed = np.empty(lib.lz_packed_elems(n, k), dtype=np.uint16)
-    lib.lz_pack(_bits(weight).ctypes.data, n, k, packed.ctypes.data)
-    return mx.array(packed)
+    lib.lz_pack(_bits(weight).ctypes.data, n, k, packed.ctypes.data, _threads())
+    return packed
 
 
 def _pointer(array: mx.array) -> int:
@@ -107,9 +109,9 @@ def _pointer(array: mx.array) -> int:
 
 
 def bf16_matmul(
-    x: mx.array, packed: mx.array, n: int, bias: mx.array | None, parts: int
+    x: mx.array, packed: np.ndarray, n: int, bias: mx.array | None, parts: int
 ) -> mx.array:
-    """x[..., k] @ W^T (+ bias) for W [n, k] packed by ``_pack``; float32 in and out. ``parts``:
+    """x[..., k] @ W^T (+ bias) for W [n, k] packed by ``pack``; float32 in and out. ``parts``:
     1 rounds x to bfloat16, 2 splits it into two bfloat16 parts (see ``PARTS``)."""
     lib, _ = _library()
     assert lib is not None
@@ -121,7 +123,7 @@ def bf16_matmul(
         rows.ctypes.data,
         rows.shape[0],
         k,
-        _pointer(packed),
+        packed.ctypes.data,
         n,
         bias_ptr,
         out.ctypes.data,
@@ -144,7 +146,7 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = linear.weight.shape
         self.parts = parts
-        self.packed = _pack(linear.weight)
+        self.packed = pack(linear.weight)
         if "bias" in linear:
             self.bias = linear.bias
 
@@ -162,7 +164,7 @@ class BF16Embedding(nn.Module):
         self.parts = parts
         self.table = mx.array(_bits(embedding.weight))
         if tied:
-            self.packed = _pack(embedding.weight)
+            self.packed = pack(embedding.weight)
 
     def __call__(self, ids: mx.array) -> mx.array:
         return self.table[ids].view(mx.bfloat16).astype(mx.float32)
@@ -185,6 +187,16 @@ def _swap(model: nn.Module, name: str, make: Any) -> None:
         parent[int(key)] = make(parent[int(key)])
     else:
         setattr(parent, key, make(parent[key]))
+
+
+def packed_bytes(model: nn.Module) -> int:
+    """The packed weights' bytes (held beside the model's MLX parameters)."""
+    total = 0
+    for _, module in model.named_modules():
+        packed = getattr(module, "packed", None)
+        if isinstance(packed, np.ndarray):
+            total += packed.nbytes
+    return total
 
 
 def pack_model(model: nn.Module, tied: bool, matmul: str) -> int:

@@ -53,11 +53,12 @@ def demo_path() -> Path:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to run a model: ``auto`` keeps the checkpoint's dtype on a GPU; on the CPU it runs
-    bfloat16 weights (quantized ones dequantized to bfloat16) through lazarus's bfloat16 kernel
-    where the CPU has AVX512-BF16, and computes in float32 through BLAS otherwise. ``bfloat16``
-    on such a CPU also uses the kernel; ``native`` keeps the checkpoint as stored, computed by
-    MLX's own ops (quantized too)."""
+    """How to run a model: ``auto`` keeps the checkpoint's dtype on a GPU; on the CPU it runs a
+    bfloat16 checkpoint through lazarus's bfloat16 kernel with float32-accurate inputs where the
+    CPU has AVX512-BF16, and everything else in float32 through BLAS (quantized checkpoints
+    dequantized to float32). ``bfloat16`` on such a CPU uses the kernel with bfloat16 inputs
+    (quantized weights dequantized to bfloat16); ``native`` keeps the checkpoint as stored,
+    computed by MLX's own ops (quantized too)."""
 
     dtype: str = "auto"
     device: str | None = None
@@ -176,7 +177,7 @@ class ComputePlan:
     matmul: str = "mlx"
 
 
-def plan_compute(options: LoadOptions, device: str, stored: str) -> ComputePlan:
+def plan_compute(options: LoadOptions, device: str, stored: str, quantized: bool) -> ComputePlan:
     kernel = device == "cpu" and bf16_linear.status().available
     if options.dtype == "auto":
         if device != "cpu":
@@ -184,9 +185,10 @@ def plan_compute(options: LoadOptions, device: str, stored: str) -> ComputePlan:
         # MLX's CPU backend reaches BLAS only for float32 (its bfloat16 and quantized matmuls
         # run ~50-100x slower). Where the CPU has bfloat16 dot products, bfloat16 weights go
         # through lazarus's kernel with float32-accurate inputs; all else computes in float32.
-        # A quantized checkpoint's stored dtype is its scales': dequantized in bfloat16, its
-        # weights are exactly what MLX's own dequantization computes.
-        if kernel and stored == "bfloat16":
+        # Quantized weights too: dequantized, scale * q + bias is not a bfloat16 number (MLX's
+        # GPU kernels keep it in float32), and rounding it would move the lens as much as
+        # rounding the inputs does.
+        if kernel and stored == "bfloat16" and not quantized:
             return ComputePlan("float32", bf16_linear.EXACT)
         return ComputePlan("float32")
     if options.dtype == "bfloat16" and kernel:
@@ -211,7 +213,7 @@ def _apply_plan(model: Any, plan: ComputePlan, quantized: bool, tied: bool) -> N
     kernel = plan.matmul != "mlx"
     if kernel:
         if quantized:
-            dequantize_model(model)  # lazily, in the scales' dtype (bfloat16)
+            dequantize_model(model)  # lazily, as MLX's dequantize does (in the scales' dtype)
         bf16_linear.pack_model(model, tied, plan.matmul)
     model.set_dtype(getattr(mx, plan.dtype))
     if quantized and not kernel:
@@ -224,7 +226,8 @@ def _apply_plan(model: Any, plan: ComputePlan, quantized: bool, tied: bool) -> N
 def _nbytes(model: Any) -> int:
     from mlx.utils import tree_flatten
 
-    return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    params = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    return params + bf16_linear.packed_bytes(model)
 
 
 def _vocab_rows(model: Any) -> int:
@@ -270,7 +273,7 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     tied = "lm_head" not in model
     stored = _stored_dtype(model)
     quantization = _quantization(config)
-    plan = plan_compute(options, device, stored)
+    plan = plan_compute(options, device, stored, quantization is not None)
     try:
         _apply_plan(model, plan, quantization is not None, tied)
     except Exception as exc:  # lazily loaded weights are only read here

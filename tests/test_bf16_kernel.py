@@ -43,7 +43,7 @@ def _matmul(
 ) -> np.ndarray:
     def run() -> np.ndarray:
         weight = mx.array(w_bits).view(mx.bfloat16)
-        packed = bf16_linear._pack(weight)
+        packed = bf16_linear.pack(weight)
         b = mx.array(bias) if bias is not None else None
         y = bf16_linear.bf16_matmul(mx.array(x), packed, w_bits.shape[0], b, parts)
         return np.array(y)
@@ -92,7 +92,7 @@ def test_batched_and_strided_inputs() -> None:
     x = rng.standard_normal((2, 3, 24)).astype(np.float32)
 
     def run() -> tuple[np.ndarray, np.ndarray]:
-        packed = bf16_linear._pack(mx.array(w_bits).view(mx.bfloat16))
+        packed = bf16_linear.pack(mx.array(w_bits).view(mx.bfloat16))
         batched = bf16_linear.bf16_matmul(mx.array(x), packed, 40, None, 2)
         strided = mx.array(x.reshape(6, 24).T.copy()).T  # a transposed view
         flat = bf16_linear.bf16_matmul(strided, packed, 40, None, 2)
@@ -150,6 +150,8 @@ def test_bfloat16_checkpoint_runs_through_the_kernel(
     kernel = worker.run_sync(analyze_loaded, loaded, "The capital of France is", config)
     reference = worker.run_sync(load, str(path), LoadOptions(dtype="float32"))
     assert reference.info.matmul == "mlx"
+    # The packed weights are counted (the cache's memory budget), and are half float32's.
+    assert 0 < bf16_linear.packed_bytes(loaded.model) < loaded.nbytes < reference.nbytes
     exact = worker.run_sync(analyze_loaded, reference, "The capital of France is", config)
     for got, want in zip(kernel.layer_predictions, exact.layer_predictions, strict=True):
         assert abs(got.top_probability - want.top_probability) < 2e-3
@@ -196,20 +198,28 @@ def test_parity_models_in_bfloat16_match_float32_within_tolerance(
         assert_matches_reference(result.model_dump(mode="json"), reference)
 
 
-def test_quantized_bfloat16_checkpoint_dequantizes_into_the_kernel(tmp_path: Path) -> None:
-    """A 4-bit checkpoint with bfloat16 scales: the kernel's weights are exactly what MLX's own
-    dequantization computes, and the lens of block N-1 is the model's own output."""
+def test_quantized_checkpoints_stay_float32_unless_bfloat16_is_asked_for(tmp_path: Path) -> None:
+    """A 4-bit checkpoint with bfloat16 scales: ``auto`` dequantizes to float32 (scale * q + bias
+    is not a bfloat16 number); ``--dtype bfloat16`` runs the kernel on exactly what MLX's own
+    dequantization computes. Either way the lens of block N-1 is the model's own output."""
     from mlx_lm import convert
 
     source = _bf16_checkpoint(tmp_path / "llama", "llama")
     out = tmp_path / "llama-4bit"
     worker.run_sync(lambda: convert(str(source), str(out), quantize=True, q_bits=4))
-    loaded = worker.run_sync(load, str(out), LoadOptions())
+    auto = worker.run_sync(load, str(out), LoadOptions())
+    assert (auto.info.dtype, auto.info.matmul, auto.info.weight_dtype) == (
+        "bfloat16",
+        "mlx",
+        "float32",
+    )
+    loaded = worker.run_sync(load, str(out), LoadOptions(dtype="bfloat16"))
     assert loaded.info.quantization is not None
-    assert loaded.info.matmul == EXACT
-    head_diff, tap_diff = worker.run_sync(_last_block_check, loaded)
-    assert head_diff <= 1e-6
-    assert tap_diff <= 1e-5
+    assert loaded.info.matmul == FAST
+    for model in (auto, loaded):
+        head_diff, tap_diff = worker.run_sync(_last_block_check, model)
+        assert head_diff <= 1e-6
+        assert tap_diff <= 1e-5
 
     native = worker.run_sync(load, str(out), LoadOptions(dtype="native"))
 
