@@ -102,7 +102,10 @@ static inline __attribute__((always_inline)) AVX512_BF16 void microkernel(
     for (size_t p = 0; p < kp; p++) {
         __m512i b0 = _mm512_loadu_si512((const void *)(b + p * 64));
         __m512i b1 = _mm512_loadu_si512((const void *)(b + p * 64 + 32));
-        _mm_prefetch((const char *)(b + p * 64 + 1024), _MM_HINT_T0);
+        /* Both cache lines of the step 4 KiB ahead: few rows make the weights a stream from
+         * memory, and prefetching one line per step left half of them to demand misses. */
+        _mm_prefetch((const char *)(b + p * 64 + 2048), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + p * 64 + 2048 + 32), _MM_HINT_T0);
 #pragma GCC unroll 14
         for (int r = 0; r < mr; r++) {
 #pragma GCC unroll 2

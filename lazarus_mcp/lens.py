@@ -205,31 +205,32 @@ def compute_lens(
     """The lens of each selected block: one projection per block, all statistics from it."""
     captured, final_logits = forward_with_taps(model, token_ids, layers, embedding_factor, windows)
     last = len(backbone(model).layers) - 1
-    final_lp = stats.log_softmax(final_logits.astype(mx.float32))
+    final_lp, final_p = stats.softmax_pair(final_logits)
     # Block N-1's lens *is* the model's output; projecting it again would only repeat that work.
     projected = [i for i in layers if i != last]
-    rows: dict[int, mx.array] = {}
+    rows: dict[int, tuple[mx.array, mx.array]] = {}
     if projected:
-        lens_lp = stats.log_softmax(head(mx.stack([captured[i] for i in projected])))
-        rows = {i: lens_lp[n] for n, i in enumerate(projected)}
+        lens_lp, lens_p = stats.softmax_pair(head(mx.stack([captured[i] for i in projected])))
+        rows = {i: (lens_lp[n], lens_p[n]) for n, i in enumerate(projected)}
     if last in layers:
-        rows[last] = final_lp
-    logprobs = mx.stack([rows[i] for i in layers])
-    top_ids, top_lp = stats.top_k(logprobs, top_k)
-    final_ids, final_top_lp = stats.top_k(final_lp[None], top_k)
+        rows[last] = (final_lp, final_p)
+    logprobs = mx.stack([rows[i][0] for i in layers])
+    probs = mx.stack([rows[i][1] for i in layers])
+    top_ids, _ = stats.top_k(logprobs, top_k)
+    final_ids, _ = stats.top_k(final_lp[None], top_k)
     tracked = mx.array(tracked_ids or [0], dtype=mx.int32)
     tracked_ranks = stats.ranks(logprobs, tracked)
     final_ranks = stats.ranks(final_lp[None], tracked)
     outputs = [
         top_ids,
-        mx.exp(top_lp),
-        stats.entropy(logprobs),
-        stats.kl_divergence(final_lp[None], logprobs),
+        mx.take_along_axis(probs, top_ids, axis=-1),
+        stats.entropy(logprobs, probs),
+        stats.kl_divergence(final_lp[None], final_p[None], logprobs),
         final_ids[0],
-        mx.exp(final_top_lp[0]),
-        mx.exp(logprobs[:, tracked]),
+        final_p[final_ids[0]],
+        probs[:, tracked],
         tracked_ranks,
-        mx.exp(final_lp[tracked]),
+        final_p[tracked],
         final_ranks[0],
     ]
     mx.eval(*outputs)

@@ -5,19 +5,24 @@ from __future__ import annotations
 import mlx.core as mx
 
 
-def log_softmax(logits: mx.array) -> mx.array:
+def softmax_pair(logits: mx.array) -> tuple[mx.array, mx.array]:
+    """Log-probabilities and probabilities per row, from one pass of exponentials (on MLX's CPU
+    backend an exponential over a [L, V] array costs as much as the rest of the statistics)."""
     logits = logits.astype(mx.float32)
-    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    shifted = logits - mx.max(logits, axis=-1, keepdims=True)
+    exps = mx.exp(shifted)
+    total = mx.sum(exps, axis=-1, keepdims=True)
+    return shifted - mx.log(total), exps / total
 
 
-def entropy(logprobs: mx.array) -> mx.array:
+def entropy(logprobs: mx.array, probs: mx.array) -> mx.array:
     """Shannon entropy in nats, per row."""
-    return -mx.sum(mx.exp(logprobs) * logprobs, axis=-1)
+    return -mx.sum(probs * logprobs, axis=-1)
 
 
-def kl_divergence(p_logprobs: mx.array, q_logprobs: mx.array) -> mx.array:
+def kl_divergence(p_logprobs: mx.array, p_probs: mx.array, q_logprobs: mx.array) -> mx.array:
     """KL(p || q) in nats, per row; p broadcasts over q's rows."""
-    return mx.sum(mx.exp(p_logprobs) * (p_logprobs - q_logprobs), axis=-1)
+    return mx.sum(p_probs * (p_logprobs - q_logprobs), axis=-1)
 
 
 def top_k(logprobs: mx.array, k: int) -> tuple[mx.array, mx.array]:
