@@ -140,7 +140,10 @@ DtypeOpt = Annotated[
     Dtype,
     typer.Option(
         "--dtype",
-        help="Compute dtype: auto = float32 on the CPU (its fast path), the checkpoint's on a GPU.",
+        help="auto: the checkpoint's dtype on a GPU; on the CPU bfloat16 weights through "
+        "lazarus's AVX512-BF16 kernel with float32-accurate inputs where the CPU has it, float32 "
+        "otherwise. bfloat16: that kernel with bfloat16 inputs (faster, as a bfloat16 model). "
+        "native: as stored, MLX's own ops.",
     ),
 ]
 DeviceOpt = Annotated[Device | None, typer.Option("--device", help="MLX device (default: MLX's).")]

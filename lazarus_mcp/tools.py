@@ -270,7 +270,9 @@ def render_status(status: ModelStatus) -> str:
     return (
         f"{status.model_id}: {status.family}, {status.num_layers} layers, hidden "
         f"{status.hidden_size}, vocab {status.vocab_size}, {', '.join(e for e in extras if e)}; "
-        f"{status.dtype} computed in {status.compute_dtype} on {status.device}; "
+        f"{status.dtype} computed in {status.compute_dtype} on {status.device}"
+        + (f" (linear layers: {status.matmul})" if status.matmul != "mlx" else "")
+        + "; "
         + ("was loaded already" if status.already_loaded else "loaded by this call")
     )
 
