@@ -23,19 +23,10 @@
  * (lazarus_mcp/bf16_linear.py), which releases the GIL for the call. Only lz_supported and
  * lz_pack run before the CPU check; the AVX-512 code is compiled per function.
  */
-#define _GNU_SOURCE
-#include <Python.h>
-#include <sched.h>
-#include <immintrin.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
+#include "_gemm.h"
 
-#define NR 32
 #define MR 14
 #define MC (MR * 14) /* rows of x per pass over the weights: keeps packed x in L2/L3 */
-#define MAX_THREADS 64
-#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
 int lz_supported(void) {
     __builtin_cpu_init();
@@ -73,8 +64,6 @@ static void *pack_panels(void *arg) {
     }
     return NULL;
 }
-
-static void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads);
 
 /* w: [n][k] bfloat16 bits, row-major, into the packed layout above. */
 void lz_pack(const uint16_t *w, int n, int k, uint16_t *out, int threads) {
@@ -185,18 +174,18 @@ static AVX512_BF16 void split_row(const float *x, int k, uint16_t *hi, uint16_t 
     }
 }
 
-/* x[m][k] float32 -> packed bfloat16 pairs (layout above, each pair word followed by its lo
- * word when parts == 2); scratch holds two rows of kp words. */
-static AVX512_BF16 void pack_x(const float *x, int m, int k, int parts, uint32_t *out, size_t kp,
-                               uint16_t *scratch) {
+/* x[m][k] float32 -> packed bfloat16 pairs in blocks of rb rows (layout above, each pair word
+ * followed by its lo word when parts == 2); scratch holds two rows of kp words. */
+AVX512_BF16 void pack_x(const float *x, int m, int k, int parts, int rb, uint32_t *out, size_t kp,
+                        uint16_t *scratch) {
     uint16_t *hi = scratch, *lo = parts == 2 ? scratch + 2 * kp : NULL;
     for (int r = 0; r < m; r++) {
         split_row(x + (size_t)r * k, k, hi, lo);
         const uint32_t *hi_pairs = (const uint32_t *)hi, *lo_pairs = (const uint32_t *)lo;
-        uint32_t *dst = out + ((size_t)(r / MR) * MR * kp + (r % MR)) * parts;
+        uint32_t *dst = out + ((size_t)(r / rb) * rb * kp + (r % rb)) * parts;
         for (size_t p = 0; p < kp; p++) {
-            dst[p * MR * parts] = hi_pairs[p];
-            if (lo) dst[p * MR * parts + 1] = lo_pairs[p];
+            dst[p * rb * parts] = hi_pairs[p];
+            if (lo) dst[p * rb * parts + 1] = lo_pairs[p];
         }
     }
 }
@@ -247,7 +236,7 @@ int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const
         free(scratch);
         return 1;
     }
-    pack_x(x, m, k, parts, xp, kp, scratch);
+    pack_x(x, m, k, parts, MR, xp, kp, scratch);
     free(scratch);
 
     int panels = (n + NR - 1) / NR;
@@ -266,7 +255,7 @@ int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const
 }
 
 /* Runs fn on jobs[0..threads): jobs 1.. on new threads, job 0 on this one. */
-static void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads) {
+void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads) {
     pthread_t tids[MAX_THREADS];
     char *base = (char *)jobs;
     /* Helpers may not start on this thread's CPU: Linux places a new thread on its parent's

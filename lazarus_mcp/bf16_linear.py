@@ -1,157 +1,56 @@
-"""Linear layers on the checkpoint's bfloat16 weights through lazarus's CPU GEMM.
+"""Linear layers through lazarus's CPU GEMMs (``cpu_gemm``), swapped into a loaded model.
 
-MLX's CPU backend has no fast bfloat16 matmul, so without this a bfloat16 checkpoint computes in
-float32 through BLAS: twice the bytes read per token and half the arithmetic rate of the CPU's
-bfloat16 dot products. On CPUs with AVX512-BF16 (Intel Cooper Lake and Sapphire Rapids onwards,
-AMD Zen 4 onwards) the model's ``nn.Linear`` modules are replaced, at load, by ``PackedLinear``
-modules that keep the weights as stored (bfloat16, packed once for the kernel) and call
-``_bf16_gemm.c``. Everything else (embeddings looked up in bfloat16 then widened, norms,
-attention, the residual stream) stays in MLX and in float32. The module tree, its masks and its
-control flow are the model's own: only the matmul kernel changes.
+MLX's CPU backend has no fast bfloat16 or quantized matmul, so without these a model computes
+in float32 through BLAS: for a bfloat16 checkpoint, twice the bytes read per token and half the
+arithmetic rate of the CPU's bfloat16 dot products. At load the model's linear layers (and a
+tied unembedding) are replaced by modules that keep the stored weights, packed once for the
+kernels. Everything else (embedding lookups, norms, attention, the residual stream) stays in
+MLX and in float32. The module tree, its masks and its control flow are the model's own: only
+the matmul kernel changes.
 
-Numerics: the weights are the stored bfloat16 ones; products are exact in float32 and summed in
-float32; the output and the residual stream stay float32. The float32 input is either split into
-two bfloat16 parts, hi + lo, which carry 16 significant bits (``lazarus-bf16x2``, the default:
-float32-accurate, twice the arithmetic), or rounded to bfloat16 as a bfloat16 model rounds its
-activations (``lazarus-bf16``, ``--dtype bfloat16``: as fast as the hardware allows). On the tiny
-parity models, rounding moved lens probabilities by up to 0.06; splitting, by 1e-4.
+Two ways to run them (``ModelInfo.matmul``):
 
-``LAZARUS_CPU_KERNEL=off`` disables the kernel (the float32 path is used instead).
+- ``lazarus-bf16x2`` (``--dtype auto``): float32-accurate. Inputs are split into two bfloat16
+  parts; bfloat16 weights are used as stored; affine-quantized weights as MLX's GPU kernels use
+  them, scale * (x . q) + bias * sum(x) per group, never rounding scale * q + bias.
+- ``lazarus-bf16`` (``--dtype bfloat16``): inputs rounded to bfloat16, as a bfloat16 model does
+  (quantized weights dequantized to bfloat16 by MLX first): the hardware's full speed. On the
+  parity models this moved lens probabilities by up to 0.06, where splitting moved them by 1e-4.
 
 Runs on the MLX worker thread (it creates MLX arrays).
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import importlib.util
-import logging
-import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from lazarus_mcp import cpu_gemm
 
-# What runs the linear layers, by how the float32 input is handed to the bfloat16 products.
-FAST = "lazarus-bf16"  # rounded to bfloat16, as a bfloat16 model does
-EXACT = "lazarus-bf16x2"  # split into two bfloat16 parts: float32-accurate, twice the arithmetic
+FAST = "lazarus-bf16"
+EXACT = "lazarus-bf16x2"
 PARTS = {FAST: 1, EXACT: 2}
-_ENV = "LAZARUS_CPU_KERNEL"
-
-
-@dataclass(frozen=True)
-class KernelStatus:
-    available: bool
-    reason: str
-
-
-@functools.cache
-def _library() -> tuple[ctypes.CDLL | None, str]:
-    if os.environ.get(_ENV, "").lower() in {"0", "off", "false", "no"}:
-        return None, f"disabled by {_ENV}"
-    spec = importlib.util.find_spec("lazarus_mcp._bf16_gemm")
-    if spec is None or not spec.origin:
-        return None, "not built (needs x86-64 Linux and a C compiler at install time)"
-    try:
-        lib = ctypes.CDLL(spec.origin)
-    except OSError as exc:
-        return None, f"could not load {spec.origin}: {exc}"
-    if not lib.lz_supported():
-        return None, "this CPU has no AVX512-BF16 instructions"
-    vp, i = ctypes.c_void_p, ctypes.c_int
-    lib.lz_packed_elems.restype = ctypes.c_size_t
-    lib.lz_packed_elems.argtypes = [i, i]
-    lib.lz_pack.restype = None
-    lib.lz_pack.argtypes = [vp, i, i, vp, i]
-    lib.lz_gemm.restype = i
-    lib.lz_gemm.argtypes = [vp, i, i, vp, i, vp, vp, i, i]
-    return lib, "AVX512-BF16"
-
-
-def status() -> KernelStatus:
-    lib, reason = _library()
-    return KernelStatus(available=lib is not None, reason=reason)
-
-
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _bits(weight: mx.array) -> np.ndarray:
-    """The weight as bfloat16 bits in a C-contiguous numpy array (evaluates it)."""
-    bits = weight.astype(mx.bfloat16).view(mx.uint16)
-    mx.eval(bits)
-    return np.ascontiguousarray(np.asarray(bits))
-
-
-def pack(weight: mx.array) -> np.ndarray:
-    """The weight [n, k] as bfloat16 in the kernel's layout. A numpy buffer, not an MLX array:
-    MLX would copy it (a second pass over every weight at load), and only the kernel reads it."""
-    lib, _ = _library()
-    assert lib is not None
-    n, k = weight.shape
-    packed = np.empty(lib.lz_packed_elems(n, k), dtype=np.uint16)
-    lib.lz_pack(_bits(weight).ctypes.data, n, k, packed.ctypes.data, _threads())
-    return packed
-
-
-def _pointer(array: mx.array) -> int:
-    mx.eval(array)
-    return np.asarray(array).ctypes.data
-
-
-def bf16_matmul(
-    x: mx.array, packed: np.ndarray, n: int, bias: mx.array | None, parts: int
-) -> mx.array:
-    """x[..., k] @ W^T (+ bias) for W [n, k] packed by ``pack``; float32 in and out. ``parts``:
-    1 rounds x to bfloat16, 2 splits it into two bfloat16 parts (see ``PARTS``)."""
-    lib, _ = _library()
-    assert lib is not None
-    *lead, k = x.shape
-    rows = np.ascontiguousarray(np.asarray(_evaluated(x.reshape(-1, k).astype(mx.float32))))
-    out = np.empty((rows.shape[0], n), dtype=np.float32)
-    bias_ptr = _pointer(bias) if bias is not None else None
-    if lib.lz_gemm(
-        rows.ctypes.data,
-        rows.shape[0],
-        k,
-        packed.ctypes.data,
-        n,
-        bias_ptr,
-        out.ctypes.data,
-        parts,
-        _threads(),
-    ):
-        raise MemoryError("the bfloat16 GEMM could not allocate its buffers")
-    return mx.array(out).reshape(*lead, n)
-
-
-def _evaluated(array: mx.array) -> mx.array:
-    mx.eval(array)
-    return array
+_AFFINE_BITS = (2, 4, 8)
 
 
 class PackedLinear(nn.Module):
-    """``nn.Linear`` with its weight kept as bfloat16 and packed for the CPU kernel."""
+    """``nn.Linear`` with its weight kept as bfloat16 and packed for the kernel."""
 
     def __init__(self, linear: nn.Linear, parts: int) -> None:
         super().__init__()
         self.out_features, self.in_features = linear.weight.shape
         self.parts = parts
-        self.packed = pack(linear.weight)
+        self.packed = cpu_gemm.pack_bf16(linear.weight)
         if "bias" in linear:
             self.bias = linear.bias
 
     def __call__(self, x: mx.array) -> mx.array:
-        return bf16_matmul(x, self.packed, self.out_features, self.get("bias"), self.parts)
+        bias = self.get("bias")
+        return cpu_gemm.bf16_matmul(x, self.packed, self.out_features, bias, self.parts)
 
 
 class BF16Embedding(nn.Module):
@@ -162,15 +61,87 @@ class BF16Embedding(nn.Module):
         super().__init__()
         self.num_embeddings, self.dims = embedding.weight.shape
         self.parts = parts
-        self.table = mx.array(_bits(embedding.weight))
+        self.table = mx.array(cpu_gemm.bf16_bits(embedding.weight))
         if tied:
-            self.packed = pack(embedding.weight)
+            self.packed = cpu_gemm.pack_bf16(embedding.weight)
 
     def __call__(self, ids: mx.array) -> mx.array:
         return self.table[ids].view(mx.bfloat16).astype(mx.float32)
 
     def as_linear(self, x: mx.array) -> mx.array:
-        return bf16_matmul(x, self.packed, self.num_embeddings, None, self.parts)
+        return cpu_gemm.bf16_matmul(x, self.packed, self.num_embeddings, None, self.parts)
+
+
+def affine_supported(module: nn.Module) -> bool:
+    """A quantized layer the affine kernel computes: MLX's affine mode, 2/4/8 bits, whole even
+    groups."""
+    k = module.weight.shape[-1] * 32 // module.bits
+    return (
+        getattr(module, "mode", "affine") == "affine"
+        and module.bits in _AFFINE_BITS
+        and module.group_size % 2 == 0
+        and k % module.group_size == 0
+        and module.get("biases") is not None
+    )
+
+
+def _affine(module: nn.Module) -> cpu_gemm.AffineWeights:
+    return cpu_gemm.pack_affine(
+        module.weight, module.scales, module.biases, module.group_size, module.bits
+    )
+
+
+class AffineLinear(nn.Module):
+    """``nn.QuantizedLinear`` through the affine kernel, float32-accurate."""
+
+    def __init__(self, linear: nn.QuantizedLinear) -> None:
+        super().__init__()
+        self.packed = _affine(linear)
+        if "bias" in linear:
+            self.bias = linear.bias
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return cpu_gemm.affine_matmul(x, self.packed, self.get("bias"))
+
+
+class AffineEmbedding(nn.Module):
+    """A tied ``nn.QuantizedEmbedding``: lookups by the model's own module (dequantized to
+    float32 at load), the unembedding (``as_linear``) through the affine kernel."""
+
+    def __init__(self, embedding: nn.QuantizedEmbedding) -> None:
+        super().__init__()
+        self.packed = _affine(embedding)
+        self.table = embedding
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        return self.table(ids)
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return cpu_gemm.affine_matmul(x, self.packed, None)
+
+
+def packed_bytes(model: nn.Module) -> int:
+    """The packed weights' bytes (held beside the model's MLX parameters)."""
+    total = 0
+    for _, module in model.named_modules():
+        packed = getattr(module, "packed", None)
+        if isinstance(packed, (np.ndarray, cpu_gemm.AffineWeights)):
+            total += packed.nbytes
+    return total
+
+
+def _replacement(module: nn.Module, tied: bool, matmul: str) -> Callable[[Any], Any] | None:
+    parts = PARTS[matmul]
+    exact = matmul == EXACT
+    if type(module) is nn.Linear and not (exact and module.weight.dtype != mx.bfloat16):
+        return lambda linear: PackedLinear(linear, parts)
+    if type(module) is nn.Embedding and not (exact and module.weight.dtype != mx.bfloat16):
+        return lambda embedding: BF16Embedding(embedding, tied, parts)
+    if exact and type(module) is nn.QuantizedLinear and affine_supported(module):
+        return AffineLinear
+    if exact and tied and type(module) is nn.QuantizedEmbedding and affine_supported(module):
+        return AffineEmbedding
+    return None
 
 
 def _parent(model: nn.Module, name: str) -> tuple[Any, str]:
@@ -181,7 +152,7 @@ def _parent(model: nn.Module, name: str) -> tuple[Any, str]:
     return parent, last
 
 
-def _swap(model: nn.Module, name: str, make: Any) -> None:
+def _swap(model: nn.Module, name: str, make: Callable[[Any], Any]) -> None:
     parent, key = _parent(model, name)
     if isinstance(parent, list):
         parent[int(key)] = make(parent[int(key)])
@@ -189,26 +160,16 @@ def _swap(model: nn.Module, name: str, make: Any) -> None:
         setattr(parent, key, make(parent[key]))
 
 
-def packed_bytes(model: nn.Module) -> int:
-    """The packed weights' bytes (held beside the model's MLX parameters)."""
-    total = 0
-    for _, module in model.named_modules():
-        packed = getattr(module, "packed", None)
-        if isinstance(packed, np.ndarray):
-            total += packed.nbytes
-    return total
-
-
 def pack_model(model: nn.Module, tied: bool, matmul: str) -> int:
-    """Replace the model's linear layers and embedding, one weight at a time: each is read,
-    packed and its source dropped before the next (only names are held, not the modules).
-    Returns how many modules were replaced."""
-    parts = PARTS[matmul]
-    kinds = {
-        nn.Linear: lambda linear: PackedLinear(linear, parts),
-        nn.Embedding: lambda embedding: BF16Embedding(embedding, tied, parts),
-    }
-    names = [(name, type(m)) for name, m in model.named_modules() if type(m) in kinds]
-    for name, kind in names:
-        _swap(model, name, kinds[kind])
-    return len(names)
+    """Replace the layers the kernels compute, one weight at a time: each is read, packed and
+    its source dropped before the next (only names are held, not the modules). With ``EXACT``,
+    only weights the kernels hold exactly: bfloat16 ones and affine-quantized ones; the rest
+    stay MLX's (in float32). Returns how many modules were replaced."""
+    swaps = [
+        (name, make)
+        for name, module in model.named_modules()
+        if (make := _replacement(module, tied, matmul)) is not None
+    ]
+    for name, make in swaps:
+        _swap(model, name, make)
+    return len(swaps)

@@ -64,16 +64,16 @@ def collect(device: str | None = None) -> Diagnostics:
 
     if device is not None:
         mx.set_default_device(getattr(mx, device))
-    from lazarus_mcp import bf16_linear
+    from lazarus_mcp import bf16_linear, cpu_gemm
 
     on = "gpu" if mx.default_device() == mx.gpu else "cpu"
-    kernel = bf16_linear.status()
+    kernel = cpu_gemm.status()
     if on != "cpu":
         auto = "the checkpoint's"
     elif kernel.available:
         auto = (
-            f"bfloat16 checkpoints (and quantized ones with bfloat16 scales): {bf16_linear.EXACT} "
-            "on the stored weights, float32 activations; others: float32"
+            f"bfloat16 and affine-quantized checkpoints: {bf16_linear.EXACT} (lazarus's kernels "
+            "on the stored weights, float32-accurate); others: float32"
         )
     else:
         auto = "float32 (dequantizing quantized checkpoints)"

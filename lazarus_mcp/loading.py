@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lazarus_mcp import bf16_linear, blas
+from lazarus_mcp import bf16_linear, blas, cpu_gemm
 from lazarus_mcp.errors import ModelLoadError, ModelNotFoundError
 from lazarus_mcp.head import (
     LensHead,
@@ -53,12 +53,11 @@ def demo_path() -> Path:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to run a model: ``auto`` keeps the checkpoint's dtype on a GPU; on the CPU it runs a
-    bfloat16 checkpoint through lazarus's bfloat16 kernel with float32-accurate inputs where the
-    CPU has AVX512-BF16, and everything else in float32 through BLAS (quantized checkpoints
-    dequantized to float32). ``bfloat16`` on such a CPU uses the kernel with bfloat16 inputs
-    (quantized weights dequantized to bfloat16); ``native`` keeps the checkpoint as stored,
-    computed by MLX's own ops (quantized too)."""
+    """How to run a model: ``auto`` keeps the checkpoint's dtype on a GPU; on the CPU it runs
+    bfloat16 and affine-quantized checkpoints through lazarus's kernels, float32-accurate, where
+    the CPU has AVX512-BF16, and everything else in float32 through BLAS. ``bfloat16`` on such
+    a CPU uses the kernel with bfloat16 inputs (quantized weights dequantized to bfloat16);
+    ``native`` keeps the checkpoint as stored, computed by MLX's own ops (quantized too)."""
 
     dtype: str = "auto"
     device: str | None = None
@@ -178,22 +177,25 @@ class ComputePlan:
 
 
 def plan_compute(options: LoadOptions, device: str, stored: str, quantized: bool) -> ComputePlan:
-    kernel = device == "cpu" and bf16_linear.status().available
+    kernel = device == "cpu" and cpu_gemm.status().available
     if options.dtype == "auto":
         if device != "cpu":
             return ComputePlan("native")
         # MLX's CPU backend reaches BLAS only for float32 (its bfloat16 and quantized matmuls
-        # run ~50-100x slower). Where the CPU has bfloat16 dot products, bfloat16 weights go
-        # through lazarus's kernel with float32-accurate inputs; all else computes in float32.
-        # Quantized weights too: dequantized, scale * q + bias is not a bfloat16 number (MLX's
-        # GPU kernels keep it in float32), and rounding it would move the lens as much as
-        # rounding the inputs does.
-        if kernel and stored == "bfloat16" and not quantized:
+        # run ~50-100x slower). Where the CPU has bfloat16 dot products, bfloat16 and quantized
+        # weights go through lazarus's kernels, float32-accurate; all else computes in float32.
+        if kernel and (quantized or stored == "bfloat16"):
             return ComputePlan("float32", bf16_linear.EXACT)
         return ComputePlan("float32")
     if options.dtype == "bfloat16" and kernel:
         return ComputePlan("float32", bf16_linear.FAST)
     return ComputePlan(options.dtype)
+
+
+def _weight_dtype(plan: ComputePlan, compute: str, q: QuantizationInfo | None) -> str:
+    if plan.matmul == bf16_linear.EXACT and q is not None:
+        return f"{q.bits}-bit {q.mode} (scales and biases in float32)"
+    return "bfloat16" if plan.matmul != "mlx" else compute
 
 
 def _apply_plan(model: Any, plan: ComputePlan, quantized: bool, tied: bool) -> None:
@@ -210,14 +212,13 @@ def _apply_plan(model: Any, plan: ComputePlan, quantized: bool, tied: bool) -> N
 
     if plan.dtype == "native":
         return
-    kernel = plan.matmul != "mlx"
-    if kernel:
-        if quantized:
+    if plan.matmul != "mlx":
+        if quantized and plan.matmul == bf16_linear.FAST:
             dequantize_model(model)  # lazily, as MLX's dequantize does (in the scales' dtype)
         bf16_linear.pack_model(model, tied, plan.matmul)
     model.set_dtype(getattr(mx, plan.dtype))
-    if quantized and not kernel:
-        dequantize_model(model)
+    if quantized:
+        dequantize_model(model)  # what is still quantized, into the target dtype
     for _, value in tree_flatten(model.parameters()):
         mx.eval(value)
     mx.clear_cache()  # the sources' freed buffers would otherwise stay in MLX's cache
@@ -304,7 +305,7 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         quantization=quantization,
         dtype=stored,
         compute_dtype=compute,
-        weight_dtype="bfloat16" if plan.matmul != "mlx" else compute,
+        weight_dtype=_weight_dtype(plan, compute, quantization),
         matmul=plan.matmul,
         device=device,
         has_chat_template=has_chat_template(tokenizer),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from lazarus_mcp import bf16_linear, worker
+from lazarus_mcp import bf16_linear, cpu_gemm, worker
 from lazarus_mcp.analyzer import analyze_loaded
 from lazarus_mcp.bf16_linear import EXACT, FAST
 from lazarus_mcp.lens import forward_with_taps
@@ -23,8 +23,8 @@ from tests.parity_check import assert_matches_reference
 from tests.test_lens import _last_block_check
 
 pytestmark = pytest.mark.skipif(
-    not bf16_linear.status().available,
-    reason=f"bfloat16 kernel unavailable: {bf16_linear.status().reason}",
+    not cpu_gemm.status().available,
+    reason=f"bfloat16 kernel unavailable: {cpu_gemm.status().reason}",
 )
 
 
@@ -43,9 +43,9 @@ def _matmul(
 ) -> np.ndarray:
     def run() -> np.ndarray:
         weight = mx.array(w_bits).view(mx.bfloat16)
-        packed = bf16_linear.pack(weight)
+        packed = cpu_gemm.pack_bf16(weight)
         b = mx.array(bias) if bias is not None else None
-        y = bf16_linear.bf16_matmul(mx.array(x), packed, w_bits.shape[0], b, parts)
+        y = cpu_gemm.bf16_matmul(mx.array(x), packed, w_bits.shape[0], b, parts)
         return np.array(y)
 
     return worker.run_sync(run)
@@ -92,10 +92,10 @@ def test_batched_and_strided_inputs() -> None:
     x = rng.standard_normal((2, 3, 24)).astype(np.float32)
 
     def run() -> tuple[np.ndarray, np.ndarray]:
-        packed = bf16_linear.pack(mx.array(w_bits).view(mx.bfloat16))
-        batched = bf16_linear.bf16_matmul(mx.array(x), packed, 40, None, 2)
+        packed = cpu_gemm.pack_bf16(mx.array(w_bits).view(mx.bfloat16))
+        batched = cpu_gemm.bf16_matmul(mx.array(x), packed, 40, None, 2)
         strided = mx.array(x.reshape(6, 24).T.copy()).T  # a transposed view
-        flat = bf16_linear.bf16_matmul(strided, packed, 40, None, 2)
+        flat = cpu_gemm.bf16_matmul(strided, packed, 40, None, 2)
         return np.array(batched), np.array(flat)
 
     batched, flat = worker.run_sync(run)
@@ -198,37 +198,79 @@ def test_parity_models_in_bfloat16_match_float32_within_tolerance(
         assert_matches_reference(result.model_dump(mode="json"), reference)
 
 
-def test_quantized_checkpoints_stay_float32_unless_bfloat16_is_asked_for(tmp_path: Path) -> None:
-    """A 4-bit checkpoint with bfloat16 scales: ``auto`` dequantizes to float32 (scale * q + bias
-    is not a bfloat16 number); ``--dtype bfloat16`` runs the kernel on exactly what MLX's own
-    dequantization computes. Either way the lens of block N-1 is the model's own output."""
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize(
+    ("m", "k", "n", "group_size"), [(1, 64, 32, 32), (7, 256, 70, 64), (13, 384, 33, 128)]
+)
+def test_affine_gemm_equals_float64_reference(
+    m: int, k: int, n: int, group_size: int, bits: int
+) -> None:
+    """The affine kernel computes x @ (scale * q + bias)^T without rounding scale * q + bias:
+    float32-accurate against float64, for every row block, tail column and group."""
+    rng = np.random.default_rng(bits * 100 + m)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        q, scales, biases = mx.quantize(mx.array(w).astype(mx.bfloat16), group_size, bits)
+        packed = cpu_gemm.pack_affine(q, scales, biases, group_size, bits)
+        y = cpu_gemm.affine_matmul(mx.array(x), packed, mx.array(bias))
+        # The exact weights: float32 scale * q + bias, widened to float64 before the product.
+        codes = mx.dequantize(q, mx.ones_like(scales), mx.zeros_like(biases), group_size, bits)
+        s = np.repeat(np.array(scales.astype(mx.float32)), group_size, axis=1).astype(np.float64)
+        b = np.repeat(np.array(biases.astype(mx.float32)), group_size, axis=1).astype(np.float64)
+        exact = s * np.array(codes.astype(mx.float32)).astype(np.float64) + b
+        return np.array(y), exact
+
+    got, exact = worker.run_sync(run)
+    ref = x.astype(np.float64) @ exact.T + bias
+    magnitude = np.abs(x).astype(np.float64) @ np.abs(exact).T + 1
+    assert np.all(np.abs(got - ref) <= 2**-15 * magnitude)
+
+
+def test_quantized_checkpoint_runs_through_the_affine_kernel(tmp_path: Path) -> None:
+    """A 4-bit checkpoint: ``auto`` runs the affine kernel, float32-accurate (its lens matches
+    the float32 dequantization's within 2e-3), the lens of block N-1 is the model's own output
+    and the taps change nothing; ``--dtype bfloat16`` runs the bfloat16 kernel on exactly what
+    MLX's own dequantization computes."""
     from mlx_lm import convert
 
-    source = _bf16_checkpoint(tmp_path / "llama", "llama")
-    out = tmp_path / "llama-4bit"
+    source = _bf16_checkpoint(tmp_path / "qwen3", "qwen3")  # tied embeddings
+    out = tmp_path / "qwen3-4bit"
     worker.run_sync(lambda: convert(str(source), str(out), quantize=True, q_bits=4))
     auto = worker.run_sync(load, str(out), LoadOptions())
-    assert (auto.info.dtype, auto.info.matmul, auto.info.weight_dtype) == (
-        "bfloat16",
-        "mlx",
-        "float32",
+    assert auto.info.tied_embeddings
+    assert (auto.info.matmul, auto.info.weight_dtype) == (
+        EXACT,
+        "4-bit affine (scales and biases in float32)",
     )
-    loaded = worker.run_sync(load, str(out), LoadOptions(dtype="bfloat16"))
-    assert loaded.info.quantization is not None
-    assert loaded.info.matmul == FAST
-    for model in (auto, loaded):
+    exact = worker.run_sync(load, str(out), LoadOptions(dtype="float32"))
+    assert exact.info.matmul == "mlx"
+    assert 0 < bf16_linear.packed_bytes(auto.model) < auto.nbytes < exact.nbytes
+    assert isinstance(auto.model.layers[0].mlp.down_proj, bf16_linear.AffineLinear)
+    assert isinstance(auto.model.model.embed_tokens, bf16_linear.AffineEmbedding)
+    fast = worker.run_sync(load, str(out), LoadOptions(dtype="bfloat16"))
+    assert fast.info.matmul == FAST
+    for model in (auto, fast):
         head_diff, tap_diff = worker.run_sync(_last_block_check, model)
         assert head_diff <= 1e-6
         assert tap_diff <= 1e-5
+
+    prompt = "The capital of France is"
+    config = AnalysisConfig(layer_strategy=LayerStrategy.ALL, top_k=10)
+    result = worker.run_sync(analyze_loaded, auto, prompt, config)
+    reference = worker.run_sync(_float32_reference, exact, result.token_ids, result.tokens)
+    assert assert_matches_reference(result.model_dump(mode="json"), reference) < 2e-4
 
     native = worker.run_sync(load, str(out), LoadOptions(dtype="native"))
 
     def weights() -> tuple[np.ndarray, np.ndarray]:
         q = native.model.layers[0].mlp.down_proj
         deq = mx.dequantize(q.weight, q.scales, q.biases, q.group_size, q.bits)
-        packed = loaded.model.layers[0].mlp.down_proj.packed
+        packed = fast.model.layers[0].mlp.down_proj.packed
         eye = mx.eye(deq.shape[1])
-        via_kernel = bf16_linear.bf16_matmul(eye, packed, deq.shape[0], None, 1).T
+        via_kernel = cpu_gemm.bf16_matmul(eye, packed, deq.shape[0], None, 1).T
         return np.array(deq.astype(mx.float32)), np.array(via_kernel)
 
     deq, via_kernel = worker.run_sync(weights)
@@ -238,13 +280,11 @@ def test_quantized_checkpoints_stay_float32_unless_bfloat16_is_asked_for(tmp_pat
 def test_kernel_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = _bf16_checkpoint(tmp_path / "llama", "llama")
     monkeypatch.setenv("LAZARUS_CPU_KERNEL", "off")
-    bf16_linear._library.cache_clear()
+    cpu_gemm._library.cache_clear()
     try:
-        assert bf16_linear.status() == bf16_linear.KernelStatus(
-            False, "disabled by LAZARUS_CPU_KERNEL"
-        )
+        assert cpu_gemm.status() == cpu_gemm.KernelStatus(False, "disabled by LAZARUS_CPU_KERNEL")
         info = worker.run_sync(load, str(path), LoadOptions()).info
         assert (info.matmul, info.weight_dtype, info.compute_dtype) == ("mlx", "float32", "float32")
     finally:
         monkeypatch.delenv("LAZARUS_CPU_KERNEL")
-        bf16_linear._library.cache_clear()
+        cpu_gemm._library.cache_clear()

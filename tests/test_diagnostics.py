@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lazarus_cli.main import app
-from lazarus_mcp import bf16_linear, blas
+from lazarus_mcp import bf16_linear, blas, cpu_gemm
 from lazarus_mcp.diagnostics import collect
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def test_diagnostics_report_the_preloaded_blas() -> None:
         status.threading,
     )
     assert report.device in {"cpu", "gpu"}
-    kernel = bf16_linear.status()
+    kernel = cpu_gemm.status()
     assert report.cpu_kernel == (
         f"available ({kernel.reason})" if kernel.available else kernel.reason
     )
