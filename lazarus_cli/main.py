@@ -140,9 +140,10 @@ DtypeOpt = Annotated[
     Dtype,
     typer.Option(
         "--dtype",
-        help="auto: the checkpoint's dtype on a GPU; on the CPU bfloat16 weights through "
-        "lazarus's AVX512-BF16 kernel with float32-accurate inputs where the CPU has it, float32 "
-        "otherwise. bfloat16: that kernel with bfloat16 inputs (faster, as a bfloat16 model). "
+        help="auto: the checkpoint's dtype on a GPU; on the CPU bfloat16 and 4-bit weights "
+        "through lazarus's AVX512-BF16 kernels, float32-accurate, where the CPU has them, "
+        "float32 otherwise. bfloat16: the kernel with bfloat16 inputs (faster, as a bfloat16 "
+        "model). "
         "native: as stored, MLX's own ops.",
     ),
 ]

@@ -158,6 +158,8 @@ def bf16_matmul(
     b = _bias(bias)  # held until the call returns
     out = np.empty((rows.shape[0], n), dtype=np.float32)
     m, k = rows.shape
+    if m == 0:  # nothing to multiply (and nothing for the kernel to allocate)
+        return mx.zeros((*lead, n), dtype=mx.float32)
     if _lib().lz_gemm(
         rows.ctypes.data, m, k, packed.ctypes.data, n, _pointer(b), out.ctypes.data, parts,
         _threads(),
@@ -172,6 +174,8 @@ def affine_matmul(x: mx.array, weights: AffineWeights, bias: mx.array | None) ->
     b = _bias(bias)  # held until the call returns
     w = weights
     out = np.empty((rows.shape[0], w.n), dtype=np.float32)
+    if rows.shape[0] == 0:
+        return mx.zeros((*lead, w.n), dtype=mx.float32)
     if _lib().lz_gemm_affine(
         rows.ctypes.data, rows.shape[0], w.k, w.codes.ctypes.data, w.scales.ctypes.data,
         w.biases.ctypes.data, w.group_size, w.n, _pointer(b), out.ctypes.data, _threads(),

@@ -102,6 +102,12 @@ def test_batched_and_strided_inputs() -> None:
     assert batched.shape == (2, 3, 40)
     np.testing.assert_array_equal(batched.reshape(6, 40), flat)
 
+    def empty() -> tuple[int, ...]:
+        packed = cpu_gemm.pack_bf16(mx.array(w_bits).view(mx.bfloat16))
+        return tuple(cpu_gemm.bf16_matmul(mx.zeros((1, 0, 24)), packed, 40, None, 2).shape)
+
+    assert worker.run_sync(empty) == (1, 0, 40)
+
 
 def test_rows_do_not_depend_on_the_other_rows() -> None:
     """A row's result is the same alone or in any block of rows: the lens of block N-1 and the
