@@ -105,15 +105,7 @@ static inline __attribute__((always_inline)) AVX512_BF16 void microkernel(
             }
         }
     }
-    __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);
-    __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
-    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-#pragma GCC unroll 14
-    for (int r = 0; r < mr; r++) {
-        _mm512_mask_storeu_ps(c + r * ldc, m0, _mm512_add_ps(acc0[r], bias0));
-        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, _mm512_add_ps(acc1[r], bias1));
-    }
+    store_tile(mr, acc0, acc1, c, ldc, ncols, bias);
 }
 
 typedef void (*kernel_fn)(const uint32_t *, const uint16_t *, size_t, float *, size_t, int,

@@ -15,6 +15,22 @@
 #define MAX_THREADS 64
 #define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
+/* Writes mr rows of a tile, two registers of 16 columns each, plus the bias, to c (row stride
+ * ldc); of the tile's NR columns the first ncols are written. */
+static inline __attribute__((always_inline)) AVX512_BF16 void store_tile(
+    int mr, const __m512 *acc0, const __m512 *acc1, float *c, size_t ldc, int ncols,
+    const float *bias) {
+    __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);
+    __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 14
+    for (int r = 0; r < mr; r++) {
+        _mm512_mask_storeu_ps(c + r * ldc, m0, _mm512_add_ps(acc0[r], bias0));
+        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, _mm512_add_ps(acc1[r], bias1));
+    }
+}
+
 /* x[m][k] float32 -> bfloat16 pairs in blocks of rb rows, [kp][rb][parts] words per block. */
 AVX512_BF16 void pack_x(const float *x, int m, int k, int parts, int rb, uint32_t *out, size_t kp,
                         uint16_t *scratch);
