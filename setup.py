@@ -14,7 +14,11 @@ if sys.platform.startswith("linux") and platform.machine().lower() in {"x86_64",
     extensions.append(
         Extension(
             "lazarus_mcp._bf16_gemm",
-            sources=["lazarus_mcp/_bf16_gemm.c", "lazarus_mcp/_affine_gemm.c"],
+            sources=[
+                "lazarus_mcp/_bf16_gemm.c",
+                "lazarus_mcp/_affine_gemm.c",
+                "lazarus_mcp/_threads.c",
+            ],
             depends=["lazarus_mcp/_gemm.h"],
             extra_compile_args=["-O3", "-std=gnu11"],
             extra_link_args=["-pthread"],

@@ -246,33 +246,6 @@ int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const
     return 0;
 }
 
-/* Runs fn on jobs[0..threads): jobs 1.. on new threads, job 0 on this one. */
-void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads) {
-    pthread_t tids[MAX_THREADS];
-    char *base = (char *)jobs;
-    /* Helpers may not start on this thread's CPU: Linux places a new thread on its parent's
-     * CPU when the other cores were busy a moment ago (MLX's own thread ran the ops before
-     * this matmul), and the helper then waited a whole time slice (3-4 ms) behind us. */
-    cpu_set_t others;
-    int steer = threads > 1 && sched_getaffinity(0, sizeof(others), &others) == 0 &&
-                CPU_COUNT(&others) > 1;
-    int here = steer ? sched_getcpu() : -1;
-    if (here >= 0) CPU_CLR(here, &others);
-    int started = 0; /* threads 1..started run beside this one; the rest run here */
-    for (int t = 1; t < threads; t++) {
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        if (here >= 0) pthread_attr_setaffinity_np(&attr, sizeof(others), &others);
-        int rc = pthread_create(&tids[t], &attr, fn, base + t * job_size);
-        pthread_attr_destroy(&attr);
-        if (rc != 0) break;
-        started = t;
-    }
-    fn(base);
-    for (int t = started + 1; t < threads; t++) fn(base + t * job_size);
-    for (int t = 1; t <= started; t++) pthread_join(tids[t], NULL);
-}
-
 /* An importable (empty) module, so that pip builds this file as an extension. */
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bf16_gemm",
                                     "bfloat16 GEMM, called through ctypes", -1, NULL};

@@ -35,7 +35,8 @@ static inline __attribute__((always_inline)) AVX512_BF16 void store_tile(
 AVX512_BF16 void pack_x(const float *x, int m, int k, int parts, int rb, uint32_t *out, size_t kp,
                         uint16_t *scratch);
 
-/* Runs fn on jobs[0..threads) (job_size bytes each): 1.. on new threads, 0 on this one. */
+/* Runs fn on jobs[0..threads) (job_size bytes each): 0 on this thread, the others on the
+ * helper threads kept for the process (_threads.c). */
 void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads);
 
 #endif

@@ -294,3 +294,36 @@ def test_kernel_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     finally:
         monkeypatch.delenv("LAZARUS_CPU_KERNEL")
         cpu_gemm._library.cache_clear()
+
+
+_FORK_SCRIPT = """
+import os, sys
+import numpy as np
+from lazarus_mcp import cpu_gemm
+lib = cpu_gemm._lib()
+rng = np.random.default_rng(0)
+w = rng.integers(0, 2**14, (256, 64)).astype(np.uint16)
+packed = np.empty(lib.lz_packed_elems(256, 64), np.uint16)
+lib.lz_pack(w.ctypes.data, 256, 64, packed.ctypes.data, 2)
+x = rng.standard_normal((64, 64)).astype(np.float32)
+def gemm():
+    y = np.empty((64, 256), np.float32)
+    rc = lib.lz_gemm(x.ctypes.data, 64, 64, packed.ctypes.data, 256, None, y.ctypes.data, 2, 2)
+    assert rc == 0
+    return y
+before = gemm()  # starts the helper threads
+pid = os.fork()
+if pid == 0:  # the child has no helpers: it must start its own, not wait for the parent's
+    os._exit(0 if np.array_equal(gemm(), before) else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) or (0 if np.array_equal(gemm(), before) else 2))
+"""
+
+
+def test_helper_threads_survive_fork() -> None:
+    """The kernels keep helper threads; a forked child (which has none) still computes."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], timeout=60, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
