@@ -30,6 +30,7 @@ import mlx.nn as nn
 import numpy as np
 
 from lazarus_mcp import cpu_gemm
+from lazarus_mcp.models import QuantizationInfo
 
 FAST = "lazarus-bf16"
 EXACT = "lazarus-bf16x2"
@@ -70,6 +71,12 @@ class BF16Embedding(nn.Module):
 
     def as_linear(self, x: mx.array) -> mx.array:
         return cpu_gemm.bf16_matmul(x, self.packed, self.num_embeddings, None, self.parts)
+
+
+def affine_kernel_computes(quantization: QuantizationInfo) -> bool:
+    """Whether the affine kernel computes a checkpoint quantized so (its layers are checked
+    one by one at load: any it does not compute stay MLX's, dequantized to float32)."""
+    return quantization.mode == "affine" and quantization.bits in _AFFINE_BITS
 
 
 def affine_supported(module: nn.Module) -> bool:

@@ -170,13 +170,15 @@ def _stored_dtype(model: Any) -> str:
 @dataclass(frozen=True)
 class ComputePlan:
     """What a load converts to: ``dtype`` for the MLX parameters (``native``: as stored), and
-    what runs the linear layers: ``mlx``, or lazarus's bfloat16 CPU kernel (``bf16_linear``)."""
+    what runs the linear layers: ``mlx``, or lazarus's CPU kernels (``bf16_linear``)."""
 
     dtype: str
     matmul: str = "mlx"
 
 
-def plan_compute(options: LoadOptions, device: str, stored: str, quantized: bool) -> ComputePlan:
+def plan_compute(
+    options: LoadOptions, device: str, stored: str, quantization: QuantizationInfo | None
+) -> ComputePlan:
     kernel = device == "cpu" and cpu_gemm.status().available
     if options.dtype == "auto":
         if device != "cpu":
@@ -184,7 +186,11 @@ def plan_compute(options: LoadOptions, device: str, stored: str, quantized: bool
         # MLX's CPU backend reaches BLAS only for float32 (its bfloat16 and quantized matmuls
         # run ~50-100x slower). Where the CPU has bfloat16 dot products, bfloat16 and quantized
         # weights go through lazarus's kernels, float32-accurate; all else computes in float32.
-        if kernel and (quantized or stored == "bfloat16"):
+        if kernel and (
+            bf16_linear.affine_kernel_computes(quantization)
+            if quantization is not None
+            else stored == "bfloat16"
+        ):
             return ComputePlan("float32", bf16_linear.EXACT)
         return ComputePlan("float32")
     if options.dtype == "bfloat16" and kernel:
@@ -274,7 +280,7 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     tied = "lm_head" not in model
     stored = _stored_dtype(model)
     quantization = _quantization(config)
-    plan = plan_compute(options, device, stored, quantization is not None)
+    plan = plan_compute(options, device, stored, quantization)
     try:
         _apply_plan(model, plan, quantization is not None, tied)
     except Exception as exc:  # lazily loaded weights are only read here

@@ -327,3 +327,19 @@ def test_helper_threads_survive_fork() -> None:
 
     proc = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], timeout=60, capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_quantizations_the_affine_kernel_does_not_compute_stay_float32(tmp_path: Path) -> None:
+    """3-bit codes cross 32-bit words, which the affine kernel does not unpack: such a
+    checkpoint is dequantized to float32 under ``auto``, and says so."""
+    from mlx_lm import convert
+
+    source = _bf16_checkpoint(tmp_path / "llama", "llama")
+    out = tmp_path / "llama-3bit"
+    worker.run_sync(lambda: convert(str(source), str(out), quantize=True, q_bits=3))
+    loaded = worker.run_sync(load, str(out), LoadOptions())
+    assert loaded.info.quantization is not None and loaded.info.quantization.bits == 3
+    assert (loaded.info.matmul, loaded.info.weight_dtype) == ("mlx", "float32")
+    head_diff, tap_diff = worker.run_sync(_last_block_check, loaded)
+    assert head_diff <= 1e-5
+    assert tap_diff <= 1e-5
