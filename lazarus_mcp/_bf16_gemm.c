@@ -8,20 +8,23 @@
  * bfloat16 dot-product instructions (VDPBF16PS, AVX512-BF16) that PyTorch's oneDNN uses. This
  * kernel uses them on the checkpoint's bfloat16 weights, packed once at load.
  *
- * x is rounded to bfloat16 (round to nearest even) on entry, as a bfloat16 model rounds its
- * activations; products are exact in float32 and summed in float32.
+ * x is either rounded to bfloat16 (round to nearest even; parts = 1), as a bfloat16 model rounds
+ * its activations, or split into two bfloat16 parts hi + lo (parts = 2), which carry 16
+ * significant bits and make the result float32-accurate for twice the arithmetic. Products are
+ * exact in float32 and summed in float32.
  *
  * Layouts:
  *  - packed W: panels of NR=32 output columns; panel j holds, for each pair of inputs p, the
  *    32 columns' (W[c][2p], W[c][2p+1]) pairs: [kp][32][2] bfloat16, 128 bytes = 2 registers.
  *    Columns past n and the odd input past k are zero.
- *  - packed x: blocks of MR rows, each [kp][MR] pairs of bfloat16 (one 32-bit word per pair),
- *    so the microkernel reads its rows' pairs contiguously (row-major rows 4 KiB apart alias in
- *    L1 and halved the speed).
+ *  - packed x: blocks of MR rows, each [kp][MR][parts] pairs of bfloat16 (one 32-bit word per
+ *    pair), so the microkernel reads its rows' pairs contiguously (row-major rows 4 KiB apart
+ *    alias in L1 and halved the speed).
  *
- * Built by setup.py as an (empty) CPython extension so pip compiles it; called through ctypes
- * (lazarus_mcp/bf16_linear.py), which releases the GIL for the call. Only lz_supported and
- * lz_pack run before the CPU check; the AVX-512 code is compiled per function.
+ * Built by setup.py, with _affine_gemm.c and _threads.c, as an (empty) CPython extension so pip
+ * compiles it; called through ctypes (lazarus_mcp/cpu_gemm.py), which releases the GIL for the
+ * call. The AVX-512 code is compiled per function (AVX512_BF16) and only runs after
+ * lz_supported() said yes; the rest is plain x86-64.
  */
 #include "_gemm.h"
 
