@@ -1,4 +1,4 @@
-"""Builds lazarus's CPU GEMMs (lazarus_mcp/_bf16_gemm.c, _affine_gemm.c) on x86-64 Linux.
+"""Builds lazarus's CPU GEMMs (lazarus_mcp/accel/csrc/) on x86-64 Linux.
 
 Everything else is in pyproject.toml. The extension is optional: where it cannot be compiled
 (no C compiler), the install still succeeds and lazarus computes in float32 through MKL instead.
@@ -13,13 +13,13 @@ extensions = []
 if sys.platform.startswith("linux") and platform.machine().lower() in {"x86_64", "amd64"}:
     extensions.append(
         Extension(
-            "lazarus_mcp._bf16_gemm",
+            "lazarus_mcp.accel._bf16_gemm",
             sources=[
-                "lazarus_mcp/_bf16_gemm.c",
-                "lazarus_mcp/_affine_gemm.c",
-                "lazarus_mcp/_threads.c",
+                "lazarus_mcp/accel/csrc/_bf16_gemm.c",
+                "lazarus_mcp/accel/csrc/_affine_gemm.c",
+                "lazarus_mcp/accel/csrc/_threads.c",
             ],
-            depends=["lazarus_mcp/_gemm.h"],
+            depends=["lazarus_mcp/accel/csrc/_gemm.h"],
             extra_compile_args=["-O3", "-std=gnu11"],
             extra_link_args=["-pthread"],
             optional=True,

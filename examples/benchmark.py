@@ -51,7 +51,7 @@ def bound_worker() -> None:
 
     import numpy as np
 
-    from lazarus_mcp import blas
+    from lazarus_mcp.accel import blas
 
     status = blas.preload()  # before mlx.core is imported
     import mlx.core as mx
@@ -105,14 +105,14 @@ def mlx_worker(path: str, dtype: str) -> None:
     Set up as lazarus's own processes (the CLI, the MCP server) are, so PyTorch, installed here
     for the peer, stays out of it as it does out of them.
     """
-    from lazarus_mcp.process import prepare_entry_point
+    from lazarus_mcp.runtime.process import prepare_entry_point
 
     prepare_entry_point()
     import anyio
     import anyio.from_thread
     import anyio.to_thread
 
-    from lazarus_mcp import blas
+    from lazarus_mcp.accel import blas
     from lazarus_mcp.introspection import AnalysisConfig, LayerStrategy, ModelAnalyzer
 
     config = AnalysisConfig(layer_strategy=LayerStrategy.ALL, top_k=5, use_chat_template=False)

@@ -64,7 +64,7 @@ def float32_layers(analyzer: ModelAnalyzer, token_ids: list[int]) -> list[dict]:
     """Every block's full log-distribution through the float32 path (lazarus's internals)."""
     import mlx.core as mx
 
-    from lazarus_mcp.lens import forward_with_taps
+    from lazarus_mcp.lens.taps import forward_with_taps
 
     loaded = analyzer.loaded
     blocks = list(range(loaded.info.num_layers))
@@ -75,7 +75,7 @@ def float32_layers(analyzer: ModelAnalyzer, token_ids: list[int]) -> list[dict]:
 
 
 async def kernel_modes(parity: Path) -> None:
-    from lazarus_mcp import worker
+    from lazarus_mcp.runtime import worker
 
     print(f"\n{'bfloat16 copy':14s} {'auto':>22s} {'--dtype bfloat16':>22s}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from lazarus_mcp.models import AnalysisConfig
+    from lazarus_mcp.schema import AnalysisConfig
 
 app = typer.Typer(
     help="Logit-lens introspection of language models on MLX.",
@@ -98,14 +98,12 @@ def build_config(
 ) -> AnalysisConfig:
     from pydantic import ValidationError
 
-    from lazarus_mcp.layers import choose_strategy
-    from lazarus_mcp.models import AnalysisConfig, LayerStrategy
+    from lazarus_mcp.lens.layers import choose_strategy
+    from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 
     custom = parse_layers(layers) if layers is not None else None
     wanted = LayerStrategy(strategy.value) if strategy is not None else None
     chosen = choose_strategy(wanted, custom, all_layers)
-    if chosen is LayerStrategy.CUSTOM and not custom:
-        fail("--layer-strategy custom requires --layers, e.g. --layers 0,4,-1")
     try:
         return AnalysisConfig(
             layer_strategy=chosen,
@@ -119,11 +117,11 @@ def build_config(
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "options"
-        fail(f"invalid {where}: {err['msg']}")
+        fail(f"invalid {where}: {str(err['msg']).removeprefix('Value error, ')}")
 
 
 def setup_logging(verbose: bool) -> None:
-    from lazarus_mcp.process import prepare_entry_point
+    from lazarus_mcp.runtime.process import prepare_entry_point
 
     prepare_entry_point()
     logging.basicConfig(
@@ -203,7 +201,7 @@ def analyze(
     from lazarus_cli import render
     from lazarus_mcp.errors import LazarusError
     from lazarus_mcp.introspection import ModelAnalyzer
-    from lazarus_mcp.models import to_json
+    from lazarus_mcp.schema import to_json
 
     async def run_analysis():  # type: ignore[no-untyped-def]
         opening = ModelAnalyzer.from_pretrained(
@@ -245,7 +243,7 @@ def info(
     from lazarus_cli import render
     from lazarus_mcp.errors import LazarusError
     from lazarus_mcp.introspection import ModelAnalyzer
-    from lazarus_mcp.models import to_json
+    from lazarus_mcp.schema import to_json
 
     async def load():  # type: ignore[no-untyped-def]
         opening = ModelAnalyzer.from_pretrained(
@@ -272,8 +270,8 @@ def diagnostics(
     """Show what computes here: the BLAS behind MLX's CPU matmuls, its threads, the device and
     the dtype --dtype auto picks on it."""
     setup_logging(verbose)
-    from lazarus_mcp.diagnostics import collect, render
-    from lazarus_mcp.models import to_json
+    from lazarus_mcp.accel.diagnostics import collect, render
+    from lazarus_mcp.schema import to_json
 
     report = collect(device.value if device else None)
     if json_out:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lazarus_mcp.models import AnalysisResult, ModelInfo, TokenEvolution
+from lazarus_mcp.schema import AnalysisResult, ModelInfo, TokenEvolution
 
 _BAR_WIDTH = 50
 

@@ -1,11 +1,13 @@
 """lazarus-mcp: logit-lens introspection of language models on MLX.
 
-Importing the package loads an optimized BLAS before MLX is imported (see ``blas.py``);
-the public API lives in :mod:`lazarus_mcp.introspection`.
+The public API lives in :mod:`lazarus_mcp.introspection`. Importing the package does nothing
+else: process setup (the BLAS preload) happens at the first model load or at our entry points
+(``runtime/process.py``).
 """
 
-from lazarus_mcp import blas as _blas
+from importlib.metadata import PackageNotFoundError, version
 
-_blas.preload()
-
-__version__ = "0.1.0"
+try:
+    __version__ = version("lazarus-mcp")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,10 +1,10 @@
 """The public Python API.
 
 from lazarus_mcp.introspection import ModelAnalyzer, AnalysisConfig, LayerStrategy
+
+Importing it imports no MLX (a test checks): the first model load sets the process up.
 """
 
-from lazarus_mcp.analyzer import ModelAnalyzer, analyze_loaded
-from lazarus_mcp.cache import ModelCache, default_cache
 from lazarus_mcp.errors import (
     InvalidRequestError,
     LazarusError,
@@ -13,8 +13,10 @@ from lazarus_mcp.errors import (
     TokenResolutionError,
     UnsupportedModelError,
 )
-from lazarus_mcp.loading import LoadOptions
-from lazarus_mcp.models import (
+from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.runtime.analyzer import ModelAnalyzer
+from lazarus_mcp.runtime.cache import ModelCache, default_cache
+from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
     LayerPrediction,
@@ -46,7 +48,6 @@ __all__ = [
     "TokenProbability",
     "TokenResolutionError",
     "UnsupportedModelError",
-    "analyze_loaded",
     "default_cache",
     "to_json",
 ]

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-# Before any test module imports mlx.core: the package loads the optimized BLAS first, as the
-# CLI and the server do (an earlier mlx.core import leaves MLX on its reference BLAS).
-import lazarus_mcp  # noqa: F401
+# Before any test module imports mlx.core: load the optimized BLAS first, as the CLI and the
+# server do (an earlier mlx.core import leaves MLX on its reference BLAS).
+from lazarus_mcp.runtime.process import prepare_process
+
+prepare_process()
 
 ROOT = Path(__file__).resolve().parent.parent
 PARITY = ROOT.parent / "shared" / "parity"

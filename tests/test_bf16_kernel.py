@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from lazarus_mcp import bf16_linear, cpu_gemm, worker
-from lazarus_mcp.analyzer import analyze_loaded
-from lazarus_mcp.bf16_linear import EXACT, FAST
-from lazarus_mcp.lens import forward_with_taps
-from lazarus_mcp.loading import LoadedModel, LoadOptions, load
-from lazarus_mcp.models import AnalysisConfig, LayerStrategy
+from lazarus_mcp.accel import bf16_linear, cpu_gemm
+from lazarus_mcp.accel.bf16_linear import EXACT, FAST
+from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.lens.taps import forward_with_taps
+from lazarus_mcp.modeling.loading import LoadedModel, LoadOptions, load
+from lazarus_mcp.runtime import worker
+from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 from tests.checkpoints import FAMILY_CONFIGS, build_checkpoint
 from tests.conftest import PARITY, PARITY_MODELS, parity_ref
 from tests.parity_check import assert_matches_reference
@@ -299,7 +300,7 @@ def test_kernel_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 _FORK_SCRIPT = """
 import os, sys
 import numpy as np
-from lazarus_mcp import cpu_gemm
+from lazarus_mcp.accel import cpu_gemm
 lib = cpu_gemm._lib()
 rng = np.random.default_rng(0)
 w = rng.integers(0, 2**14, (256, 64)).astype(np.uint16)

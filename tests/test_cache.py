@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from lazarus_mcp.cache import ModelCache
 from lazarus_mcp.errors import ModelLoadError
+from lazarus_mcp.runtime.cache import ModelCache
 from tests.conftest import PARITY
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lazarus_cli.main import app
-from lazarus_mcp import bf16_linear, blas, cpu_gemm
-from lazarus_mcp.diagnostics import collect
+from lazarus_mcp.accel import bf16_linear, blas, cpu_gemm
+from lazarus_mcp.accel.diagnostics import collect
 
 runner = CliRunner()
 LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.layers import select_layers
-from lazarus_mcp.models import AnalysisConfig, LayerStrategy
+from lazarus_mcp.lens.layers import select_layers
+from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 
 
 @pytest.mark.parametrize(

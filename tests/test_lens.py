@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from lazarus_mcp import worker
-from lazarus_mcp.analyzer import analyze_loaded
-from lazarus_mcp.head import SUPPORTED_FAMILIES
-from lazarus_mcp.lens import forward_with_taps
-from lazarus_mcp.loading import LoadedModel, LoadOptions, load
-from lazarus_mcp.models import AnalysisConfig, LayerStrategy
+from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.lens.taps import forward_with_taps
+from lazarus_mcp.modeling.families import FAMILIES as SUPPORTED_FAMILIES
+from lazarus_mcp.modeling.loading import LoadedModel, LoadOptions, load
+from lazarus_mcp.runtime import worker
+from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 from tests.checkpoints import FAMILY_CONFIGS, build_checkpoint
 from tests.conftest import PARITY, PARITY_MODELS
 

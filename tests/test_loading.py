@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lazarus_mcp import worker
 from lazarus_mcp.errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
-from lazarus_mcp.loading import LoadOptions, load
+from lazarus_mcp.modeling.loading import LoadOptions, load
+from lazarus_mcp.runtime import worker
 from tests.conftest import PARITY, console_script
 from tests.test_lens import _last_block_check
 

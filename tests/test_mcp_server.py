@@ -19,12 +19,12 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
-from lazarus_mcp import worker
-from lazarus_mcp.analyzer import ModelAnalyzer
-from lazarus_mcp.cache import ModelCache
-from lazarus_mcp.models import AnalysisResult, LayerStrategy, ModelInfo
-from lazarus_mcp.server import create_server, validation_message
-from lazarus_mcp.tools import AnalyzeInput, LoadedModels, ModelStatus, TokenTracking
+from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime.analyzer import ModelAnalyzer
+from lazarus_mcp.runtime.cache import ModelCache
+from lazarus_mcp.schema import AnalysisResult, LayerStrategy, ModelInfo
+from lazarus_mcp.server.app import create_server, validation_message
+from lazarus_mcp.server.tools import AnalyzeInput, LoadedModels, ModelStatus, TokenTracking
 from tests.conftest import PARITY, PARITY_MODELS, parity_ref
 from tests.parity_check import PROB_TOL, assert_matches_reference
 
@@ -284,12 +284,12 @@ async def test_an_unexpected_exception_is_a_generic_error_logged_with_its_traceb
     async with Client(server) as client:
         with monkeypatch.context() as patch:
             patch.setattr(ModelAnalyzer, "analyze", broken)
-            with caplog.at_level(logging.ERROR, logger="lazarus_mcp.server"):
+            with caplog.at_level(logging.ERROR, logger="lazarus_mcp.server.app"):
                 message = error_line(
                     await client.call_tool("analyze", {"model": LLAMA, "prompt": "Hi"})
                 )
         assert "internal error" in message and "secret" not in message
-        [record] = [r for r in caplog.records if r.name == "lazarus_mcp.server"]
+        [record] = [r for r in caplog.records if r.name == "lazarus_mcp.server.app"]
         assert record.exc_info and "secret internal detail" in str(record.exc_info[1])
         # The server and its cache are intact.
         ok(await client.call_tool("analyze", {"model": LLAMA, "prompt": "Hi"}))

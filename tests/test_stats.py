@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from lazarus_mcp import stats
+from lazarus_mcp.lens import stats
 
 
 def _logits(seed: int = 0, shape: tuple[int, int] = (3, 50)) -> np.ndarray:

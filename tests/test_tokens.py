@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from lazarus_mcp.errors import InvalidRequestError, TokenResolutionError
-from lazarus_mcp.tokens import TokenText, encode_prompt
+from lazarus_mcp.lens.tokens import TokenText, encode_prompt
 from tests.conftest import PARITY
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazarus_mcp import worker
-from lazarus_mcp.analyzer import analyze_loaded
-from lazarus_mcp.loading import load
-from lazarus_mcp.models import AnalysisConfig, LayerStrategy
+from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.modeling.loading import load
+from lazarus_mcp.runtime import worker
+from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 from tests.checkpoints import build_checkpoint
 from tests.parity_check import assert_matches_reference
 

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import BaseModel, Field
 
-from lazarus_mcp import blas
+from lazarus_mcp.accel import blas
 
 
 class Diagnostics(BaseModel):
@@ -64,7 +64,7 @@ def collect(device: str | None = None) -> Diagnostics:
 
     if device is not None:
         mx.set_default_device(getattr(mx, device))
-    from lazarus_mcp import bf16_linear, cpu_gemm
+    from lazarus_mcp.accel import bf16_linear, cpu_gemm
 
     on = "gpu" if mx.default_device() == mx.gpu else "cpu"
     kernel = cpu_gemm.status()

@@ -1,4 +1,9 @@
-"""The process-wide model cache: each model is loaded once, least-recently-used ones are evicted.
+"""The process-wide model cache: each checkpoint is loaded once, least-recently-used ones evicted.
+
+Entries are keyed by the resolved checkpoint (its real directory; for a hub id the snapshot
+directory, which names the revision) and the load options, so ``demo`` and the demo's path, or
+a relative and an absolute path, share one load. Each caller gets the model under the name it
+asked for.
 
 Thread-safe and event-loop agnostic: entries are ``concurrent.futures.Future`` objects resolved by
 the MLX worker thread, so concurrent requests for a model that is still loading share one load,
@@ -7,16 +12,40 @@ whichever event loop (or none) they come from. A load that fails leaves no entry
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from lazarus_mcp import worker
-from lazarus_mcp.loading import LoadedModel, LoadOptions, load
+from lazarus_mcp.modeling.checkpoint import NotCachedError, resolve_model_path
+from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.runtime import worker
+
+if TYPE_CHECKING:
+    from lazarus_mcp.modeling.loading import LoadedModel
 
 CacheKey = tuple[str, LoadOptions]
+
+
+def _load_on_worker(model_id: str, options: LoadOptions) -> LoadedModel:
+    # Process setup before the first MLX import of the process (the BLAS preload).
+    from lazarus_mcp.runtime.process import prepare_process
+
+    prepare_process()
+    from lazarus_mcp.modeling.loading import load
+
+    return load(model_id, options)
+
+
+def _as_requested(loaded: LoadedModel, model_id: str) -> LoadedModel:
+    if loaded.info.model_id == model_id:
+        return loaded
+    info = loaded.info.model_copy(update={"model_id": model_id})
+    return dataclasses.replace(loaded, info=info)
 
 
 class ModelCache:
@@ -30,13 +59,13 @@ class ModelCache:
         self._mutex = threading.Lock()
 
     def _load(self, model_id: str, options: LoadOptions) -> LoadedModel:
-        loaded = load(model_id, options)
+        loaded = _load_on_worker(model_id, options)
         with self._mutex:
             self.loads += 1
         return loaded
 
-    def _future(self, model_id: str, options: LoadOptions) -> Future[LoadedModel]:
-        key = (model_id, options)
+    def _future(self, path: Path, model_id: str, options: LoadOptions) -> Future[LoadedModel]:
+        key = (str(path), options)
         with self._mutex:
             future = self._entries.get(key)
             if future is not None:
@@ -67,12 +96,17 @@ class ModelCache:
             del self._entries[done[0][0]]
 
     async def get(self, model_id: str, options: LoadOptions | None = None) -> LoadedModel:
-        future = self._future(model_id, options or LoadOptions())
-        if future.done():
-            # Loaded: no helper thread, so a cheap call never queues behind the thread limiter
-            # while many calls wait on the MLX worker.
-            return future.result()
-        return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        try:
+            path = resolve_model_path(model_id, download=False)
+        except NotCachedError:
+            # A hub download: slow, and not the event loop's work.
+            path = await anyio.to_thread.run_sync(resolve_model_path, model_id)
+        future = self._future(path, model_id, options or LoadOptions())
+        if not future.done():
+            await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        # Loaded: no helper thread, so a cheap call never queues behind the thread limiter
+        # while many calls wait on the MLX worker.
+        return _as_requested(future.result(), model_id)
 
     def loaded(self) -> list[LoadedModel]:
         """Models in memory, least recently used first."""
@@ -81,19 +115,26 @@ class ModelCache:
         return [f.result() for f in futures if f.done() and not f.exception()]
 
     def peek(self, model_id: str, options: LoadOptions | None = None) -> LoadedModel | None:
+        """The loaded model, if in memory; never loads, downloads or raises."""
+        try:
+            path = resolve_model_path(model_id, download=False)
+        except Exception:
+            return None
         with self._mutex:
-            future = self._entries.get((model_id, options or LoadOptions()))
+            future = self._entries.get((str(path), options or LoadOptions()))
         if future is None or not future.done() or future.exception():
             return None
-        return future.result()
+        return _as_requested(future.result(), model_id)
 
 
 _default: ModelCache | None = None
+_default_lock = threading.Lock()
 
 
 def default_cache() -> ModelCache:
     """The cache shared by every analyzer of the process unless one is given."""
     global _default
-    if _default is None:
-        _default = ModelCache()
-    return _default
+    with _default_lock:
+        if _default is None:
+            _default = ModelCache()
+        return _default

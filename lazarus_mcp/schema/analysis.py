@@ -1,16 +1,18 @@
-"""The result contract: pydantic models shared by the Python API, the CLI and the MCP server.
-
-Every interface returns these models and serializes them the same way (``model_dump(mode="json")``
-or :func:`to_json`): an agent's tool result and ``lazarus ... -o file.json`` agree field for
-field.
-"""
+"""The analysis contract: what to compute for one prompt and the logit lens it returns."""
 
 from __future__ import annotations
 
 from enum import Enum
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lazarus_mcp.schema.model import ModelInfo
+
+# The one message for a custom strategy without layers, whichever interface asked.
+CUSTOM_NEEDS_LAYERS = (
+    "layer_strategy 'custom' needs layers: custom_layers in the API, layers in the MCP tools; "
+    "the CLI requires --layers (e.g. 0,4,-1)"
+)
 
 
 class LayerStrategy(str, Enum):
@@ -59,50 +61,8 @@ class AnalysisConfig(BaseModel):
     @model_validator(mode="after")
     def _custom_needs_layers(self) -> AnalysisConfig:
         if self.layer_strategy is LayerStrategy.CUSTOM and not self.custom_layers:
-            raise ValueError("layer_strategy 'custom' requires custom_layers (e.g. [0, 4, -1])")
+            raise ValueError(CUSTOM_NEEDS_LAYERS)
         return self
-
-
-class QuantizationInfo(BaseModel):
-    bits: int
-    group_size: int
-    mode: str = "affine"
-
-
-class ModelInfo(BaseModel):
-    """What the lens needs to know about a model, read from its config and weights."""
-
-    model_id: str = Field(description="The id or path the model was requested by.")
-    path: str = Field(description="The local directory the checkpoint was read from.")
-    family: str = Field(description="The config's model_type, e.g. llama, gemma2, qwen3.")
-    num_layers: int = Field(description="Transformer blocks; lens layers are numbered 0..N-1.")
-    hidden_size: int
-    vocab_size: int = Field(description="Rows of the unembedding (ranks are over all of them).")
-    tied_embeddings: bool = Field(description="The unembedding is the input embedding matrix.")
-    embedding_scale: float | None = Field(
-        None, description="Factor the model applies to its embeddings (Gemma: sqrt(hidden))."
-    )
-    final_logit_softcap: float | None = Field(
-        None, description="c in logits = c * tanh(logits / c), applied to every layer's lens."
-    )
-    quantization: QuantizationInfo | None = None
-    dtype: str = Field(description="The dtype of the checkpoint's weights as stored.")
-    compute_dtype: str = Field(
-        description="The dtype of the activations (the residual stream) here."
-    )
-    weight_dtype: str = Field(description="The dtype of the weights the linear layers read here.")
-    matmul: str = Field(
-        description="What computes the linear layers here: 'mlx' (MLX's own matmul; on the CPU "
-        "float32 through BLAS), or lazarus's AVX512-BF16 CPU kernel on the stored bfloat16 "
-        "weights with float32 sums: 'lazarus-bf16x2' (inputs split into two bfloat16 parts, "
-        "float32-accurate) or 'lazarus-bf16' (inputs rounded to bfloat16, as a bfloat16 model)."
-    )
-    device: str = Field(description="The MLX device the model runs on (cpu or gpu).")
-    has_chat_template: bool
-    corrections: list[str] = Field(
-        default_factory=list,
-        description="Where the MLX port departs from the reference architecture and was corrected.",
-    )
 
 
 class TokenProbability(BaseModel):
@@ -167,9 +127,3 @@ class AnalysisResult(BaseModel):
     )
     layer_predictions: list[LayerPrediction]
     token_evolutions: list[TokenEvolution]
-
-
-def to_json(model: BaseModel, indent: bool = True) -> bytes:
-    """The one serialization every interface writes."""
-    option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(model.model_dump(mode="json"), option=option)

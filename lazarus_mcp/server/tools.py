@@ -8,10 +8,10 @@ clients that read only a tool's text content.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from lazarus_mcp.layers import choose_strategy
-from lazarus_mcp.models import (
+from lazarus_mcp.lens.layers import choose_strategy
+from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
     LayerStrategy,
@@ -76,12 +76,6 @@ class AnalyzeInput(_Input):
         description="Replace the model's own embedding scale (Gemma: sqrt(hidden_size)) for this "
         "call, to study its effect; null uses the model's.",
     )
-
-    @model_validator(mode="after")
-    def _custom_needs_layers(self) -> AnalyzeInput:
-        if self.layer_strategy is LayerStrategy.CUSTOM and not self.layers:
-            raise ValueError("layer_strategy 'custom' needs layers, e.g. [0, 2, -1]")
-        return self
 
     def config(self) -> AnalysisConfig:
         """The core's config, chosen exactly as ``lazarus introspect analyze`` chooses it."""

@@ -1,25 +1,26 @@
-"""The async analyzer: the one core behind the Python API, the CLI and the MCP server."""
+"""One analysis from a loaded model: check the request, encode the prompt, run the lens, and
+fill the result contract. Synchronous; runs on the MLX worker thread.
+"""
 
 from __future__ import annotations
 
-from types import TracebackType
+from typing import TYPE_CHECKING
 
-from lazarus_mcp import worker
-from lazarus_mcp.cache import ModelCache, default_cache
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.layers import select_layers
-from lazarus_mcp.lens import LensArrays, compute_lens
-from lazarus_mcp.loading import LoadedModel, LoadOptions
-from lazarus_mcp.models import (
+from lazarus_mcp.lens.compute import LensArrays, compute_lens
+from lazarus_mcp.lens.layers import select_layers
+from lazarus_mcp.lens.tokens import ResolvedToken, TokenText, encode_prompt
+from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
     LayerPrediction,
-    ModelInfo,
     TokenAtLayer,
     TokenEvolution,
     TokenProbability,
 )
-from lazarus_mcp.tokens import ResolvedToken, TokenText, encode_prompt
+
+if TYPE_CHECKING:
+    from lazarus_mcp.modeling.loading import LoadedModel
 
 
 def _top(text: TokenText, ids: list[int], probs: list[float]) -> list[TokenProbability]:
@@ -89,16 +90,17 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         if token.token_id >= info.vocab_size:
             raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
     factor = loaded.embedding_factor(config.embedding_scale)
-    arrays = compute_lens(
-        loaded.model,
-        loaded.head,
-        encoded.token_ids,
-        layers,
-        config.top_k,
-        [t.token_id for t in tracked],
-        factor,
-        loaded.sliding_windows,
-    )
+    with loaded.scope():
+        arrays = compute_lens(
+            loaded.model,
+            loaded.head,
+            encoded.token_ids,
+            layers,
+            config.top_k,
+            [t.token_id for t in tracked],
+            factor,
+            loaded.sliding_windows,
+        )
     scale = config.embedding_scale if config.embedding_scale is not None else info.embedding_scale
     return AnalysisResult(
         model=info,
@@ -115,64 +117,3 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         layer_predictions=_layer_predictions(text, arrays),
         token_evolutions=_evolutions(text, tracked, arrays),
     )
-
-
-class _Opening:
-    """``async with ModelAnalyzer.from_pretrained(...)`` (or ``await`` it)."""
-
-    def __init__(self, model_id: str, options: LoadOptions, cache: ModelCache) -> None:
-        self._args = (model_id, options, cache)
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return ModelAnalyzer.load(*self._args).__await__()
-
-    async def __aenter__(self) -> ModelAnalyzer:
-        return await ModelAnalyzer.load(*self._args)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # The model stays in the shared cache for the next analyzer of the process.
-        return None
-
-
-class ModelAnalyzer:
-    """Logit-lens analysis of one loaded model.
-
-    >>> async with ModelAnalyzer.from_pretrained("demo") as analyzer:
-    ...     result = await analyzer.analyze("The capital of France is")
-    """
-
-    def __init__(self, loaded: LoadedModel) -> None:
-        self._loaded = loaded
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id: str,
-        *,
-        dtype: str = "auto",
-        device: str | None = None,
-        cache: ModelCache | None = None,
-    ) -> _Opening:
-        return _Opening(model_id, LoadOptions(dtype=dtype, device=device), cache or default_cache())
-
-    @classmethod
-    async def load(
-        cls, model_id: str, options: LoadOptions | None = None, cache: ModelCache | None = None
-    ) -> ModelAnalyzer:
-        return cls(await (cache or default_cache()).get(model_id, options))
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._loaded.info
-
-    @property
-    def loaded(self) -> LoadedModel:
-        return self._loaded
-
-    async def analyze(self, prompt: str, config: AnalysisConfig | None = None) -> AnalysisResult:
-        return await worker.run(analyze_loaded, self._loaded, prompt, config or AnalysisConfig())

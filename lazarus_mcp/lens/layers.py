@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.models import AnalysisConfig, LayerStrategy
+from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 
 
 def choose_strategy(
@@ -39,6 +39,4 @@ def select_layers(config: AnalysisConfig, num_layers: int) -> list[int]:
         return sorted({0, last})
     if strategy is LayerStrategy.EVENLY_SPACED:
         return sorted({*range(0, num_layers, config.layer_step), last})
-    if not config.custom_layers:
-        raise InvalidRequestError("layer strategy 'custom' requires layers, e.g. --layers 0,4,-1")
-    return sorted({normalize_layer(i, num_layers) for i in config.custom_layers})
+    return sorted({normalize_layer(i, num_layers) for i in config.custom_layers or ()})

@@ -29,8 +29,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from lazarus_mcp import cpu_gemm
-from lazarus_mcp.models import QuantizationInfo
+from lazarus_mcp.accel import cpu_gemm
+from lazarus_mcp.schema import QuantizationInfo
 
 FAST = "lazarus-bf16"
 EXACT = "lazarus-bf16x2"

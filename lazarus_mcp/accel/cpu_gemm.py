@@ -1,5 +1,5 @@
-"""lazarus's CPU GEMMs (``_bf16_gemm.c``, ``_affine_gemm.c``): loading them, packing weights
-into their layouts, and calling them on MLX arrays.
+"""lazarus's CPU GEMMs (``csrc/_bf16_gemm.c``, ``csrc/_affine_gemm.c``): loading them, packing
+weights into their layouts, and calling them on MLX arrays.
 
 Both multiply with the CPU's bfloat16 dot products (VDPBF16PS, AVX512-BF16: Intel Cooper Lake
 and Sapphire Rapids onwards, AMD Zen 4 onwards), sum in float32 and return float32. The float32
@@ -37,7 +37,7 @@ class KernelStatus:
 def _library() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get(_ENV, "").lower() in {"0", "off", "false", "no"}:
         return None, f"disabled by {_ENV}"
-    spec = importlib.util.find_spec("lazarus_mcp._bf16_gemm")
+    spec = importlib.util.find_spec("lazarus_mcp.accel._bf16_gemm")
     if spec is None or not spec.origin:
         return None, "not built (needs x86-64 Linux and a C compiler at install time)"
     try:

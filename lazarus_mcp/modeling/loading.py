@@ -1,72 +1,29 @@
-"""Find a checkpoint, load it with mlx-lm, and describe it.
+"""Load a checkpoint with mlx-lm, convert it as planned, correct its port, and describe it.
 
-Runs on the MLX worker thread (it creates MLX arrays).
+Runs on the MLX worker thread (it creates MLX arrays), inside the model's device scope.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from lazarus_mcp import bf16_linear, blas, cpu_gemm
-from lazarus_mcp.errors import ModelLoadError, ModelNotFoundError
-from lazarus_mcp.head import (
-    LensHead,
-    backbone,
-    build_head,
-    check_family,
-    intended_embedding_scale,
-)
-from lazarus_mcp.hf_config import mlx_overrides, sliding_windows
-from lazarus_mcp.models import ModelInfo, QuantizationInfo
-from lazarus_mcp.ports import apply_port_fixes
-from lazarus_mcp.tokens import TokenText, has_chat_template
+import mlx.core as mx
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+from lazarus_mcp.accel import bf16_linear, blas, cpu_gemm
+from lazarus_mcp.errors import ModelLoadError
+from lazarus_mcp.lens.head import LensHead, backbone, build_head
+from lazarus_mcp.lens.taps import applied_embedding_scale
+from lazarus_mcp.lens.tokens import TokenText, has_chat_template
+from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path
+from lazarus_mcp.modeling.families import family_spec
+from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.schema import ModelInfo, QuantizationInfo
 
 logger = logging.getLogger(__name__)
-
-DEMO_MODEL = "demo"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HUB_FILES = [
-    "*.json",
-    "*.safetensors",
-    "*.py",
-    "tokenizer.model",
-    "*.tiktoken",
-    "*.txt",
-    "*.jinja",
-]
-DTYPES = ("auto", "native", "float32", "bfloat16", "float16")
-
-
-def demo_path() -> Path:
-    return Path(__file__).parent / "demo"
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to run a model: ``auto`` keeps the checkpoint's dtype on a GPU; on the CPU it runs
-    bfloat16 and affine-quantized checkpoints through lazarus's kernels, float32-accurate, where
-    the CPU has AVX512-BF16, and everything else in float32 through BLAS. ``bfloat16`` on such
-    a CPU uses the kernel with bfloat16 inputs (quantized weights dequantized to bfloat16);
-    ``native`` keeps the checkpoint as stored, computed by MLX's own ops (quantized too)."""
-
-    dtype: str = "auto"
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        if self.device not in (None, "cpu", "gpu"):
-            raise ValueError(f"device must be cpu or gpu, not {self.device!r}")
 
 
 @dataclass
@@ -87,58 +44,9 @@ class LoadedModel:
             return 1.0
         return wanted / self.applied_embedding_scale
 
-
-def _hub_snapshot(model_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model_id, allow_patterns=_HUB_FILES, local_files_only=True))
-    except Exception as cached_exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-        if offline:
-            raise ModelNotFoundError(
-                f"model '{model_id}' is not in the local Hugging Face cache and the hub is "
-                "offline (HF_HUB_OFFLINE): download it first or pass a local directory"
-            ) from cached_exc
-    try:
-        return Path(snapshot_download(model_id, allow_patterns=_HUB_FILES))
-    except Exception as exc:
-        raise ModelNotFoundError(
-            f"model '{model_id}' is not cached locally and could not be downloaded from the "
-            f"Hugging Face hub ({type(exc).__name__}); check the id or pass a local directory"
-        ) from exc
-
-
-def resolve_model_path(model_id: str) -> Path:
-    """A local directory with a config.json for a path, ``demo`` or a Hugging Face id."""
-    if not model_id or not model_id.strip():
-        raise ModelNotFoundError("no model given: pass a directory, a Hugging Face id or 'demo'")
-    if model_id == DEMO_MODEL:
-        path = demo_path()
-    else:
-        path = Path(model_id).expanduser()
-        if not path.exists():
-            if not _HUB_ID.match(model_id):
-                raise ModelNotFoundError(
-                    f"model '{model_id}' not found: no such directory, and not a Hugging Face "
-                    "id (org/name)"
-                )
-            path = _hub_snapshot(model_id)
-    if not path.is_dir():
-        raise ModelNotFoundError(f"'{model_id}' is a file, not a model directory")
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"'{model_id}' is not a model directory: it has no config.json")
-    return path.resolve()
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"corrupt config.json in {path}: {exc}") from exc
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-        raise ModelLoadError(f"config.json in {path} has no model_type")
-    return config
+    def scope(self) -> AbstractContextManager[Any]:
+        """Run MLX work on this model's device, whatever another model's load chose."""
+        return mx.stream(getattr(mx, self.info.device))
 
 
 def _quantization(config: dict[str, Any]) -> QuantizationInfo | None:
@@ -155,7 +63,6 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _stored_dtype(model: Any) -> str:
-    import mlx.core as mx
     from mlx.utils import tree_flatten
 
     for name, value in tree_flatten(model.parameters()):
@@ -212,7 +119,6 @@ def _apply_plan(model: Any, plan: ComputePlan, quantized: bool, tied: bool) -> N
     1B model to float32: 4.4 GB, not 6.6). Quantization scales and biases are converted first,
     so dequantization computes in the target dtype directly, without a bfloat16 round trip.
     """
-    import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.utils import dequantize_model
 
@@ -244,36 +150,44 @@ def _vocab_rows(model: Any) -> int:
 
 
 def _round_to(value: float, dtype: Any) -> float:
-    import mlx.core as mx
-
     return float(mx.array(value, dtype=dtype).astype(mx.float32))
 
 
+def _device_name(options: LoadOptions) -> str:
+    if options.device is not None:
+        return options.device
+    return "gpu" if mx.default_device() == mx.gpu else "cpu"
+
+
 def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
-    """Load a model for the lens. Raises a :class:`LazarusError` for anything the user can fix."""
-    import mlx.core as mx
+    """Load a model for the lens. Raises a :class:`LazarusError` for anything the user can fix.
+
+    The model is built and converted on its own device (a stream scope, not MLX's process-wide
+    default), and every later call on it runs in the same scope (:meth:`LoadedModel.scope`).
+    """
+    options = options or LoadOptions()
+    device = _device_name(options)
+    with mx.stream(getattr(mx, device)):
+        return _load(model_id, options, device)
+
+
+def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     from mlx_lm.utils import load_model, load_tokenizer
 
-    from lazarus_mcp.lens import applied_embedding_scale
-
-    options = options or LoadOptions()
     path = resolve_model_path(model_id)
     config = read_config(path)
     family = config["model_type"]
-    check_family(family)
-    windows = sliding_windows(config)
-    if options.device is not None:
-        mx.set_default_device(getattr(mx, options.device))
-    device = "gpu" if mx.default_device() == mx.gpu else "cpu"
+    spec = family_spec(family)
+    windows = spec.sliding_windows(config)
     try:
         # Lazy when converting: _apply_plan then reads each tensor only when converting it.
         lazy = not (options.dtype == "native" or (options.dtype == "auto" and device != "cpu"))
-        model, config = load_model(path, lazy=lazy, model_config=mlx_overrides(config))
+        model, config = load_model(path, lazy=lazy, model_config=spec.mlx_overrides(config))
         wrapper = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:
         raise ModelLoadError(f"could not load the model in {path}: {exc}".splitlines()[0]) from exc
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
-    fixes = apply_port_fixes(model, config)
+    fixes = spec.apply_port_fixes(model, config)
     inner = backbone(model)
     hidden = int(config.get("hidden_size") or inner.embed_tokens.weight.shape[-1])
     vocab = _vocab_rows(model)
@@ -288,10 +202,10 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
             f"could not read the weights in {path}: {exc}".splitlines()[0]
         ) from exc
     compute = _stored_dtype(model)
-    head = build_head(model)
+    head = build_head(model, spec.softcap(config), spec.logit_divisor(config))
     probe_ids = min(16, vocab)
     applied = applied_embedding_scale(model, probe_ids)
-    intended = intended_embedding_scale(family, hidden)
+    intended = spec.embedding_scale(hidden)
     if intended is not None:
         # The family's scale sqrt(hidden), rounded as the compute dtype rounds it (as the
         # reference implementations do), not as some ports hard-code it (bfloat16).
@@ -317,7 +231,6 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         has_chat_template=has_chat_template(tokenizer),
         corrections=fixes,
     )
-    # The preload logs the BLAS before a CLI has set up logging: say it again beside the dtype.
     logger.debug("loaded %s (BLAS: %s): %s", model_id, blas.status(), info.model_dump())
     return LoadedModel(
         info=info,

@@ -9,15 +9,11 @@ waits, so cheap calls answer while an analysis runs. stdout is the protocol: log
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import re
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -27,12 +23,12 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetad
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError, create_model
 
-from lazarus_mcp.analyzer import ModelAnalyzer
-from lazarus_mcp.cache import ModelCache, default_cache
 from lazarus_mcp.errors import LazarusError
-from lazarus_mcp.models import AnalysisConfig, AnalysisResult
-from lazarus_mcp.process import prepare_entry_point
-from lazarus_mcp.tools import (
+from lazarus_mcp.runtime.analyzer import ModelAnalyzer
+from lazarus_mcp.runtime.cache import ModelCache, default_cache
+from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
+from lazarus_mcp.server.progress import Progress
+from lazarus_mcp.server.tools import (
     ANALYZE_DOC,
     INFO_DOC,
     LOADED_DOC,
@@ -53,10 +49,7 @@ from lazarus_mcp.tools import (
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 SERVER_NAME = "lazarus"
-HEARTBEAT_S = 1.0
 INSTRUCTIONS = """\
 Logit-lens introspection of language models (MLX): what a model would predict for the next \
 token if it stopped after each transformer block. Start with `analyze` (the whole lens for a \
@@ -67,57 +60,6 @@ a model loads it (seconds to minutes); later calls reuse it. Probabilities are o
 vocabulary; ranks are 1-based; layers are 0-based block indices."""
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True)
-
-
-# Progress ------------------------------------------------------------------------------------
-
-
-class Progress:
-    """Progress notifications for one call; no-ops unless the client sent a progress token.
-
-    Each step reports once at its start, then every ``HEARTBEAT_S`` while it runs, creeping
-    toward the next step: progress must increase, and some clients reset their request timeout
-    on each notification, which a model load of a minute needs.
-    """
-
-    def __init__(self, ctx: Context, total: int) -> None:
-        self._ctx = ctx
-        self.total = total
-        self.done = 0
-
-    async def report(self, progress: float, message: str) -> None:
-        await self._ctx.report_progress(progress, self.total, message)
-
-    async def step(self, message: str, job: Awaitable[T]) -> T:
-        """Await ``job`` as the next step; its own exception propagates unwrapped."""
-        start = self.done
-        await self.report(start, message)
-        finished = anyio.Event()
-        outcome: list[Any] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._beat, start, message, finished)
-            try:
-                outcome.append(await job)
-            except Exception as exc:  # re-raised below, outside the task group's wrapping
-                outcome.append(exc)
-            finally:
-                finished.set()
-        self.done += 1
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]
-
-    async def _beat(self, start: int, message: str, finished: anyio.Event) -> None:
-        began = time.monotonic()
-        while not finished.is_set():
-            with anyio.move_on_after(HEARTBEAT_S):
-                await finished.wait()
-            if not finished.is_set():
-                elapsed = time.monotonic() - began
-                await self.report(start + elapsed / (elapsed + 10), f"{message} ({elapsed:.0f} s)")
-
-    async def finish(self, message: str) -> None:
-        await self.report(self.total, message)
 
 
 # Tool bodies: inputs -> core -> (result, text) ------------------------------------------------
@@ -277,7 +219,7 @@ def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) 
     ]
     return LensServer(
         SERVER_NAME,
-        version=_version(),
+        version=server_version(),
         instructions=INSTRUCTIONS,
         tools=tools,
         lifespan=_preloading(cache, list(preload)),
@@ -310,86 +252,10 @@ async def _preload(cache: ModelCache, model_id: str) -> None:
         logger.info("preloaded %s in %.1f s", model_id, time.monotonic() - began)
 
 
-def _version() -> str:
+def server_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("lazarus-mcp")
     except PackageNotFoundError:
         return "0"
-
-
-# Command line ---------------------------------------------------------------------------------
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_UNITS |= {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'8GB', '512MiB', '1.5g' or a byte count -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*", text.lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8GB, 512MiB, 1073741824)")
-    number, unit = match.groups()
-    return int(float(number) * _UNITS[unit or ""])
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="lazarus-mcp",
-        description="MCP server (stdio) for logit-lens introspection: tools analyze, "
-        "track_tokens, model_info, loaded_models. Logs go to stderr.",
-    )
-    parser.add_argument(
-        "--preload",
-        action="append",
-        default=[],
-        metavar="MODEL",
-        help="load this model when the server starts (repeatable)",
-    )
-    parser.add_argument(
-        "--max-models", type=_positive, default=2, metavar="N", help="models kept in memory"
-    )
-    parser.add_argument(
-        "--memory-budget",
-        type=parse_size,
-        default=None,
-        metavar="SIZE",
-        help="bytes of weights kept in memory, e.g. 16GB (one model always stays)",
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    prepare_entry_point()
-    # Before the SDK configures logging (a no-op once the root logger has a handler): stderr only.
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    cache = ModelCache(max_models=args.max_models, memory_budget=args.memory_budget)
-    server = create_server(cache, preload=args.preload)
-    try:
-        with suppress(KeyboardInterrupt):
-            server.run("stdio")
-    finally:
-        # The protocol is over, but the MLX worker may still be finishing a load (it cannot be
-        # interrupted): what it prints from now on must not land on the client's stdout pipe.
-        os.dup2(2, 1)
-
-
-if __name__ == "__main__":
-    main()

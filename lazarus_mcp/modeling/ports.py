@@ -2,7 +2,8 @@
 
 Each correction is verified against transformers (tests/test_torch_reference.py) and applied
 right after loading, so every forward of the model (not only the lens) computes the reference
-architecture. Anything the config alone can fix is fixed in ``hf_config.py`` instead.
+architecture. The family registry (``families.py``) says which family needs which; anything the
+config alone can fix is fixed by the config translation instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from lazarus_mcp.head import backbone
+from lazarus_mcp.lens.head import backbone
 
 # transformers runs every Gemma (1) MLP with the tanh approximation of GELU, mapping the legacy
 # "gelu" of the official configs onto it; mlx-lm's gemma port uses the exact erf GELU.
@@ -31,12 +32,11 @@ class TanhGeluMLP(nn.Module):
         return m.down_proj(nn.gelu_approx(m.gate_proj(x)) * m.up_proj(x))
 
 
-def apply_port_fixes(model: nn.Module, config: dict[str, Any]) -> list[str]:
-    """Correct the loaded model in place; returns what was corrected (for ModelInfo and logs)."""
-    fixes: list[str] = []
+def gemma_tanh_gelu(model: nn.Module, config: dict[str, Any]) -> str | None:
+    """Gemma (1): the MLP's GELU as transformers computes it."""
     activation = config.get("hidden_act") or config.get("hidden_activation") or "gelu"
-    if config["model_type"] == "gemma" and activation in _TANH_GELU:
-        for block in backbone(model).layers:
-            block["mlp"] = TanhGeluMLP(block.mlp)
-        fixes.append("gemma MLP uses the tanh-approximated GELU (as transformers does)")
-    return fixes
+    if activation not in _TANH_GELU:
+        return None
+    for block in backbone(model).layers:
+        block["mlp"] = TanhGeluMLP(block.mlp)
+    return "gemma MLP uses the tanh-approximated GELU (as transformers does)"

@@ -1,0 +1,25 @@
+"""How to run a model, as every interface asks for it. No MLX here: importable for its types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DTYPES = ("auto", "native", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to run a model: ``auto`` keeps the checkpoint's dtype on a GPU; on the CPU it runs
+    bfloat16 and affine-quantized checkpoints through lazarus's kernels, float32-accurate, where
+    the CPU has AVX512-BF16, and everything else in float32 through BLAS. ``bfloat16`` on such
+    a CPU uses the kernel with bfloat16 inputs (quantized weights dequantized to bfloat16);
+    ``native`` keeps the checkpoint as stored, computed by MLX's own ops (quantized too)."""
+
+    dtype: str = "auto"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.device not in (None, "cpu", "gpu"):
+            raise ValueError(f"device must be cpu or gpu, not {self.device!r}")

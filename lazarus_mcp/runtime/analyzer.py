@@ -1,0 +1,86 @@
+"""The async analyzer: the one core behind the Python API, the CLI and the MCP server.
+
+Importing it imports no MLX: process setup (the BLAS preload) happens at the first load, on the
+worker thread, before MLX is imported (see ``runtime/process.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime.cache import ModelCache, default_cache
+from lazarus_mcp.schema import AnalysisConfig, AnalysisResult, ModelInfo
+
+if TYPE_CHECKING:
+    from lazarus_mcp.modeling.loading import LoadedModel
+
+
+def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
+    from lazarus_mcp.lens.analysis import analyze_loaded
+
+    return analyze_loaded(loaded, prompt, config)
+
+
+class _Opening:
+    """``async with ModelAnalyzer.from_pretrained(...)`` (or ``await`` it)."""
+
+    def __init__(self, model_id: str, options: LoadOptions, cache: ModelCache) -> None:
+        self._args = (model_id, options, cache)
+
+    def __await__(self) -> Generator[Any, None, ModelAnalyzer]:
+        return ModelAnalyzer.load(*self._args).__await__()
+
+    async def __aenter__(self) -> ModelAnalyzer:
+        return await ModelAnalyzer.load(*self._args)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The model stays in the shared cache for the next analyzer of the process.
+        return None
+
+
+class ModelAnalyzer:
+    """Logit-lens analysis of one loaded model.
+
+    >>> async with ModelAnalyzer.from_pretrained("demo") as analyzer:
+    ...     result = await analyzer.analyze("The capital of France is")
+    """
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self._loaded = loaded
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str,
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        cache: ModelCache | None = None,
+    ) -> _Opening:
+        return _Opening(model_id, LoadOptions(dtype=dtype, device=device), cache or default_cache())
+
+    @classmethod
+    async def load(
+        cls, model_id: str, options: LoadOptions | None = None, cache: ModelCache | None = None
+    ) -> ModelAnalyzer:
+        return cls(await (cache or default_cache()).get(model_id, options))
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._loaded.info
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return self._loaded
+
+    async def analyze(self, prompt: str, config: AnalysisConfig | None = None) -> AnalysisResult:
+        return await worker.run(_analyze, self._loaded, prompt, config or AnalysisConfig())
