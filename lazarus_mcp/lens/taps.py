@@ -169,5 +169,10 @@ def forward_with_taps(
             scaled = _ScaledEmbedding(inner["embed_tokens"], embedding_factor)
             stack.enter_context(_swapped(inner, "embed_tokens", scaled))
         logits = model(mx.array([token_ids]))
-    captured = {i: wrapped[i].captured for i in layers}
+    captured: dict[int, mx.array] = {}
+    for i in layers:
+        hidden = wrapped[i].captured
+        if hidden is None:
+            raise RuntimeError(f"the model's forward never ran block {i}")
+        captured[i] = hidden
     return captured, logits[0, -1]

@@ -196,7 +196,7 @@ def make_tool(
 class LensServer(MCPServer):
     """``MCPServer`` whose argument-validation failures are one line, like every other error."""
 
-    async def call_tool(  # type: ignore[override]
+    async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context | None = None
     ) -> Any:
         try:
