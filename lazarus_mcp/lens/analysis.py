@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lazarus_mcp.errors import InvalidRequestError
+from lazarus_mcp.lens import guards
 from lazarus_mcp.lens.compute import LensArrays, compute_lens
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText, encode_prompt
@@ -80,6 +81,7 @@ def _evolutions(
 def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
     """The whole analysis of one prompt, synchronously, on the MLX worker thread."""
     info = loaded.info
+    guards.check_request(prompt, config)
     if not 1 <= config.top_k <= info.vocab_size:
         raise InvalidRequestError(f"top_k must be between 1 and {info.vocab_size} (the vocab size)")
     layers = select_layers(config, info.num_layers)
@@ -89,6 +91,7 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
     for token in tracked:
         if token.token_id >= info.vocab_size:
             raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
+    guards.check_encoded(loaded, len(encoded.token_ids), len(layers))
     factor = loaded.embedding_factor(config.embedding_scale)
     with loaded.scope():
         arrays = compute_lens(
@@ -101,6 +104,8 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
             factor,
             loaded.sliding_windows,
         )
+    guards.check_finite(arrays.top_probs, arrays.entropy, arrays.kl, arrays.tracked_probs)
+    guards.check_finite(arrays.final_top_probs, arrays.final_tracked_probs)
     scale = config.embedding_scale if config.embedding_scale is not None else info.embedding_scale
     return AnalysisResult(
         model=info,

@@ -16,6 +16,7 @@ import mlx.nn as nn
 from mlx_lm.models.base import create_causal_mask
 
 from lazarus_mcp.lens.head import backbone
+from lazarus_mcp.runtime.limits import interrupt as current_interrupt
 
 
 class _Block:
@@ -46,6 +47,7 @@ class _Block:
             else:
                 args = (args[0], self._mask, *args[2:])
         out = self._block(*args, **kwargs)
+        _between_blocks(out)
         if self._position is None:
             return out
         hidden = out[0] if isinstance(out, tuple) else out
@@ -59,6 +61,18 @@ class _Block:
     def __getattr__(self, name: str) -> Any:
         # The model's loop may read block attributes (e.g. ``use_sliding``).
         return getattr(self._block, name)
+
+
+def _between_blocks(out: Any) -> None:
+    """With a deadline or a cancellable caller: compute this block now and check the job.
+
+    MLX is lazy: without the eval the whole forward would run at the final ``mx.eval``, after
+    the last chance to stop it. The eval changes when, not what, is computed.
+    """
+    job = current_interrupt()
+    if job is not None:
+        mx.eval(out[0] if isinstance(out, tuple) else out)
+        job.check()
 
 
 def attention_masks(length: int, windows: dict[int, int], num_blocks: int) -> dict[int, mx.array]:
@@ -160,7 +174,8 @@ def forward_with_taps(
             truncate=i == last,
             mask=masks.get(i),
         )
-        for i in {*layers, last, *masks}
+        # Every block is wrapped, so a call can be stopped between any two (runtime/limits.py).
+        for i in range(len(blocks))
     }
     with ExitStack() as stack:
         for i, block in wrapped.items():

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from lazarus_mcp.errors import InvalidRequestError, TokenResolutionError
+from lazarus_mcp.modeling.chat_template import render_chat
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -136,14 +137,8 @@ def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> Encod
     if not prompt:
         raise InvalidRequestError("the prompt is empty: give the text to analyze")
     if use_chat_template and has_chat_template(tokenizer):
-        try:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-        except Exception as exc:
-            raise InvalidRequestError(
-                f"the model's chat template failed ({exc}); analyze the prompt raw instead"
-            ) from exc
+        # Bounded in time, memory and output: the template is the checkpoint's code.
+        text = render_chat(tokenizer, prompt)
         ids = tokenizer.encode(text, add_special_tokens=False)
         encoded = EncodedPrompt(text, list(ids), True)
     else:

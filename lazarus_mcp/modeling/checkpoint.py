@@ -3,13 +3,14 @@ the hub when reachable), and reading its config. No MLX here."""
 
 from __future__ import annotations
 
-import json
+import fnmatch
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from lazarus_mcp.errors import ModelLoadError, ModelNotFoundError
+from lazarus_mcp.errors import ModelNotFoundError
+from lazarus_mcp.runtime.limits import check_model_string, current
 
 DEMO_MODEL = "demo"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -64,6 +65,23 @@ def resolve_model_path(model_id: str, download: bool = True) -> Path:
     """
     if not model_id or not model_id.strip():
         raise ModelNotFoundError("no model given: pass a directory, a Hugging Face id or 'demo'")
+    check_model_string(model_id)
+    by_name = _allowed(model_id)
+    try:
+        # A model not allowed by its name is never fetched from the hub to see its path.
+        path = _find(model_id, download and by_name)
+    except OSError as exc:  # a name too long for the file system, a loop of links...
+        raise ModelNotFoundError(f"'{model_id[:200]}' is not a model ({exc.strerror})") from exc
+    except ModelNotFoundError:
+        if not by_name:
+            raise _not_allowed(model_id) from None
+        raise
+    if not by_name and not _allowed(str(path)):
+        raise _not_allowed(model_id)
+    return path
+
+
+def _find(model_id: str, download: bool) -> Path:
     if model_id == DEMO_MODEL:
         path = demo_path()
     else:
@@ -83,10 +101,19 @@ def resolve_model_path(model_id: str, download: bool = True) -> Path:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"corrupt config.json in {path}: {exc}") from exc
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-        raise ModelLoadError(f"config.json in {path} has no model_type")
-    return config
+    """config.json, read as an untrusted file (regular, capped, not too deep)."""
+    from lazarus_mcp.modeling.safe_files import read_config_file
+
+    return read_config_file(path)
+
+
+def _allowed(name: str) -> bool:
+    """Whether ``--allow-model`` patterns (fnmatch; none: everything) admit ``name``."""
+    patterns = current().allowed_models
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _not_allowed(model_id: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model '{model_id[:200]}' is not allowed on this server (see its --allow-model list)"
+    )

@@ -9,18 +9,21 @@ import logging
 import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 
 from lazarus_mcp.accel import bf16_linear, blas, cpu_gemm
-from lazarus_mcp.errors import ModelLoadError
+from lazarus_mcp.errors import ModelLoadError, UnsupportedModelError
 from lazarus_mcp.lens.head import LensHead, backbone, build_head
 from lazarus_mcp.lens.taps import applied_embedding_scale
 from lazarus_mcp.lens.tokens import TokenText, has_chat_template
 from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path
 from lazarus_mcp.modeling.families import family_spec
 from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.modeling.safe_files import check_checkpoint_files
+from lazarus_mcp.modeling.weights import check_weights
 from lazarus_mcp.schema import ModelInfo, QuantizationInfo
 
 logger = logging.getLogger(__name__)
@@ -159,6 +162,26 @@ def _device_name(options: LoadOptions) -> str:
     return "gpu" if mx.default_device() == mx.gpu else "cpu"
 
 
+def refuse_remote_code(config: dict[str, Any]) -> None:
+    """A checkpoint that ships its own Python (``auto_map``) is never run, and the message says
+    only what the caller can do (it cannot change how the server loads models)."""
+    if config.get("auto_map"):
+        raise UnsupportedModelError(
+            "this checkpoint needs its own Python code to run, which lazarus never executes; "
+            "use a checkpoint of a supported family"
+        )
+
+
+def load_failure(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    if "trust_remote_code" in text or "remote code" in text:
+        return (
+            f"could not load the model in {path}: it needs its own Python code to run, which "
+            "lazarus never executes; use a checkpoint of a supported family"
+        )
+    return f"could not load the model in {path}: {text}".splitlines()[0][:500]
+
+
 def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
     """Load a model for the lens. Raises a :class:`LazarusError` for anything the user can fix.
 
@@ -178,6 +201,10 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     config = read_config(path)
     family = config["model_type"]
     spec = family_spec(family)
+    # Before mlx-lm builds anything from the config: the files, the weights' shapes, the budget.
+    refuse_remote_code(config)
+    check_checkpoint_files(path)
+    check_weights(path, config)
     windows = spec.sliding_windows(config)
     try:
         # Lazy when converting: _apply_plan then reads each tensor only when converting it.
@@ -185,7 +212,7 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
         model, config = load_model(path, lazy=lazy, model_config=spec.mlx_overrides(config))
         wrapper = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:
-        raise ModelLoadError(f"could not load the model in {path}: {exc}".splitlines()[0]) from exc
+        raise ModelLoadError(load_failure(path, exc)) from exc
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
     fixes = spec.apply_port_fixes(model, config)
     inner = backbone(model)

@@ -11,8 +11,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lazarus_mcp.modeling.options import LoadOptions
-from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime import limits, worker
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
+from lazarus_mcp.runtime.limits import Interrupt
 from lazarus_mcp.schema import AnalysisConfig, AnalysisResult, ModelInfo
 
 if TYPE_CHECKING:
@@ -82,5 +83,15 @@ class ModelAnalyzer:
     def loaded(self) -> LoadedModel:
         return self._loaded
 
-    async def analyze(self, prompt: str, config: AnalysisConfig | None = None) -> AnalysisResult:
-        return await worker.run(_analyze, self._loaded, prompt, config or AnalysisConfig())
+    async def analyze(
+        self,
+        prompt: str,
+        config: AnalysisConfig | None = None,
+        *,
+        interrupt: Interrupt | None = None,
+    ) -> AnalysisResult:
+        """The lens of ``prompt``. It stops with :class:`CallInterrupted` past the process's
+        ``call_timeout`` (or ``interrupt``'s deadline), or when the awaiting task is cancelled."""
+        job = interrupt if interrupt is not None else Interrupt.after(limits.current().call_timeout)
+        config = config or AnalysisConfig()
+        return await worker.run(_analyze, self._loaded, prompt, config, interrupt=job)

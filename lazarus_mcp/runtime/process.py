@@ -29,6 +29,9 @@ def prepare_process() -> blas.BlasStatus:
         if not _prepared:
             os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
             os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+            # Chat templates render in a forked child (modeling/chat_template.py); the Rust
+            # tokenizers would otherwise warn on every fork after their thread pool started.
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             _prepared = True
         return blas.preload()
 

@@ -1,0 +1,233 @@
+"""Limits on what one request may cost, checked before the work, and the per-call deadline.
+
+Every caller is untrusted (an agent pastes whole documents, retries in loops, may be prompt
+injected), so each resource a request can grow is bounded here, in the core, and the MCP server,
+the CLI and the Python API share the numbers. What the limits protect, measured on what landed
+before them: a 300,000-character prompt grew the server to 4-6 GB and killed it; a config
+claiming 100,000 blocks made mlx-lm allocate 8 GB before any weight was read; a 30,000-character
+prompt took 26 s and 1.2 GB for the attention matrix alone. See docs/security.md.
+
+The deadline is the one piece of state: each job on the MLX worker carries an :class:`Interrupt`
+(its deadline and whether its caller gave up), and the forward pass calls
+:func:`check_interrupt` between blocks (``lens/taps.py``), so a call that runs too long or is
+cancelled ends there and frees the worker for the next one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from lazarus_mcp.errors import InvalidRequestError, LazarusError
+
+
+class LimitExceededError(InvalidRequestError):
+    """The request would exceed a configured limit (the message names it and both numbers)."""
+
+
+class CallInterrupted(LazarusError):
+    """The call passed its deadline or its caller cancelled it; the worker is free again."""
+
+
+def physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _default_budget() -> int | None:
+    total = physical_memory()
+    return None if total is None else int(total * 0.6)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost. ``None`` turns a limit off (for people on their own machine).
+
+    Defaults keep a request on a 16 GB laptop within a few seconds and a few hundred MB beyond
+    the weights; the CLI and the server may raise them with flags.
+    """
+
+    # Characters of a prompt, checked before tokenizing (tokenizing itself costs memory).
+    max_prompt_chars: int | None = 100_000
+    # Tokens of a prompt (the text after the chat template); also bounded by the model's context.
+    max_prompt_tokens: int | None = 4096
+    # Bytes the weights plus the largest forward pass may take (default: 60% of physical RAM).
+    memory_budget: int | None = field(default_factory=_default_budget)
+    # Seconds one call may run on the worker, checked between the forward pass's blocks.
+    call_timeout: float | None = 300.0
+    # Characters of one tracked-token string, and how many may be tracked.
+    max_token_chars: int = 256
+    max_tracked_tokens: int = 32
+    max_layers_listed: int = 4096
+    # Files of a checkpoint read as text (config, tokenizer, chat template): bytes each.
+    max_config_bytes: int = 4 * 2**20
+    max_tokenizer_bytes: int = 256 * 2**20
+    max_template_bytes: int = 1 * 2**20
+    # Nesting of config.json: real configs are 3-4 deep.
+    max_config_depth: int = 32
+    # The chat template: seconds to render, characters it may produce, bytes it may allocate.
+    template_timeout: float = 5.0
+    max_template_output: int = 1_000_000
+    template_memory: int = 512 * 2**20
+    # Calls waiting for the worker at once before new ones are answered "busy".
+    max_queued_calls: int = 16
+    # The model's own string (a path or an id).
+    max_model_chars: int = 1024
+    # Largest magnitude of a float argument (embedding_scale): keeps activations finite.
+    max_float_arg: float = 1e4
+    # fnmatch patterns a model's name or real path must match (--allow-model); empty: any.
+    allowed_models: tuple[str, ...] = ()
+
+
+_lock = threading.Lock()
+_current = Limits()
+
+
+def current() -> Limits:
+    """The process's limits (set by the server or the CLI at start; the API's defaults else)."""
+    with _lock:
+        return _current
+
+
+def configure(limits: Limits) -> None:
+    global _current
+    with _lock:
+        _current = limits
+
+
+# Checks on a request, before any work -----------------------------------------------------
+
+
+def check_prompt_chars(prompt: str, limits: Limits | None = None) -> None:
+    limit = (limits or current()).max_prompt_chars
+    if limit is not None and len(prompt) > limit:
+        raise LimitExceededError(
+            f"the prompt has {len(prompt):,} characters, more than this server's limit of "
+            f"{limit:,} (max_prompt_chars); shorten it"
+        )
+
+
+def check_prompt_tokens(count: int, context: int | None, limits: Limits | None = None) -> None:
+    limit = (limits or current()).max_prompt_tokens
+    if context is not None and count > context:
+        raise LimitExceededError(
+            f"the prompt is {count:,} tokens, more than the model's context of {context:,} "
+            "(max_position_embeddings); shorten it"
+        )
+    if limit is not None and count > limit:
+        raise LimitExceededError(
+            f"the prompt is {count:,} tokens, more than this server's limit of {limit:,} "
+            "(--max-prompt-tokens); shorten it"
+        )
+
+
+def check_tracked(tokens: list[str], limits: Limits | None = None) -> None:
+    lim = limits or current()
+    if len(tokens) > lim.max_tracked_tokens:
+        raise LimitExceededError(
+            f"{len(tokens)} tracked tokens, more than the limit of {lim.max_tracked_tokens}"
+        )
+    for token in tokens:
+        if len(token) > lim.max_token_chars:
+            raise LimitExceededError(
+                f"a tracked token string has {len(token):,} characters, more than the limit of "
+                f"{lim.max_token_chars} (a token is a word or a piece of one)"
+            )
+
+
+def check_layers_listed(layers: list[int] | None, limits: Limits | None = None) -> None:
+    lim = limits or current()
+    if layers is not None and len(layers) > lim.max_layers_listed:
+        raise LimitExceededError(
+            f"{len(layers):,} layers listed, more than the limit of {lim.max_layers_listed}"
+        )
+
+
+def check_float_arg(name: str, value: float | None, limits: Limits | None = None) -> None:
+    if value is None:
+        return
+    bound = (limits or current()).max_float_arg
+    if not math.isfinite(value) or not 0 < value <= bound:
+        raise LimitExceededError(f"{name} must be a finite number in (0, {bound:g}], not {value!r}")
+
+
+def check_model_string(model_id: str, limits: Limits | None = None) -> None:
+    limit = (limits or current()).max_model_chars
+    if len(model_id) > limit:
+        raise LimitExceededError(
+            f"the model name has {len(model_id):,} characters, more than the limit of {limit}"
+        )
+    if any(ord(c) < 32 or c == "\x7f" for c in model_id):
+        raise LimitExceededError("the model name contains control characters")
+
+
+def check_memory(what: str, need: int, limits: Limits | None = None, held: int = 0) -> None:
+    """Refuse work whose estimated bytes (plus ``held``, already in use) exceed the budget."""
+    budget = (limits or current()).memory_budget
+    if budget is not None and need + held > budget:
+        extra = f" with {held / 2**20:,.0f} MiB already held" if held else ""
+        raise LimitExceededError(
+            f"{what} needs about {need / 2**20:,.0f} MiB{extra}, more than the memory budget of "
+            f"{budget / 2**20:,.0f} MiB (--memory-budget)"
+        )
+
+
+# The deadline of the job running on this thread --------------------------------------------
+
+
+@dataclass
+class Interrupt:
+    """A job's deadline (monotonic seconds) and whether its caller gave up on it."""
+
+    deadline: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    timeout: float | None = None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Interrupt:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        return cls(deadline=deadline, timeout=seconds)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise CallInterrupted("the call was cancelled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CallInterrupted(
+                f"the call ran past its time limit of {self.timeout:g} s (--call-timeout) and "
+                "was stopped; try a shorter prompt or fewer layers"
+            )
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def active(self) -> bool:
+        return self.deadline is not None or self.cancelled.is_set()
+
+
+_local = threading.local()
+
+
+def set_interrupt(interrupt: Interrupt | None) -> None:
+    _local.interrupt = interrupt
+
+
+def interrupt() -> Interrupt | None:
+    """The interrupt of the job running on this thread, if any."""
+    return getattr(_local, "interrupt", None)
+
+
+def check_interrupt() -> None:
+    """Raise :class:`CallInterrupted` if the job on this thread is past its deadline or
+    cancelled; a no-op outside a job with a deadline."""
+    current_interrupt = interrupt()
+    if current_interrupt is not None:
+        current_interrupt.check()
