@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from lazarus_mcp.server.main import serve_and_run
+
 if TYPE_CHECKING:
     from lazarus_mcp.schema import AnalysisConfig
 
@@ -278,6 +280,10 @@ def diagnostics(
         sys.stdout.write(to_json(report).decode() + "\n")
     else:
         typer.echo(render(report))
+
+
+# The MCP server, beside ``lazarus-mcp`` with the same options.
+app.command("serve")(serve_and_run)
 
 
 def run() -> None:

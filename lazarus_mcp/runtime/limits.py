@@ -75,7 +75,7 @@ class Limits:
     max_template_output: int = 1_000_000
     template_memory: int = 512 * 2**20
     # Calls waiting for the worker at once before new ones are answered "busy".
-    max_queued_calls: int = 16
+    max_queued_calls: int = 64
     # The model's own string (a path or an id).
     max_model_chars: int = 1024
     # Largest magnitude of a float argument (embedding_scale): keeps activations finite.

@@ -1,4 +1,4 @@
-"""``lazarus-mcp``: the logit lens as Model Context Protocol tools, over stdio.
+"""``lazarus-mcp``: the logit lens as Model Context Protocol tools (stdio or streamable HTTP).
 
 The server owns no analysis: each tool maps its pydantic input onto the core's
 :class:`AnalysisConfig`, calls the async analyzer on the server's one :class:`ModelCache`, and
@@ -13,21 +13,28 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, ValidationError, create_model
+from mcp.server import Server, ServerRequestContext
+from mcp.types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    TextContent,
+    Tool,
+    ToolAnnotations,
+)
+from pydantic import BaseModel, ValidationError
 
 from lazarus_mcp.errors import LazarusError
+from lazarus_mcp.runtime import limits, worker
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
 from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
-from lazarus_mcp.server.progress import Progress
+from lazarus_mcp.server.progress import Context, Progress
 from lazarus_mcp.server.tools import (
     ANALYZE_DOC,
     INFO_DOC,
@@ -139,7 +146,7 @@ def validation_message(exc: ValidationError) -> str:
     """One actionable line for the first problem (pydantic's own text spans several lines)."""
     errors = exc.errors()
     err = errors[0]
-    where = ".".join(str(part) for part in err["loc"])
+    where = ".".join(str(part) for part in err["loc"])[:100]
     if err["type"] == "missing":
         line = f"missing required argument '{where}'"
     elif err["type"] == "extra_forbidden":
@@ -154,81 +161,132 @@ def validation_message(exc: ValidationError) -> str:
 Body = Callable[[ModelCache, Any, Context], Awaitable[tuple[BaseModel, str]]]
 
 
-def make_tool(
-    cache: ModelCache, body: Body, inputs: type[BaseModel], output: type[BaseModel], doc: str
-) -> Tool:
-    """A tool whose arguments are validated by ``inputs`` itself (schema, bounds, extra=forbid)
-    and whose structured content is checked against ``output``'s schema."""
-    name = body.__name__
+@dataclass(frozen=True)
+class LensTool:
+    """One tool: its body, the pydantic model that validates its arguments (schema, bounds,
+    extra=forbid) and the one its structured content follows."""
 
-    async def call(ctx: Context, **fields: Any) -> CallToolResult:
-        try:
-            result, text = await body(cache, inputs.model_validate(fields), ctx)
-        except LazarusError as exc:
-            return error_result(str(exc))
-        except ValidationError as exc:
-            return error_result(validation_message(exc))
-        except Exception:
-            logger.exception("tool %s failed", name)
-            return error_result(
-                f"{name} failed with an internal error; the server's log has details"
-            )
-        data = result.model_dump(mode="json")
-        return CallToolResult(
-            content=[TextContent(type="text", text=text)], structured_content=data
+    body: Body
+    inputs: type[BaseModel]
+    output: type[BaseModel]
+    doc: str
+    # Whether a call with these arguments waits for the MLX worker (the queue cap applies).
+    needs_worker: Callable[[ModelCache, Any], bool] = lambda cache, params: True
+
+    @property
+    def name(self) -> str:
+        return self.body.__name__
+
+    def listing(self) -> Tool:
+        return Tool(
+            name=self.name,
+            title=self.name.replace("_", " ").capitalize(),
+            description=self.doc,
+            input_schema=self.inputs.model_json_schema(by_alias=True),
+            output_schema=self.output.model_json_schema(mode="serialization"),
+            annotations=READ_ONLY,
         )
 
-    # The SDK validates arguments with ArgModelBase models; this one is ``inputs`` as it stands.
-    arguments = create_model(inputs.__name__, __base__=(inputs, ArgModelBase))
-    return Tool(
-        fn=call,
-        name=name,
-        title=name.replace("_", " ").capitalize(),
-        description=doc,
-        parameters=arguments.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(arg_model=arguments, output_model=output),
-        is_async=True,
-        context_kwarg="ctx",
-        annotations=READ_ONLY,
-    )
+
+TOOLS = (
+    LensTool(analyze, AnalyzeInput, AnalysisResult, ANALYZE_DOC),
+    LensTool(track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
+    LensTool(
+        model_info,
+        ModelInfoInput,
+        ModelStatus,
+        INFO_DOC,
+        lambda cache, params: cache.peek(params.model) is None,
+    ),
+    LensTool(loaded_models, LoadedModelsInput, LoadedModels, LOADED_DOC, lambda c, p: False),
+)
 
 
-class LensServer(MCPServer):
-    """``MCPServer`` whose argument-validation failures are one line, like every other error."""
-
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context | None = None
-    ) -> Any:
-        try:
-            return await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            # The SDK's argument validation: its message is pydantic's multi-line report.
-            if isinstance(exc.__cause__, ValidationError):
-                return error_result(validation_message(exc.__cause__))
-            raise
+def _busy(cache: ModelCache, tool: LensTool, params: BaseModel) -> str | None:
+    waiting = worker.pending()
+    cap = limits.current().max_queued_calls
+    if waiting >= cap and tool.needs_worker(cache, params):
+        return (
+            f"the server is busy: {waiting} calls are waiting for the model worker (the limit "
+            "is --max-queued-calls); try again shortly"
+        )
+    return None
 
 
-def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) -> MCPServer:
-    """A server over ``cache`` (default: the process-wide one the Python API uses)."""
+async def call_tool(
+    cache: ModelCache, tool: LensTool, arguments: dict[str, Any], ctx: Context
+) -> CallToolResult:
+    """Validate, run under the call's deadline, and answer: a result, or an error in one line."""
+    try:
+        params = tool.inputs.model_validate(arguments)
+    except ValidationError as exc:
+        return error_result(validation_message(exc))
+    busy = _busy(cache, tool, params)
+    if busy is not None:
+        return error_result(busy)
+    timeout = limits.current().call_timeout
+    try:
+        # The worker checks the same deadline between blocks; this one also bounds the waits
+        # (the queue, a load), and its cancellation interrupts the job (runtime/worker.py).
+        with anyio.fail_after(None if timeout is None else timeout + 1.0):
+            result, text = await tool.body(cache, params, ctx)
+    except TimeoutError:
+        return error_result(
+            f"the call ran past its time limit of {timeout:g} s (--call-timeout) and was stopped"
+        )
+    except LazarusError as exc:
+        return error_result(str(exc))
+    except ValidationError as exc:
+        return error_result(validation_message(exc))
+    except Exception:
+        logger.exception("tool %s failed", tool.name)
+        return error_result(
+            f"{tool.name} failed with an internal error; the server's log has details"
+        )
+    data = result.model_dump(mode="json")
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) -> Server[Any]:
+    """A server over ``cache`` (default: the process-wide one the Python API uses).
+
+    The SDK's low-level ``Server``: our handlers list the tools from their pydantic models and
+    validate each call's arguments with the model itself, so arguments are flat, unknown ones
+    are refused, and every failure is one line.
+    """
     cache = cache if cache is not None else default_cache()
-    tools = [
-        make_tool(cache, analyze, AnalyzeInput, AnalysisResult, ANALYZE_DOC),
-        make_tool(cache, track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
-        make_tool(cache, model_info, ModelInfoInput, ModelStatus, INFO_DOC),
-        make_tool(cache, loaded_models, LoadedModelsInput, LoadedModels, LOADED_DOC),
-    ]
-    return LensServer(
+    tools = {tool.name: tool for tool in TOOLS}
+    listing = [tool.listing() for tool in TOOLS]
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        return ListToolsResult(tools=listing)
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any], params: CallToolRequestParams
+    ) -> CallToolResult:
+        tool = tools.get(params.name)
+        if tool is None:
+            return error_result(f"unknown tool {params.name[:100]!r}; tools/list names the tools")
+        return await call_tool(cache, tool, params.arguments or {}, ctx.session)
+
+    return Server(
         SERVER_NAME,
         version=server_version(),
         instructions=INSTRUCTIONS,
-        tools=tools,
         lifespan=_preloading(cache, list(preload)),
+        get_tool_input_schema=lambda name: (
+            tools[name].listing().input_schema if name in tools else None
+        ),
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
     )
 
 
-def _preloading(cache: ModelCache, models: list[str]) -> Callable[[MCPServer], Any]:
+def _preloading(cache: ModelCache, models: list[str]) -> Callable[[Server[Any]], Any]:
     @asynccontextmanager
-    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
         # In the background, so the client's handshake is answered at once; a call for a model
         # that is still loading joins that load.
         async with anyio.create_task_group() as tg:

@@ -1,87 +1,268 @@
-"""``lazarus-mcp``: the server's command line (stdio transport)."""
+"""``lazarus-mcp`` (and ``lazarus serve``): the server's command line, in Typer like the CLI.
+
+Every limit an untrusted caller meets is an option here (see docs/security.md). Importing this
+module imports neither MLX nor the MCP SDK, so ``lazarus --help`` stays fast.
+
+The process ends promptly and quietly: on SIGINT or SIGTERM, when the client closes stdin, and
+when it stops reading (a broken pipe). It leaves through ``os._exit`` because the MLX worker may
+be inside a computation that cannot be interrupted, and waiting for it is what made the server
+outlive its client before.
+"""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import functools
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
-from contextlib import suppress
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Annotated, Any
 
-from lazarus_mcp.runtime.cache import ModelCache
-from lazarus_mcp.runtime.process import prepare_entry_point
-from lazarus_mcp.server.app import create_server, server_version
+import typer
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNITS |= {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
+TOKEN_ENV = "LAZARUS_MCP_TOKEN"
+ALLOW_ENV = "LAZARUS_MCP_ALLOW_MODEL"
+
 
 def parse_size(text: str) -> int:
     """'8GB', '512MiB', '1.5g' or a byte count -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*", text.lower())
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*", str(text).lower())
     if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8GB, 512MiB, 1073741824)")
+        raise typer.BadParameter(f"not a size: {text!r} (e.g. 8GB, 512MiB, 1073741824)")
     number, unit = match.groups()
     return int(float(number) * _UNITS[unit or ""])
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+class Transport(str, Enum):
+    stdio = "stdio"
+    streamable_http = "streamable-http"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="lazarus-mcp",
-        description="MCP server (stdio) for logit-lens introspection: tools analyze, "
-        "track_tokens, model_info, loaded_models. Logs go to stderr.",
-    )
-    parser.add_argument(
-        "--preload",
-        action="append",
-        default=[],
-        metavar="MODEL",
-        help="load this model when the server starts (repeatable)",
-    )
-    parser.add_argument(
-        "--max-models", type=_positive, default=2, metavar="N", help="models kept in memory"
-    )
-    parser.add_argument(
-        "--memory-budget",
-        type=parse_size,
-        default=None,
-        metavar="SIZE",
-        help="bytes of weights kept in memory, e.g. 16GB (one model always stays)",
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {server_version()}")
-    return parser.parse_args(argv)
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+@dataclass
+class ServerOptions:
+    preload: list[str] = field(default_factory=list)
+    max_models: int = 2
+    memory_budget: int | None = None
+    max_prompt_tokens: int = 4096
+    max_prompt_chars: int = 100_000
+    call_timeout: float = 300.0
+    max_queued_calls: int = 64
+    allow_model: list[str] = field(default_factory=list)
+    transport: Transport = Transport.stdio
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    log_level: str = "INFO"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from lazarus_mcp.server.app import server_version
+
+        typer.echo(f"lazarus-mcp {server_version()}")
+        raise typer.Exit()
+
+
+def serve(
+    preload: Annotated[
+        list[str] | None,
+        typer.Option(metavar="MODEL", help="Load this model when the server starts (repeatable)."),
+    ] = None,
+    max_models: Annotated[int, typer.Option(min=1, metavar="N", help="Models kept in memory.")] = 2,
+    memory_budget: Annotated[
+        int | None,
+        typer.Option(
+            parser=parse_size,
+            metavar="SIZE",
+            help="Bytes of memory for weights and one forward pass, e.g. 16GB: loads and "
+            "passes estimated beyond it are refused, models beyond it evicted (one always "
+            "stays). Default: 60% of physical memory for the checks, no eviction by size.",
+        ),
+    ] = None,
+    max_prompt_tokens: Annotated[
+        int, typer.Option(min=1, help="Longest prompt, in tokens (also capped by the model).")
+    ] = 4096,
+    max_prompt_chars: Annotated[
+        int, typer.Option(min=1, help="Longest prompt, in characters, checked before tokenizing.")
+    ] = 100_000,
+    call_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds one call may run; it is stopped between blocks."),
+    ] = 300.0,
+    max_queued_calls: Annotated[
+        int, typer.Option(min=1, help="Calls waiting for the model worker before 'busy'.")
+    ] = 64,
+    allow_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PATTERN",
+            help="Only models whose name or real path matches this fnmatch pattern (repeatable; "
+            f"also {ALLOW_ENV}, patterns separated by '{os.pathsep}'). Default: any.",
+        ),
+    ] = None,
+    transport: Annotated[
+        Transport, typer.Option(help="stdio (one client) or streamable-http.")
+    ] = Transport.stdio,
+    host: Annotated[
+        str, typer.Option(help="HTTP address; anything but loopback requires --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar=TOKEN_ENV, help="Bearer token every HTTP request must carry."),
+    ] = None,
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """MCP server for logit-lens introspection: tools analyze, track_tokens, model_info,
+    loaded_models. Logs go to stderr. Limits and the threat model: docs/security.md."""
+    allowed = list(allow_model or [])
+    allowed += [p for p in os.environ.get(ALLOW_ENV, "").split(os.pathsep) if p]
+    options = ServerOptions(
+        preload=list(preload or []),
+        max_models=max_models,
+        memory_budget=memory_budget,
+        max_prompt_tokens=max_prompt_tokens,
+        max_prompt_chars=max_prompt_chars,
+        call_timeout=call_timeout,
+        max_queued_calls=max_queued_calls,
+        allow_model=allowed,
+        transport=transport,
+        host=host,
+        port=port,
+        token=token,
+        log_level=log_level.value,
+    )
+    if options.transport is Transport.streamable_http:
+        from lazarus_mcp.server.transport import LOOPBACK
+
+        if options.host not in LOOPBACK and not options.token:
+            raise typer.BadParameter(
+                f"binding {options.host} needs a bearer token (--token or {TOKEN_ENV})",
+                param_hint="'--host'",
+            )
+    _PARSED.append(options)
+
+
+_PARSED: list[ServerOptions] = []
+
+
+@functools.wraps(serve)
+def serve_and_run(*args: Any, **kwargs: Any) -> None:
+    """``lazarus serve``: the same options as ``lazarus-mcp``, then the server."""
+    _PARSED.clear()
+    serve(*args, **kwargs)
+    run_server(_PARSED.pop())
+
+
+def command() -> Any:
+    """``serve`` as a Click command (for parsing without running)."""
+    return typer.main.get_command(_app())
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(serve)
+    return app
+
+
+def parse_args(argv: Sequence[str] | None) -> ServerOptions:
+    """The options ``argv`` gives (exits 2 with a message on bad ones, as the command does)."""
+    _PARSED.clear()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        command().main(args, prog_name="lazarus-mcp")
+    except SystemExit as done:
+        if done.code in (0, None) and _PARSED:
+            return _PARSED.pop()
+        raise
+    raise SystemExit(0)
+
+
+def _quit(signum: int, frame: Any) -> None:
+    # Asked to stop: now, without a traceback, whatever the worker is doing.
+    os._exit(0)
+
+
+def run_server(options: ServerOptions) -> None:
+    from lazarus_mcp.runtime import limits
+    from lazarus_mcp.runtime.cache import ModelCache
+    from lazarus_mcp.runtime.process import prepare_entry_point
+
     prepare_entry_point()
     # Before the SDK configures logging (a no-op once the root logger has a handler): stderr only.
     logging.basicConfig(
-        level=args.log_level,
+        level=options.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    cache = ModelCache(max_models=args.max_models, memory_budget=args.memory_budget)
-    server = create_server(cache, preload=args.preload)
+    defaults = limits.Limits()
+    limits.configure(
+        limits.Limits(
+            max_prompt_chars=options.max_prompt_chars,
+            max_prompt_tokens=options.max_prompt_tokens,
+            memory_budget=options.memory_budget or defaults.memory_budget,
+            call_timeout=options.call_timeout,
+            max_queued_calls=options.max_queued_calls,
+            allowed_models=tuple(options.allow_model),
+        )
+    )
+    from lazarus_mcp.server.app import create_server
+    from lazarus_mcp.server.transport import serve_http, serve_stdio
+
+    cache = ModelCache(max_models=options.max_models, memory_budget=options.memory_budget)
+    server = create_server(cache, preload=options.preload)
+    if options.transport is Transport.stdio:
+        signal.signal(signal.SIGINT, _quit)
+        signal.signal(signal.SIGTERM, _quit)
+    import anyio
+
     try:
-        with suppress(KeyboardInterrupt):
-            server.run("stdio")
-    finally:
-        # The protocol is over, but the MLX worker may still be finishing a load (it cannot be
-        # interrupted): what it prints from now on must not land on the client's stdout pipe.
-        os.dup2(2, 1)
+        if options.transport is Transport.stdio:
+            anyio.run(serve_stdio, server)
+        else:
+            anyio.run(serve_http, server, options.host, options.port, options.token)
+    except BaseException as exc:
+        if not _quiet(exc):
+            logging.getLogger(__name__).exception("the server stopped on an error")
+            _exit(1)
+    _exit(0)
+
+
+def _quiet(exc: BaseException) -> bool:
+    from lazarus_mcp.server.transport import ClientGone
+
+    group = getattr(exc, "exceptions", None)
+    if isinstance(group, (list, tuple)):
+        return all(_quiet(e) for e in group)
+    return isinstance(exc, (ClientGone, KeyboardInterrupt, SystemExit, BrokenPipeError))
+
+
+def _exit(code: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_server(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
-from mcp.server.mcpserver import Context
 
 T = TypeVar("T")
 HEARTBEAT_S = 1.0
+
+
+class Context(Protocol):
+    """What a tool call reports progress to (the SDK's session for the request)."""
+
+    async def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None: ...
 
 
 class Progress:
