@@ -41,6 +41,17 @@ def _load_on_worker(model_id: str, options: LoadOptions) -> LoadedModel:
     return load(model_id, options)
 
 
+def _release_memory() -> None:
+    """After an eviction, on the worker: collect the model's reference cycles and hand MLX's
+    cached buffers back to the system."""
+    import gc
+
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()
+
+
 def _as_requested(loaded: LoadedModel, model_id: str) -> LoadedModel:
     if loaded.info.model_id == model_id:
         return loaded
@@ -94,6 +105,7 @@ class ModelCache:
             if len(done) <= 1 or not (over_count or over_budget):
                 return
             del self._entries[done[0][0]]
+            worker.submit(_release_memory)
 
     async def get(self, model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         try:
