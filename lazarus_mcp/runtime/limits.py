@@ -113,17 +113,15 @@ def check_prompt_chars(prompt: str, limits: Limits | None = None) -> None:
 
 
 def check_prompt_tokens(count: int, context: int | None, limits: Limits | None = None) -> None:
+    """Refuse a prompt beyond the model's context or the server's limit, naming both."""
     limit = (limits or current()).max_prompt_tokens
-    if context is not None and count > context:
-        raise LimitExceededError(
-            f"the prompt is {count:,} tokens, more than the model's context of {context:,} "
-            "(max_position_embeddings); shorten it"
-        )
-    if limit is not None and count > limit:
-        raise LimitExceededError(
-            f"the prompt is {count:,} tokens, more than this server's limit of {limit:,} "
-            "(--max-prompt-tokens); shorten it"
-        )
+    bounds = [b for b in (context, limit) if b is not None]
+    if not bounds or count <= min(bounds):
+        return
+    model = f"the model's context is {context:,} (max_position_embeddings)" if context else ""
+    server = f"this server's limit is {limit:,} (--max-prompt-tokens)" if limit else ""
+    both = "; ".join(part for part in (model, server) if part)
+    raise LimitExceededError(f"the prompt is {count:,} tokens, too long: {both}; shorten it")
 
 
 def check_tracked(tokens: list[str], limits: Limits | None = None) -> None:
