@@ -122,6 +122,17 @@ def build_config(
         fail(f"invalid {where}: {str(err['msg']).removeprefix('Value error, ')}")
 
 
+def raise_limits(**changes: int | float | None) -> None:
+    """The core's limits (runtime/limits.py), with what the person asked to change."""
+    from dataclasses import replace
+
+    from lazarus_mcp.runtime import limits
+
+    given = {k: v for k, v in changes.items() if v is not None}
+    if given:
+        limits.configure(replace(limits.current(), **given))
+
+
 def setup_logging(verbose: bool) -> None:
     from lazarus_mcp.runtime.process import prepare_entry_point
 
@@ -190,9 +201,25 @@ def analyze(
     dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    max_prompt_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Raise the prompt limit in tokens (default 4096)."),
+    ] = None,
+    max_prompt_chars: Annotated[
+        int | None,
+        typer.Option(min=1, help="Raise the prompt limit in characters (default 100000)."),
+    ] = None,
+    call_timeout: Annotated[
+        float | None, typer.Option(min=0.1, help="Seconds the analysis may run (default 300).")
+    ] = None,
 ) -> None:
     """Run the logit lens on a prompt: what each layer would predict for the next token."""
     setup_logging(verbose)
+    raise_limits(
+        max_prompt_tokens=max_prompt_tokens,
+        max_prompt_chars=max_prompt_chars,
+        call_timeout=call_timeout,
+    )
     config = build_config(
         layer_strategy, all_layers, layer_step, layers, track or [], top_k, embedding_scale, raw
     )

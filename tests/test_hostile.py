@@ -152,7 +152,9 @@ async def test_configs_that_disagree_with_their_weights_are_refused(
 
 async def test_a_config_nested_100000_deep_is_refused(client: Client, tmp_path: Path) -> None:
     path = hostile_copy(tmp_path)
-    (path / "config.json").write_text('{"model_type": "llama", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (path / "config.json").write_text(
+        '{"model_type": "llama", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
     await refused(client, "model_info", {"model": str(path)}, "nested more than")
 
 

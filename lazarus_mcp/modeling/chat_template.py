@@ -12,9 +12,12 @@ cap. Where ``fork`` is missing the template renders in-process and only its outp
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import select
 import signal
+import sys
 import time
 from typing import Any
 
@@ -47,10 +50,32 @@ def _vm_bytes() -> int | None:
         return None
 
 
-def _child(tokenizer: Any, prompt: str, limits: Limits, fd: int) -> None:
+def _detach(keep: int, seconds: float) -> None:
+    """Make the child harmless whatever happens to its parent: it holds none of the parent's
+    descriptors (a client waiting for EOF on the server's pipes must get it when the server
+    exits), dies with the parent (Linux), and the kernel stops it past its CPU time."""
+    import resource
+
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    top = min(int(os.sysconf("SC_OPEN_MAX")), 65536)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, top)
+    cpu = math.ceil(seconds) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _child(tokenizer: Any, prompt: str, limits: Limits, fd: int, seconds: float) -> None:
     try:
         import resource
 
+        _detach(fd, seconds)
         vm = _vm_bytes()
         if vm is not None:
             cap = vm + limits.template_memory
@@ -124,7 +149,7 @@ def render_chat(tokenizer: Any, prompt: str, limits: Limits | None = None) -> st
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child leaves through os._exit)
         os.close(read_fd)
-        _child(tokenizer, prompt, limits, write_fd)
+        _child(tokenizer, prompt, limits, write_fd, seconds)
     os.close(write_fd)
     try:
         cap = 4 * limits.max_template_output + 1024
