@@ -122,15 +122,23 @@ def build_config(
         fail(f"invalid {where}: {str(err['msg']).removeprefix('Value error, ')}")
 
 
-def raise_limits(**changes: int | float | None) -> None:
+def raise_limits(
+    max_prompt_tokens: int | None, max_prompt_chars: int | None, call_timeout: float | None
+) -> None:
     """The core's limits (runtime/limits.py), with what the person asked to change."""
     from dataclasses import replace
 
     from lazarus_mcp.runtime import limits
 
-    given = {k: v for k, v in changes.items() if v is not None}
-    if given:
-        limits.configure(replace(limits.current(), **given))
+    now = limits.current()
+    limits.configure(
+        replace(
+            now,
+            max_prompt_tokens=max_prompt_tokens or now.max_prompt_tokens,
+            max_prompt_chars=max_prompt_chars or now.max_prompt_chars,
+            call_timeout=call_timeout or now.call_timeout,
+        )
+    )
 
 
 def setup_logging(verbose: bool) -> None:
