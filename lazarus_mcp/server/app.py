@@ -9,6 +9,7 @@ waits, so cheap calls answer while an analysis runs. stdout is the protocol: log
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -146,7 +147,8 @@ def validation_message(exc: ValidationError) -> str:
     """One actionable line for the first problem (pydantic's own text spans several lines)."""
     errors = exc.errors()
     err = errors[0]
-    where = ".".join(str(part) for part in err["loc"])[:100]
+    # The names are the caller's: escaped (one line) and cut short.
+    where = json.dumps(".".join(str(part) for part in err["loc"]))[1:-1][:100]
     if err["type"] == "missing":
         line = f"missing required argument '{where}'"
     elif err["type"] == "extra_forbidden":
