@@ -2,8 +2,9 @@
 
 Arguments are drawn around each tool's schema: the real argument names with values of any JSON
 shape (and well-typed ones, so calls get past validation into the core), plus unknown names.
-``LAZARUS_FUZZ_EXAMPLES`` sets the examples per tool (40 in CI). Property: every call ends in a result that matches the tool's output model or in a one-line
-error result, never an exception or a protocol error; and a good call succeeds afterwards.
+``LAZARUS_FUZZ_EXAMPLES`` sets the examples per tool (40 in CI). Property: every call ends in
+a result that matches the tool's output model or in a one-line error result, never an exception
+or a protocol error; and a good call succeeds afterwards.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 texts = st.text(min_size=0, max_size=200) | st.sampled_from(["Hi", " Paris", "", "\x00", "\ud800"])
