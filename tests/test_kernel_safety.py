@@ -4,6 +4,8 @@ packed weights (which the C code, reading by the sizes it is given, cannot see).
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import mlx.core as mx
 import numpy as np
@@ -16,6 +18,66 @@ pytestmark = pytest.mark.skipif(
     not cpu_gemm.status().available,
     reason=f"CPU kernels unavailable: {cpu_gemm.status().reason}",
 )
+
+# Several Python threads (ctypes releases the GIL) multiply at once, each on inputs of its own,
+# through both kernels, with packing going on beside them; every result must equal the one
+# computed alone. Four threads per call, whatever the machine, so the helper threads take part.
+# Sharing the helpers' one work slot, this lost jobs (uninitialized rows) or hung for good.
+_CONCURRENT_SCRIPT = """
+import sys, threading
+import mlx.core as mx
+import numpy as np
+from lazarus_mcp.accel import cpu_gemm
+
+cpu_gemm._threads = lambda: 4
+rng = np.random.default_rng(0)
+m, k, n = 8, 256, 320  # above the kernels' threshold for using threads
+w = mx.array(rng.standard_normal((n, k)).astype(np.float32))
+bf16 = cpu_gemm.pack_bf16(w)
+affine = cpu_gemm.pack_affine(*mx.quantize(w, 64, 4), 64, 4)
+bias = rng.standard_normal(n).astype(np.float32)
+xs = [rng.standard_normal((m, k)).astype(np.float32) for _ in range(8)]
+calls = [
+    lambda x: cpu_gemm.gemm_bf16(x, bf16, bias, 2),
+    lambda x: cpu_gemm.gemm_bf16(x, bf16, None, 1),
+    lambda x: cpu_gemm.gemm_affine(x, affine, bias),
+]
+expected = [[call(x) for x in xs] for call in calls]
+wrong = []
+
+def hammer(t):
+    for i in range(150):
+        c, j = (i + t) % len(calls), (i * 3 + t) % len(xs)
+        if not np.array_equal(calls[c](xs[j]), expected[c][j]):
+            wrong.append((t, i))
+
+def repack():
+    for _ in range(20):
+        again = cpu_gemm.pack_bf16(w)
+        if not np.array_equal(again.packed, bf16.packed):
+            wrong.append(("pack",))
+
+threads = [threading.Thread(target=hammer, args=(t,)) for t in range(4)]
+threads.append(threading.Thread(target=repack))
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(len(wrong), "wrong results")
+sys.exit(1 if wrong else 0)
+"""
+
+
+def test_concurrent_callers_get_their_own_results() -> None:
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CONCURRENT_SCRIPT], timeout=60, capture_output=True
+        )
+    except subprocess.TimeoutExpired:
+        proc = None  # failed outside the handler: the script's text is not the news
+    if proc is None:
+        pytest.fail("concurrent kernel calls hung", pytrace=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()
 
 
 @pytest.fixture(scope="module")
