@@ -10,6 +10,25 @@ products are then float32-accurate, for twice the arithmetic).
 Packed weights are numpy buffers, not MLX arrays: MLX would copy them (a second pass over every
 weight at load), and only the kernels read them. Calls go through ctypes, which releases the GIL.
 
+The boundary with MLX. The kernels run outside MLX's graph, so each call evaluates its input
+(``mx.eval``: the kernel must read materialised memory), takes a numpy view of it (zero-copy for
+an evaluated, row-contiguous MLX array; a copy only for a strided one; no ``astype`` when it is
+already float32), and copies the kernel's output into a new MLX array (MLX cannot adopt a numpy
+buffer). Measured over a forward of the benchmark's TinyLlama-shaped bfloat16 checkpoint (155
+kernel calls; ``python examples/bench_boundary.py``; 2 cores at load average ~5, so absolute
+times are 5-10x the quiet benchmark's): none of the 155 inputs needed a copy; the views took
+3-5 ms, the checks 3-5 ms, the output copies with the Python around each call 29 ms of
+0.94 s at 8 tokens (3%) and 108 ms of 20.3 s at 128 tokens (0.5%); the kernels 0.75 and 15.8 s.
+An ``mx.eval`` round trip itself, against the same ops evaluated lazily at once, is lost in the
+noise (-3 to +7 us each on a quieter run; < 1 ms per forward): MLX's CPU backend neither fuses
+nor overlaps those ops without ``mx.compile``, so evaluating inside the graph costs its
+synchronisation only. Details in ``docs/performance.md``.
+
+Every call checks what the C code cannot: the input's width and the bias's length against the
+packed weight's n and k, dtypes, element counts and C order (``BF16Weights``, ``AffineWeights``);
+a mismatch raises ``ValueError`` instead of reading out of bounds. The helper threads serve one
+caller at a time (a lock in ``csrc/_threads.c``), so several Python threads may call at once.
+
 ``LAZARUS_CPU_KERNEL=off`` disables the kernels (lazarus then computes in float32 through BLAS).
 """
 
