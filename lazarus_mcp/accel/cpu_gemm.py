@@ -20,9 +20,9 @@ times are 5-10x the quiet benchmark's): none of the 155 inputs needed a copy; th
 3-5 ms, the checks 3-5 ms, the output copies with the Python around each call 29 ms of
 0.94 s at 8 tokens (3%) and 108 ms of 20.3 s at 128 tokens (0.5%); the kernels 0.75 and 15.8 s.
 An ``mx.eval`` round trip itself, against the same ops evaluated lazily at once, is lost in the
-noise (-3 to +7 us each on a quieter run; < 1 ms per forward): MLX's CPU backend neither fuses
-nor overlaps those ops without ``mx.compile``, so evaluating inside the graph costs its
-synchronisation only. Details in ``docs/performance.md``.
+noise (-3 to +7 us each on a quieter run; < 1 ms per forward): MLX's CPU backend runs those
+ops in order on one stream and fuses none without ``mx.compile``, so evaluating inside the graph
+costs its synchronisation only. Details in ``docs/performance.md``.
 
 Every call checks what the C code cannot: the input's width and the bias's length against the
 packed weight's n and k, dtypes, element counts and C order (``BF16Weights``, ``AffineWeights``);
