@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from lazarus_mcp.schema import AnalysisResult, ModelInfo, TokenEvolution
+from lazarus_mcp.schema import (
+    AnalysisResult,
+    AttributionResult,
+    CompareResult,
+    ModelInfo,
+    TokenEvolution,
+)
+from lazarus_mcp.server.summaries import attribution_lines, compare_lines, milestone_lines
 
 _BAR_WIDTH = 50
 
@@ -53,6 +60,7 @@ def analysis(result: AnalysisResult) -> str:
     lines += ["", f"Analyzing: {result.prompt!r}"]
     if result.chat_template_applied:
         lines.append(f"  Chat template applied; text seen: {result.text_seen!r}")
+    lines += ["", *milestone_lines(result.milestones, result.fidelity)]
     lines += [
         "",
         f"Tokens ({len(result.tokens)}): {result.tokens!r}",
@@ -82,3 +90,13 @@ def model_info(info: ModelInfo) -> str:
     lines.append(f"  Chat template: {info.has_chat_template}")
     lines.append(f"  Path: {info.path}")
     return "\n".join(lines)
+
+
+def attribution(result: AttributionResult) -> str:
+    lines = model_header(result.model)
+    lines += ["", f"Attributing: {result.prompt!r}", f"Tokens: {result.tokens!r}", ""]
+    return "\n".join(lines + attribution_lines(result))
+
+
+def compare(result: CompareResult) -> str:
+    return "\n".join(compare_lines(result))

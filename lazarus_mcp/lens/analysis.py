@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens.compute import LensArrays, compute_lens
 from lazarus_mcp.lens.layers import select_layers
+from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText, encode_prompt
 from lazarus_mcp.schema import (
     AnalysisConfig,
@@ -116,4 +117,13 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         final_prediction=_top(text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()),
         layer_predictions=_layer_predictions(text, arrays),
         token_evolutions=_evolutions(text, tracked, arrays),
+        fidelity=arrays.fidelity,
+        milestones=milestones(
+            text,
+            layers,
+            arrays.top_ids[:, 0].tolist(),
+            arrays.final_top_ranks.tolist(),
+            arrays.entropy.tolist(),
+            int(arrays.final_top_ids[0]),
+        ),
     )

@@ -6,6 +6,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.model import ModelInfo
 
 # The one message for a custom strategy without layers, whichever interface asked.
@@ -127,3 +128,7 @@ class AnalysisResult(BaseModel):
     )
     layer_predictions: list[LayerPrediction]
     token_evolutions: list[TokenEvolution]
+    fidelity: Fidelity = Field(
+        description="The lens head on the last block vs the model's own output, this call."
+    )
+    milestones: Milestones = Field(description="Where the final answer forms; read these first.")

@@ -18,6 +18,7 @@ from lazarus_mcp.schema import (
     ModelInfo,
     TokenEvolution,
 )
+from lazarus_mcp.server.summaries import milestone_lines
 
 _MODEL = (
     "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
@@ -219,6 +220,7 @@ def render_analysis(result: AnalysisResult) -> str:
         f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
         f"tokens, predicting after {result.tokens[-1]!r}"
         + (" (chat template applied)" if result.chat_template_applied else ""),
+        *milestone_lines(result.milestones, result.fidelity),
         f"Final prediction: {top}",
         "Top token by layer:",
     ]
