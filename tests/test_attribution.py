@@ -88,6 +88,8 @@ async def test_default_target_foil_and_soft_capped_logit() -> None:
             foil=" the",
         )
         result = await analyzer.attribute("The capital of France is", config)
+        as_target = config.model_copy(update={"track_tokens": [" the"], "foil": None})
+        foil_alone = await analyzer.attribute("The capital of France is", as_target)
     [target] = result.targets
     assert target.query is None
     assert target.token_id == result.final_prediction[0].token_id
@@ -98,8 +100,11 @@ async def test_default_target_foil_and_soft_capped_logit() -> None:
     # Gemma 2 soft-caps at 30: the model's logit is 30 tanh(pre-cap / 30).
     assert target.logit == pytest.approx(30 * np.tanh(target.logit_precap / 30), abs=1e-4)
     assert result.foil is not None and result.logit_diffs is not None
-    for component, diff in zip(result.components, result.logit_diffs, strict=True):
-        assert len(component.logits) == 1
+    for ours, theirs, diff in zip(
+        result.components, foil_alone.components, result.logit_diffs, strict=True
+    ):
+        assert len(ours.logits) == 1
+        assert diff == pytest.approx(ours.logits[0] - theirs.logits[0], abs=1e-5)
     total = sum(result.logit_diffs)
     assert total == pytest.approx(target.logit_precap - result.foil.logit_precap, abs=SUM_TOL)
     assert result.sublayer_predictions[0].tracked[1].token == " the"
