@@ -36,6 +36,10 @@ def model_header(info: ModelInfo) -> list[str]:
     return lines
 
 
+def _seq(logprob: float | None) -> str:
+    return "" if logprob is None else f"  whole string: log p {logprob:.3f}"
+
+
 def _evolution(evo: TokenEvolution) -> list[str]:
     title = f"Token {evo.token!r}:"
     if evo.multi_token:
@@ -44,8 +48,14 @@ def _evolution(evo: TokenEvolution) -> list[str]:
             f"tracking its first, {evo.token!r}:"
         )
     lines = [title]
-    lines += [f"  Layer {s.layer_idx:2d}: {s.probability:.4f}  (rank {s.rank})" for s in evo.layers]
-    lines.append(f"  Final:    {evo.final_probability:.4f}  (rank {evo.final_rank})")
+    lines += [
+        f"  Layer {s.layer_idx:2d}: {s.probability:.4f}  (rank {s.rank})" + _seq(s.sequence_logprob)
+        for s in evo.layers
+    ]
+    lines.append(
+        f"  Final:    {evo.final_probability:.4f}  (rank {evo.final_rank})"
+        + _seq(evo.final_sequence_logprob)
+    )
     if evo.emergence_layer is None:
         lines.append("  --> Never top-1 in the captured layers")
     else:

@@ -90,6 +90,11 @@ class TokenAtLayer(BaseModel):
     layer_idx: int
     probability: float
     rank: int = Field(description="1-based rank over the whole vocabulary (1 = top prediction).")
+    sequence_logprob: float | None = Field(
+        None,
+        description="Multi-token queries: the whole string's teacher-forced log-probability at "
+        "this layer (each piece's lens log-probability at the position before it, summed).",
+    )
 
 
 class TokenEvolution(BaseModel):
@@ -105,6 +110,11 @@ class TokenEvolution(BaseModel):
     final_rank: int
     emergence_layer: int | None = Field(
         description="First captured layer where the token is rank 1; null if it never is."
+    )
+    final_sequence_logprob: float | None = Field(
+        None,
+        description="Multi-token queries: the whole string's log-probability from the model's "
+        "own output (teacher-forced, same forward pass).",
     )
 
 

@@ -243,6 +243,11 @@ def render_evolutions(evolutions: list[TokenEvolution]) -> list[str]:
             else f"rank 1 from layer {evo.emergence_layer}"
         )
         split = f" (first of {evo.pieces})" if evo.multi_token else ""
+        if evo.final_sequence_logprob is not None:
+            path += "; whole string log p by layer: " + ", ".join(
+                f"L{s.layer_idx} {s.sequence_logprob:.2f}" for s in evo.layers
+            )
+            split += f" (whole string final log p {evo.final_sequence_logprob:.3f})"
         lines.append(
             f"Token {evo.token!r}{split}: {path}; final {_pct(evo.final_probability)} "
             f"#{evo.final_rank}; {first}"
