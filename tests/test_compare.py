@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.introspection import AnalysisConfig, LayerStrategy, ModelAnalyzer
+from lazarus_mcp.introspection import (
+    AnalysisConfig,
+    AttributionConfig,
+    LayerStrategy,
+    ModelAnalyzer,
+)
 from lazarus_mcp.lens.compare import divergence_layer
 from lazarus_mcp.schema import CompareResult
 from tests.conftest import PARITY, parity_ref
@@ -103,6 +108,10 @@ async def test_quantized_copies_against_their_original(tmp_path: Path) -> None:
             ModelAnalyzer.from_pretrained(str(quantized)) as b,
         ):
             result = await a.compare("The capital of France is", config, other=b)
+            # Attribution through a quantized unembedding still sums to the model's own logit.
+            attributed = await b.attribute("The capital of France is", AttributionConfig())
+        [target] = attributed.targets
+        assert abs(target.component_sum - target.logit_precap) < 1e-3
         assert result.b.model.quantization is not None
         assert result.b.model.quantization.bits == bits
         assert result.a.model.quantization is None

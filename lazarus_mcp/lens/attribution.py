@@ -22,7 +22,7 @@ from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.analysis import _top
 from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
 from lazarus_mcp.lens.final_norm import probe_norm
-from lazarus_mcp.lens.head import LensHead
+from lazarus_mcp.lens.head import LensHead, backbone
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.lens.rows import RowStats, row_arrays, row_stats
@@ -157,7 +157,7 @@ def attribute_loaded(
     queried = [_resolve(loaded, q) for q in config.track_tokens]
     foil = _resolve(loaded, config.foil) if config.foil is not None else None
     model, head = loaded.model, loaded.head
-    blocks = model.model.layers
+    blocks = backbone(model).layers
     mid_name = family_spec(info.family).mid_residual_module(blocks[0])
     if mid_name is None:
         raise UnsupportedModelError(

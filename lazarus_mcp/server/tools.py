@@ -14,7 +14,9 @@ from lazarus_mcp.lens.layers import choose_strategy
 from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
+    Fidelity,
     LayerStrategy,
+    Milestones,
     ModelInfo,
     TokenEvolution,
 )
@@ -146,6 +148,8 @@ class TokenTracking(BaseModel):
         description="One entry per requested token, in order: its probability and 1-based rank "
         "at each captured layer, at the final output, and the first layer where it ranks 1."
     )
+    fidelity: Fidelity
+    milestones: Milestones
 
     @classmethod
     def of(cls, result: AnalysisResult) -> TokenTracking:
@@ -157,6 +161,8 @@ class TokenTracking(BaseModel):
             tokens=result.tokens,
             captured_layers=result.captured_layers,
             token_evolutions=result.token_evolutions,
+            fidelity=result.fidelity,
+            milestones=result.milestones,
         )
 
 
