@@ -100,7 +100,7 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
     text = loaded.token_text
     tracked = [text.resolve(query) for query in config.track_tokens]
     for token in tracked:
-        if max(token.token_id, *token.piece_ids) >= info.vocab_size:
+        if max((token.token_id, *token.piece_ids)) >= info.vocab_size:
             raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
     factor = loaded.embedding_factor(config.embedding_scale)
     with loaded.scope():
