@@ -170,3 +170,19 @@ def test_milestones_from_layer_statistics() -> None:
     assert (m.rank_le_10_layer, m.rank_le_5_layer, m.rank_1_layer) == (2, 4, 8)
     assert m.entropy_below_1_layer == 4
     assert [(c.layer_idx, c.token_id) for c in m.top1_changes] == [(2, 7), (4, 9), (6, 7), (8, 9)]
+
+
+@pytest.mark.parametrize("name", ["llama", "phi3", "gemma2", "gemma3-text", "olmo2"])
+async def test_mid_module_derived_from_block_names_agrees_with_the_registry(name: str) -> None:
+    from lazarus_mcp.modeling.families import FamilySpec, family_spec
+
+    async with ModelAnalyzer.from_pretrained(str(PARITY / name)) as analyzer:
+        block = analyzer.loaded.model.model.layers[0]
+        registered = family_spec(analyzer.info.family).mid_residual_module(block)
+    # A family added without the field gets the same module from the block's names.
+    assert FamilySpec("unregistered").mid_residual_module(block) == registered
+    assert FamilySpec("unregistered", parallel_residual=True).mid_residual_module(block) is None
+    expected = {"gemma2": "pre_feedforward_layernorm", "gemma3-text": "pre_feedforward_layernorm"}
+    assert registered == expected.get(
+        name, "mlp" if name == "olmo2" else "post_attention_layernorm"
+    )
