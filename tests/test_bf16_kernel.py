@@ -207,7 +207,8 @@ def test_parity_models_in_bfloat16_match_float32_within_tolerance(
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize(
-    ("m", "k", "n", "group_size"), [(1, 64, 32, 32), (7, 256, 70, 64), (13, 384, 33, 128)]
+    ("m", "k", "n", "group_size"),
+    [(1, 64, 32, 32), (7, 256, 70, 64), (13, 384, 33, 128), (200, 64, 40, 32)],
 )
 def test_affine_gemm_equals_float64_reference(
     m: int, k: int, n: int, group_size: int, bits: int
