@@ -13,7 +13,7 @@ import mlx.nn as nn
 import numpy as np
 
 from lazarus_mcp.lens import stats
-from lazarus_mcp.lens.head import LensHead, backbone
+from lazarus_mcp.lens.head import LensHead, blocks
 from lazarus_mcp.lens.taps import forward_with_taps
 
 
@@ -46,7 +46,7 @@ def compute_lens(
 ) -> LensArrays:
     """The lens of each selected block: one projection per block, all statistics from it."""
     captured, final_logits = forward_with_taps(model, token_ids, layers, embedding_factor, windows)
-    last = len(backbone(model).layers) - 1
+    last = len(blocks(model)) - 1
     final_lp, final_p = stats.softmax_pair(final_logits)
     # Block N-1's lens *is* the model's output; projecting it again would only repeat that work.
     projected = [i for i in layers if i != last]
