@@ -84,7 +84,13 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     # Containers: the language model's config is the text_config (vocab from it, not the top).
     "gemma3": {"text_config": _GEMMA3_TEXT, "vocab_size": 262208},
     "mistral3": {
-        "text_config": {"model_type": "mistral", "sliding_window": None, **_rope(1000000000.0)},
+        # The flags differ as in real checkpoints' configs; transformers ties as the top says.
+        "text_config": {
+            "model_type": "mistral",
+            "sliding_window": None,
+            "tie_word_embeddings": True,
+            **_rope(1000000000.0),
+        },
         "tie_word_embeddings": False,
     },
     "gpt2": {

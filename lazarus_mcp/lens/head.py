@@ -36,9 +36,9 @@ def text_model(model: nn.Module) -> Any:
 def _owner(module: nn.Module, layers: list[Any], depth: int) -> tuple[Any, list[Any]] | None:
     """(module, list) where the module stores a list holding the same blocks as ``layers``."""
     for value in module.values():
-        if isinstance(value, list) and len(value) == len(layers):
-            if all(a is b for a, b in zip(value, layers, strict=True)):
-                return module, value
+        same = isinstance(value, list) and len(value) == len(layers)
+        if same and all(a is b for a, b in zip(value, layers, strict=True)):
+            return module, value
     if depth == 0:
         return None
     for value in module.values():

@@ -178,9 +178,15 @@ def _gpt2_translate(config: Config) -> Config:
 
 def _neox_translate(config: Config) -> Config:
     rope = hf_config.rope_overrides(config)
-    theta = rope.get("rope_theta", config.get("rotary_emb_base", 10000.0))
-    pct = rope.get("partial_rotary_factor", config.get("rotary_pct", 1.0))
+    theta: float = rope.get("rope_theta") or config.get("rotary_emb_base") or 10000.0
+    pct: float = rope.get("partial_rotary_factor") or config.get("rotary_pct") or 1.0
     return {"rotary_emb_base": float(theta), "rotary_pct": float(pct)}
+
+
+def _experts_translate(config: Config) -> Config:
+    # transformers 5 saves Qwen3-MoE's expert count as ``num_local_experts``.
+    count = config.get("num_experts", config.get("num_local_experts"))
+    return {} if count is None else {"num_experts": int(count)}
 
 
 def _gemma3_container(config: Config) -> Config:
@@ -228,7 +234,7 @@ _SPECS = (
     FamilySpec("phi"),
     FamilySpec("mixtral", default_layer_types=_window_on_all),
     FamilySpec("qwen2_moe"),
-    FamilySpec("qwen3_moe"),
+    FamilySpec("qwen3_moe", translate=_experts_translate),
     FamilySpec("olmoe"),
     FamilySpec("granitemoe", logit_divisor_key="logits_scaling"),
     FamilySpec("cohere", logit_multiplier_key="logit_scale"),

@@ -27,8 +27,8 @@ from lazarus_mcp.lens.taps import applied_embedding_scale
 from lazarus_mcp.lens.tokens import TokenText, has_chat_template
 from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path
 from lazarus_mcp.modeling.families import FAMILIES, FamilySpec
-from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
 from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
 from lazarus_mcp.schema import ModelInfo, QuantizationInfo
 
 logger = logging.getLogger(__name__)
