@@ -194,7 +194,7 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
 
 def family_config(family: str, vocab_size: int, **overrides: Any) -> dict[str, Any]:
     """The family's config (a container's text config filled in as a model of its own)."""
-    own = {**FAMILY_CONFIGS[family], **overrides}
+    own = {**FAMILY_CONFIGS.get(family, {}), **overrides}
     if "text_config" in own:
         text = {**BASE_CONFIG, **own["text_config"], "vocab_size": vocab_size}
         top = {k: v for k, v in own.items() if k != "text_config"}
