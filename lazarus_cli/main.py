@@ -280,6 +280,15 @@ def diagnostics(
         typer.echo(render(report))
 
 
+def _register() -> None:
+    from lazarus_cli.families import families
+
+    introspect.command("families")(families)
+
+
+_register()
+
+
 def run() -> None:
     app()
 

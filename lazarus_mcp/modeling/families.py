@@ -28,6 +28,13 @@ PortFix = Callable[[Any, Config], "str | None"]
 Support = Literal["verified", "self-checked"]
 
 
+VERIFIED_ON = (
+    "tiny transformers-saved checkpoint: every block vs transformers, raw and chat; mlx-lm "
+    "float and 4-bit layouts: last block == own logits"
+)
+_AND_PARITY = VERIFIED_ON + "; shared parity references"
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     """What one architecture needs from lazarus."""
@@ -53,7 +60,7 @@ class FamilySpec:
     # A multimodal container: the lens runs on the family of its ``text_config``.
     container: bool = False
     # What the test suite verifies this family on (one line for the docs and the CLI).
-    verified_on: str = "tiny random checkpoints against transformers"
+    verified_on: str = VERIFIED_ON
 
     def text(self, config: Config) -> tuple[FamilySpec, Config]:
         """The spec and config of the language model (itself, unless a container)."""
@@ -212,20 +219,31 @@ def _fixes(*names: str) -> tuple[PortFix, ...]:
 
 
 _SPECS = (
-    FamilySpec("llama"),
-    FamilySpec("mistral", default_layer_types=_window_on_all),
+    FamilySpec("llama", verified_on=_AND_PARITY),
+    FamilySpec("mistral", default_layer_types=_window_on_all, verified_on=_AND_PARITY),
     FamilySpec("qwen2"),
-    FamilySpec("qwen3"),
-    FamilySpec("phi3", default_layer_types=_window_on_all),
-    FamilySpec("olmo2"),
+    FamilySpec("qwen3", verified_on=_AND_PARITY),
+    FamilySpec("phi3", default_layer_types=_window_on_all, verified_on=_AND_PARITY),
+    FamilySpec("olmo2", verified_on=_AND_PARITY),
     FamilySpec("granite", logit_divisor_key="logits_scaling"),
-    FamilySpec("gemma", scales_embeddings=True, port_fixes=_fixes("gemma_tanh_gelu")),
-    FamilySpec("gemma2", scales_embeddings=True, default_layer_types=_alternating),
+    FamilySpec(
+        "gemma",
+        scales_embeddings=True,
+        port_fixes=_fixes("gemma_tanh_gelu"),
+        verified_on=_AND_PARITY,
+    ),
+    FamilySpec(
+        "gemma2",
+        scales_embeddings=True,
+        default_layer_types=_alternating,
+        verified_on=_AND_PARITY,
+    ),
     FamilySpec(
         "gemma3_text",
         scales_embeddings=True,
         default_layer_types=_gemma3_default,
         translate=_period_translate("gemma3_text"),
+        verified_on=_AND_PARITY,
     ),
     FamilySpec("gemma3", container=True, translate=_gemma3_container),
     FamilySpec("mistral3", container=True, translate=_mistral3_container),

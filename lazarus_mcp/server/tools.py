@@ -216,7 +216,8 @@ def render_analysis(result: AnalysisResult) -> str:
     info = result.model
     top = ", ".join(f"{t.token!r} {_pct(t.probability)}" for t in result.final_prediction[:5])
     lines = [
-        f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
+        f"{info.model_id} ({info.family}, {info.support}, {info.num_layers} layers): "
+        f"{len(result.tokens)} "
         f"tokens, predicting after {result.tokens[-1]!r}"
         + (" (chat template applied)" if result.chat_template_applied else ""),
         f"Final prediction: {top}",
@@ -262,8 +263,9 @@ def render_status(status: ModelStatus) -> str:
         "chat template" if status.has_chat_template else "no chat template",
     ]
     return (
-        f"{status.model_id}: {status.family}, {status.num_layers} layers, hidden "
-        f"{status.hidden_size}, vocab {status.vocab_size}, {', '.join(e for e in extras if e)}; "
+        f"{status.model_id}: {status.family} ({status.support}), {status.num_layers} layers, "
+        f"hidden {status.hidden_size}, vocab {status.vocab_size}, "
+        f"{', '.join(e for e in extras if e)}; "
         f"{status.dtype} computed in {status.compute_dtype} on {status.device}"
         + (f" (linear layers: {status.matmul})" if status.matmul != "mlx" else "")
         + "; "
