@@ -24,8 +24,9 @@ PROMPT = "The capital of France is Paris . The capital of Japan is"
 FLOAT_TOL = 0.1
 
 
-def convert_4bit(source: Path, target: Path) -> Path:
-    """mlx-lm's conversion: its model class (as lazarus builds it), quantize_model, save."""
+def convert_4bit(source: Path, target: Path, bits: int | None = 4) -> Path:
+    """mlx-lm's conversion: its model class (as lazarus builds it), quantize_model, save
+    (``bits=None``: the float conversion, in mlx-lm's weight names)."""
     import json
 
     from mlx_lm.utils import load_model, quantize_model, save_config, save_model
@@ -36,7 +37,8 @@ def convert_4bit(source: Path, target: Path) -> Path:
     model, config = load_model(
         source, model_config=spec.mlx_overrides(config), get_model_classes=classes
     )
-    model, config = quantize_model(model, config, group_size=32, bits=4)
+    if bits is not None:
+        model, config = quantize_model(model, config, group_size=32, bits=bits)
     target.mkdir(parents=True)
     save_model(target, model)
     save_config(config, target / "config.json")
