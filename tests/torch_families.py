@@ -18,7 +18,7 @@ from tests.checkpoints import build_tokenizer
 from tests.family_configs import family_config
 
 PROMPT = "The capital of France is Paris . The capital of Japan is"
-NORMS = ("norm", "final_layernorm", "ln_f", "final_layer_norm")
+NORMS = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "embedding_norm")  # LFM2: its last
 
 # Tiny vision towers for the multimodal containers (never run: the prompts are text only).
 VISION: dict[str, dict[str, Any]] = {

@@ -126,10 +126,13 @@ def build_head(
     softcap: float | None = None,
     logit_divisor: float | None = None,
     logit_multiplier: float | None = None,
+    norm_name: str | None = None,
 ) -> LensHead:
-    """The head from the model's own final norm and unembedding plus the given transform."""
+    """The head from the model's own final norm (``norm_name``, or the usual names) and
+    unembedding, plus the given transform."""
     inner = backbone(model)
-    norm = next((getattr(inner, n) for n in NORM_NAMES if n in inner), None)
+    names = (norm_name,) if norm_name else NORM_NAMES
+    norm = next((getattr(inner, n) for n in names if n in inner), None)
     if norm is None:
         raise UnsupportedModelError("unsupported model: no final norm found")
     head = unembedding_module(model)

@@ -49,6 +49,8 @@ class FamilySpec:
     logit_multiplier_key: str | None = None
     # Config key of the final soft-cap c in c * tanh(logits / c) (Gemma 2).
     softcap_key: str | None = "final_logit_softcapping"
+    # The backbone's final norm where its name is not one of the usual ones (head.NORM_NAMES).
+    final_norm: str | None = None
     # Per-layer attention when the config has no ``layer_types`` (None: all full attention).
     default_layer_types: Callable[[Config, int], list[str] | None] | None = None
     # Extra mlx-lm config keys beyond the generic RoPE translation.
@@ -94,6 +96,9 @@ class FamilySpec:
         key = spec.logit_multiplier_key
         value = config.get(key) if key else None
         return float(value) if value is not None and float(value) != 1.0 else None
+
+    def final_norm_name(self, config: Config) -> str | None:
+        return self.text(config)[0].final_norm
 
     def layer_types(self, config: Config) -> list[str] | None:
         spec, config = self.text(config)
@@ -196,6 +201,11 @@ def _experts_translate(config: Config) -> Config:
     return {} if count is None else {"num_experts": int(count)}
 
 
+def _lfm2_translate(config: Config) -> Config:
+    # The port sizes its blocks by ``block_dim``, which transformers 5 no longer writes.
+    return {"block_dim": int(config.get("block_dim") or config["hidden_size"])}
+
+
 def _gemma3_container(config: Config) -> Config:
     # The port sizes the language model by the container's vocab_size (default 262208), not
     # the text config's.
@@ -269,6 +279,19 @@ _SPECS = (
     FamilySpec("exaone4", default_layer_types=_exaone4_default, translate=_exaone4_translate),
     FamilySpec(
         "starcoder2", default_layer_types=_window_on_all, port_fixes=_fixes("starcoder2_gelu")
+    ),
+)
+
+_SPECS += (
+    FamilySpec("ministral3"),
+    FamilySpec("deepseek_v3"),
+    FamilySpec("qwen3_next"),
+    FamilySpec("lfm2", translate=_lfm2_translate, final_norm="embedding_norm"),
+    FamilySpec(
+        "gpt_oss",
+        default_layer_types=_alternating,
+        build_fixes=_fixes("fused_experts_layout"),
+        port_fixes=_fixes("yarn_untruncated"),
     ),
 )
 

@@ -244,7 +244,11 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     compute = _stored_dtype(model)
     if spec is not None:
         head = build_head(
-            model, spec.softcap(config), spec.logit_divisor(config), spec.logit_multiplier(config)
+            model,
+            spec.softcap(config),
+            spec.logit_divisor(config),
+            spec.logit_multiplier(config),
+            spec.final_norm_name(config),
         )
     else:
         head = self_checked_head(family, model, probe_ids(tokenizer, vocab))

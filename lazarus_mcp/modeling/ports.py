@@ -13,6 +13,7 @@ starcoder2's exact GELU 0.02-0.03; gpt_neox's exact GELU and width: the weights 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,74 @@ def strip_transformer_prefix(model: nn.Module, config: dict[str, Any]) -> str | 
         bare = {k.removeprefix("transformer."): v for k, v in weights.items()}
         bare.pop("lm_head.weight", None)  # GPT-2's head is the tied embedding
         return dict(own(bare))
+
+    object.__setattr__(model, "sanitize", sanitize)
+    return None
+
+
+def _untruncated_yarn_freqs(dims: int, base: float, rope: dict[str, Any]) -> mx.array:
+    """YaRN's per-pair frequencies with the correction range left unrounded (``truncate:
+    false``, as gpt-oss is configured); mlx-lm's YarnRoPE always rounds it to whole dims."""
+    factor = float(rope["factor"])
+    original = float(rope["original_max_position_embeddings"])
+
+    def boundary(rotations: float) -> float:
+        return dims * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(boundary(float(rope.get("beta_fast", 32.0))), 0.0)
+    high = min(boundary(float(rope.get("beta_slow", 1.0))), dims - 1.0)
+    if high == low:
+        high += 0.001
+    ramp = mx.clip((mx.arange(dims // 2, dtype=mx.float32) - low) / (high - low), 0, 1)
+    extrapolate = 1.0 - ramp  # 1 where positions extrapolate (high frequencies)
+    base_freqs = base ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims)  # inverse wavelengths
+    interpolated = factor * base_freqs
+    return (interpolated * base_freqs) / (interpolated * extrapolate + base_freqs * ramp)
+
+
+def yarn_untruncated(model: nn.Module, config: dict[str, Any]) -> str | None:
+    """YaRN with ``truncate: false``: the frequencies transformers computes."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type")) != "yarn" or rope.get("truncate", True):
+        return None
+    base = float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0)
+    for block in blocks(model):
+        attention = block.self_attn
+        dims = int(attention.rope.dims)
+        attention.rope._freqs = _untruncated_yarn_freqs(dims, base, rope)
+    return "YaRN correction range not rounded (truncate: false; the port always rounds it)"
+
+
+def _split_fused_experts(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    out: dict[str, mx.array] = {}
+    for key, value in weights.items():
+        if key.endswith("experts.gate_up_proj"):
+            # [experts, hidden, 2 x inner], gate and up interleaved along the last axis.
+            stem = key.removesuffix("gate_up_proj")
+            out[stem + "gate_proj.weight"] = mx.contiguous(value[..., ::2].swapaxes(-1, -2))
+            out[stem + "up_proj.weight"] = mx.contiguous(value[..., 1::2].swapaxes(-1, -2))
+        elif key.endswith("experts.gate_up_proj_bias"):
+            stem = key.removesuffix("gate_up_proj_bias")
+            out[stem + "gate_proj.bias"] = mx.contiguous(value[..., ::2])
+            out[stem + "up_proj.bias"] = mx.contiguous(value[..., 1::2])
+        elif key.endswith("experts.down_proj"):
+            out[key + ".weight"] = mx.contiguous(value.swapaxes(-1, -2))  # [experts, in, out]
+        elif key.endswith("experts.down_proj_bias"):
+            out[key.removesuffix("_bias") + ".bias"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def fused_experts_layout(model: nn.Module, config: dict[str, Any]) -> str | None:
+    """gpt-oss saved by transformers 5: fused, input-major expert weights, which the port's
+    own renaming (for the original MXFP4 checkpoint) does not recognise."""
+    own = model.sanitize
+
+    def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        if any(k.endswith("experts.gate_up_proj") for k in weights):
+            weights = _split_fused_experts(weights)
+        return dict(own(weights))
 
     object.__setattr__(model, "sanitize", sanitize)
     return None
