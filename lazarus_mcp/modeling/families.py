@@ -280,9 +280,6 @@ _SPECS = (
     FamilySpec(
         "starcoder2", default_layer_types=_window_on_all, port_fixes=_fixes("starcoder2_gelu")
     ),
-)
-
-_SPECS += (
     FamilySpec("ministral3"),
     FamilySpec("deepseek_v3"),
     FamilySpec("qwen3_next"),
