@@ -282,6 +282,35 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
             "truncate": False,
         },
     },
+    # Llama 4 checkpoints are the multimodal container; chunked attention with a NoPE global
+    # block every 4th (temperature-tuned), MoE every other block, Llama 3 RoPE scaling.
+    "llama4": {
+        "text_config": {
+            "model_type": "llama4_text",
+            "attention_bias": False,
+            "intermediate_size": 64,
+            "intermediate_size_mlp": 128,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 1,
+            "interleave_moe_layer_step": 2,
+            "use_qk_norm": True,
+            "rms_norm_eps": 1e-5,
+            "attention_chunk_size": 4,
+            "attn_temperature_tuning": True,
+            "floor_scale": 4,
+            "attn_scale": 0.1,
+            "no_rope_layer_interval": 4,
+            "rope_theta": None,
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        },
+    },
 }
 
 

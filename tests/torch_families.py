@@ -51,6 +51,23 @@ VISION: dict[str, dict[str, Any]] = {
         "image_token_index": 4,
         "spatial_merge_size": 1,
     },
+    "llama4": {
+        "vision_config": {
+            "model_type": "llama4_vision_model",
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+            "vision_output_dim": 16,
+            "projector_input_dim": 16,
+            "projector_output_dim": 64,
+        },
+        "image_token_index": 4,
+        "boi_token_index": 3,
+        "eoi_token_index": 4,
+    },
 }
 
 
@@ -85,6 +102,8 @@ def build_with_transformers(directory: Path, family: str, seed: int = 0) -> Any:
 def _decoder_norm(model: Any) -> Any:
     decoder = model.get_decoder()
     decoder = getattr(decoder, "language_model", decoder)
+    if not any(hasattr(decoder, n) for n in NORMS):
+        decoder = decoder.model
     return next(getattr(decoder, n) for n in NORMS if hasattr(decoder, n))
 
 
@@ -92,6 +111,9 @@ def reference_lens(model: Any, input_ids: list[int]) -> list[np.ndarray]:
     """Log-probabilities (float64) of every block's lens at the last position."""
     import torch
 
+    inner = getattr(model, "language_model", None)
+    if inner is not None and hasattr(inner, "lm_head"):
+        model = inner  # Llama 4's container holds a whole causal LM (its forward needs images)
     text = model.config.get_text_config()
     with torch.no_grad():
         out = model(torch.tensor([input_ids]), output_hidden_states=True)
