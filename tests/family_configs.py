@@ -314,6 +314,10 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# Quantization modes each family ships in on mlx-community beyond 4-bit affine.
+EXTRA_QUANTIZATION: dict[str, tuple[str, ...]] = {"gpt_oss": ("mxfp4",)}
+
+
 def family_config(family: str, vocab_size: int, **overrides: Any) -> dict[str, Any]:
     """The family's config (a container's text config filled in as a model of its own)."""
     own = {**FAMILY_CONFIGS.get(family, {}), **overrides}

@@ -16,6 +16,7 @@ from lazarus_mcp.modeling.families import FAMILIES
 from lazarus_mcp.modeling.loading import LoadedModel, _model_classes, load
 from lazarus_mcp.runtime import worker
 from tests.checkpoints import FAMILY_CONFIGS, build_checkpoint
+from tests.family_configs import EXTRA_QUANTIZATION
 
 PROMPT = "The capital of France is Paris . The capital of Japan is"
 # Measured on these tiny random models (group size 32): worst |Δp| of any block's lens, 4-bit
@@ -24,7 +25,7 @@ PROMPT = "The capital of France is Paris . The capital of Japan is"
 FLOAT_TOL = 0.1
 
 
-def convert_4bit(source: Path, target: Path, bits: int | None = 4) -> Path:
+def convert_4bit(source: Path, target: Path, bits: int | None = 4, mode: str = "affine") -> Path:
     """mlx-lm's conversion: its model class (as lazarus builds it), quantize_model, save
     (``bits=None``: the float conversion, in mlx-lm's weight names)."""
     import json
@@ -38,7 +39,7 @@ def convert_4bit(source: Path, target: Path, bits: int | None = 4) -> Path:
         source, model_config=spec.mlx_overrides(config), get_model_classes=classes
     )
     if bits is not None:
-        model, config = quantize_model(model, config, group_size=32, bits=bits)
+        model, config = quantize_model(model, config, group_size=32, bits=bits, mode=mode)
     target.mkdir(parents=True)
     save_model(target, model)
     save_config(config, target / "config.json")
@@ -59,13 +60,19 @@ def _lens(loaded: LoadedModel) -> tuple[np.ndarray, float]:
     return np.array(probs), float(mx.max(mx.abs(probs[-1] - own)))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
-def test_4bit_conversion(tmp_path: Path, family: str) -> None:
+CASES = [(f, "affine") for f in sorted(FAMILY_CONFIGS)] + [
+    (f, mode) for f, modes in sorted(EXTRA_QUANTIZATION.items()) for mode in modes
+]
+
+
+@pytest.mark.parametrize(("family", "mode"), CASES)
+def test_4bit_conversion(tmp_path: Path, family: str, mode: str) -> None:
     source = build_checkpoint(tmp_path / "float", family)
-    quantized = worker.run_sync(convert_4bit, source, tmp_path / "q4")
+    quantized = worker.run_sync(convert_4bit, source, tmp_path / "q4", 4, mode)
     float_model = worker.run_sync(load, str(source))
     q_model = worker.run_sync(load, str(quantized))
     assert q_model.info.quantization is not None and q_model.info.quantization.bits == 4
+    assert q_model.info.quantization.mode == mode
     assert q_model.info.support == "verified"
     assert q_model.info.corrections == float_model.info.corrections
     float_probs, _ = worker.run_sync(_lens, float_model)
