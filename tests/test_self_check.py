@@ -90,6 +90,7 @@ def test_a_broken_head_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ("model_type", "extra", "reason"),
     [
         ("mamba", {}, "state-space"),
+        ("gemma3n", {}, "parallel residual streams"),
         ("t5", {"is_encoder_decoder": True}, "encoder"),
         ("no_such_arch", {}, "mlx-lm has no model"),
     ],

@@ -305,6 +305,8 @@ NOT_RESIDUAL: dict[str, str] = {
     "mamba": "a pure state-space model (its blocks carry a recurrent state, no attention)",
     "mamba2": "a pure state-space model (its blocks carry a recurrent state, no attention)",
     "rwkv7": "a recurrent model (RWKV time mixing, no attention)",
+    "gemma3n": "an AltUp model (its blocks carry several parallel residual streams, which its "
+    "head mixes; mlx-lm's port also shares KV between blocks only through a cache)",
 }
 
 

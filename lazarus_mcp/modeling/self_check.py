@@ -31,7 +31,7 @@ def refuse_known(model_type: str, config: dict[str, Any]) -> None:
     if model_type in NOT_RESIDUAL:
         raise UnsupportedModelError(
             f"unsupported architecture '{model_type}': {NOT_RESIDUAL[model_type]}, so it has no "
-            "residual stream of attention blocks for the logit lens to read"
+            "single residual stream of attention blocks for the logit lens to read"
         )
     if config.get("is_encoder_decoder") or config.get("is_decoder") is False:
         raise UnsupportedModelError(
