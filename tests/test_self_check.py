@@ -61,14 +61,18 @@ def test_unregistered_architecture_is_served_self_checked(tmp_path: Path) -> Non
     assert result.layer_predictions[-1].kl_divergence == pytest.approx(0.0, abs=1e-6)
 
 
-def _broken_module() -> types.ModuleType:
-    """A llama whose output mixes the input embedding back in after the last block: its head
-    does not read the residual stream alone, so no lens of that stream is its prediction."""
+def _broken_module(kind: str) -> types.ModuleType:
+    """A llama whose output mixes in more than the last block's residual vector after its last
+    block (the input embedding, or the other positions): no lens of that stream is its head."""
     from mlx_lm.models import llama
 
     class Model(llama.Model):  # type: ignore[misc]
         def __call__(self, inputs: mx.array, cache: Any = None, **kwargs: Any) -> mx.array:
-            out = self.model(inputs, cache) + self.model.embed_tokens(inputs)
+            out = self.model(inputs, cache)
+            if kind == "embedding":
+                out = out + self.model.embed_tokens(inputs)
+            else:
+                out = out + mx.mean(out, axis=1, keepdims=True)
             return self.lm_head(out)
 
     module = types.ModuleType("mlx_lm.models.brokenhead")
@@ -77,12 +81,21 @@ def _broken_module() -> types.ModuleType:
     return module
 
 
-def test_a_broken_head_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "mlx_lm.models.brokenhead", _broken_module())
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("embedding", r"self-check failed, the lens of the last block differs.*max \|Δp\|"),
+        ("positions", r"self-check failed, its output at the last position depends on other"),
+    ],
+)
+def test_a_broken_head_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, message: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "mlx_lm.models.brokenhead", _broken_module(kind))
     path = build_checkpoint(tmp_path / "broken", "llama")
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "model_type": "brokenhead"}))
-    with pytest.raises(UnsupportedModelError, match=r"self-check failed.*max \|Δp\|"):
+    with pytest.raises(UnsupportedModelError, match=message):
         worker.run_sync(load, str(path))
 
 

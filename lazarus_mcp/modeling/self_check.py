@@ -68,26 +68,44 @@ def probe_ids(tokenizer: Any, vocab: int) -> list[int]:
     return [i for i in ids if 0 <= i < vocab][:16] or list(range(min(8, vocab)))
 
 
-def max_prob_difference(model: nn.Module, head: LensHead, ids: list[int]) -> float:
-    """max |softmax(lens of block N-1) - softmax(model's own logits)| at the last position."""
-    last = len(blocks(model)) - 1
-    captured, final = forward_with_taps(model, ids, [last])
-    lens = mx.softmax(head(captured[last][None])[0].astype(mx.float32))
-    own = mx.softmax(final.astype(mx.float32))
-    return float(mx.max(mx.abs(lens - own)))
-
-
 def self_checked_head(model_type: str, model: nn.Module, ids: list[int]) -> LensHead:
     """The model's own head, proven on the probe, or a refusal that says what did not match."""
     check_structure(model_type, model)
+    last = len(blocks(model)) - 1
+    try:
+        captured, final = forward_with_taps(model, ids, sorted({0, last}))
+        # The model's own output from a plain forward (no taps, every position to the head).
+        own = mx.softmax(model(mx.array([ids]))[0, -1].astype(mx.float32))
+        tapped = float(mx.max(mx.abs(mx.softmax(final.astype(mx.float32)) - own)))
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"unsupported architecture '{model_type}': mlx-lm's model did not run here "
+            f"({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from exc
     head = own_head(model)
     try:
-        diff = max_prob_difference(model, head, ids)
+        # Two rows at once, as the lens projects them: each row's lens must not depend on the
+        # others (a head that reads across positions would fail here).
+        both = mx.softmax(head(mx.stack([captured[0], captured[last]])), axis=-1)
+        alone = mx.softmax(head(captured[0][None]), axis=-1)[0]
+        diff = float(mx.max(mx.abs(both[-1] - own)))
+        rows = float(mx.max(mx.abs(both[0] - alone)))
     except Exception as exc:
         raise UnsupportedModelError(
             f"unsupported architecture '{model_type}': its head could not be run on the "
             f"residual stream ({type(exc).__name__}: {exc})".splitlines()[0]
         ) from exc
+    if not tapped <= TOLERANCE:
+        raise UnsupportedModelError(
+            f"unsupported architecture '{model_type}': self-check failed, its output at the "
+            f"last position depends on other positions after its last block (max |Δp| = "
+            f"{tapped:.2g})"
+        )
+    if not rows <= TOLERANCE:
+        raise UnsupportedModelError(
+            f"unsupported architecture '{model_type}': self-check failed, its head's output for "
+            f"one residual vector depends on the others projected with it (max |Δp| = {rows:.2g})"
+        )
     if not diff <= TOLERANCE:
         raise UnsupportedModelError(
             f"unsupported architecture '{model_type}': self-check failed, the lens of the last "
