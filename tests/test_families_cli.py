@@ -36,3 +36,16 @@ def test_info_shows_the_support_level(tmp_path: Path) -> None:
     assert "  Support: self-checked" in result.stdout
     loaded = worker.run_sync(load, str(path))
     assert loaded.info.support == "self-checked"
+
+
+def test_mcp_text_shows_the_support_level(tmp_path: Path) -> None:
+    from lazarus_mcp.lens.analysis import analyze_loaded
+    from lazarus_mcp.schema import AnalysisConfig
+    from lazarus_mcp.server.tools import ModelStatus, render_analysis, render_status
+
+    path = build_checkpoint(tmp_path / "gpt2", "gpt2")
+    loaded = worker.run_sync(load, str(path))
+    status = ModelStatus(**loaded.info.model_dump(), already_loaded=False)
+    assert "gpt2 (verified)" in render_status(status)
+    result = worker.run_sync(analyze_loaded, loaded, "one two", AnalysisConfig())
+    assert "(gpt2, verified, 3 layers)" in render_analysis(result)
