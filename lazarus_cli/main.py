@@ -289,6 +289,12 @@ def _register() -> None:
 _register()
 
 
+# ``attribute`` and ``compare`` live in their own module and register on ``introspect``.
+from lazarus_cli import comparisons as _comparisons  # noqa: E402
+
+del _comparisons
+
+
 def run() -> None:
     app()
 

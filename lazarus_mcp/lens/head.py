@@ -110,6 +110,13 @@ class LensHead:
     logit_divisor: float | None = None
     logit_multiplier: float | None = None
 
+    @property
+    def logit_factor(self) -> float | None:
+        """The linear factor on the logits before the soft-cap (None: 1)."""
+        if self.logit_multiplier is None and self.logit_divisor is None:
+            return None
+        return (self.logit_multiplier or 1.0) / (self.logit_divisor or 1.0)
+
     def __call__(self, hidden: mx.array) -> mx.array:
         logits = self.unembed(self.norm(hidden))
         if self.logit_multiplier is not None:

@@ -63,6 +63,11 @@ class FamilySpec:
     container: bool = False
     # What the test suite verifies this family on (one line for the docs and the CLI).
     verified_on: str = VERIFIED_ON
+    # The block submodule whose input is the residual stream after the attention sub-layer has
+    # been added (the MLP side's first module); None: derived from the block's module names.
+    mid_residual_input: str | None = None
+    # Attention and MLP read the same block input (GPT-J style): no state between them.
+    parallel_residual: bool = False
 
     def text(self, config: Config) -> tuple[FamilySpec, Config]:
         """The spec and config of the language model (itself, unless a container)."""
@@ -130,6 +135,20 @@ class FamilySpec:
         spec, text_config = self.text(config)
         fixes = (*self.build_fixes, *(spec.build_fixes if spec is not self else ()))
         return [note for fix in fixes if (note := fix(model, text_config)) is not None]
+
+    def mid_residual_module(self, block: Any) -> str | None:
+        """Name of the block's submodule that receives the post-attention residual stream, or
+        None where the block has no such state (parallel residual) or it cannot be told."""
+        if self.parallel_residual:
+            return None
+        if self.mid_residual_input is not None:
+            return self.mid_residual_input
+        names = set(block.children()) if hasattr(block, "children") else set()
+        # A post-MLP norm means "post_attention_layernorm" normalizes the attention output
+        # (Gemma 2/3, OLMo 2); then the MLP side starts at its pre-norm or the MLP itself.
+        if "post_feedforward_layernorm" in names:
+            return "pre_feedforward_layernorm" if "pre_feedforward_layernorm" in names else "mlp"
+        return "post_attention_layernorm" if "post_attention_layernorm" in names else None
 
     def apply_port_fixes(self, model: Any, config: Config) -> list[str]:
         """Correct the loaded model in place; returns what was corrected."""
@@ -235,7 +254,7 @@ _SPECS = (
     FamilySpec("qwen2"),
     FamilySpec("qwen3", verified_on=_AND_PARITY),
     FamilySpec("phi3", default_layer_types=_window_on_all, verified_on=_AND_PARITY),
-    FamilySpec("olmo2", verified_on=_AND_PARITY),
+    FamilySpec("olmo2", mid_residual_input="mlp", verified_on=_AND_PARITY),
     FamilySpec("granite", logit_divisor_key="logits_scaling"),
     FamilySpec(
         "gemma",
@@ -248,6 +267,7 @@ _SPECS = (
         scales_embeddings=True,
         default_layer_types=_alternating,
         verified_on=_AND_PARITY,
+        mid_residual_input="pre_feedforward_layernorm",
     ),
     FamilySpec(
         "gemma3_text",
@@ -255,21 +275,33 @@ _SPECS = (
         default_layer_types=_gemma3_default,
         translate=_period_translate("gemma3_text"),
         verified_on=_AND_PARITY,
+        mid_residual_input="pre_feedforward_layernorm",
     ),
     FamilySpec("gemma3", container=True, translate=_gemma3_container),
     FamilySpec("mistral3", container=True, translate=_mistral3_container),
-    FamilySpec("gpt2", translate=_gpt2_translate, build_fixes=_fixes("strip_transformer_prefix")),
-    FamilySpec("gpt_neox", translate=_neox_translate, build_fixes=_fixes("neox_mlp")),
-    FamilySpec("phi"),
+    FamilySpec(
+        "gpt2",
+        translate=_gpt2_translate,
+        build_fixes=_fixes("strip_transformer_prefix"),
+        mid_residual_input="ln_2",
+    ),
+    FamilySpec(
+        "gpt_neox",
+        translate=_neox_translate,
+        build_fixes=_fixes("neox_mlp"),
+        parallel_residual=True,  # Pythia's use_parallel_residual
+    ),
+    FamilySpec("phi", parallel_residual=True),
     FamilySpec("mixtral", default_layer_types=_window_on_all),
     FamilySpec("qwen2_moe"),
     FamilySpec("qwen3_moe", translate=_experts_translate),
     FamilySpec("olmoe"),
     FamilySpec("granitemoe", logit_divisor_key="logits_scaling"),
-    FamilySpec("cohere", logit_multiplier_key="logit_scale"),
+    FamilySpec("cohere", logit_multiplier_key="logit_scale", parallel_residual=True),
     FamilySpec(
         "cohere2",
         logit_multiplier_key="logit_scale",
+        parallel_residual=True,
         default_layer_types=_every_fourth_full,
         translate=_period_translate("cohere2"),
     ),
@@ -285,7 +317,12 @@ _SPECS = (
     FamilySpec("llama4", container=True),
     FamilySpec("deepseek_v3"),
     FamilySpec("qwen3_next"),
-    FamilySpec("lfm2", translate=_lfm2_translate, final_norm="embedding_norm"),
+    FamilySpec(
+        "lfm2",
+        translate=_lfm2_translate,
+        final_norm="embedding_norm",
+        mid_residual_input="ffn_norm",
+    ),
     FamilySpec(
         "gpt_oss",
         default_layer_types=_alternating,
