@@ -223,10 +223,10 @@ def render_analysis(result: AnalysisResult) -> str:
     info = result.model
     top = ", ".join(f"{t.token!r} {_pct(t.probability)}" for t in result.final_prediction[:5])
     lines = [
-        f"{info.model_id} ({info.family}, {info.support}, {info.num_layers} layers): "
-        f"{len(result.tokens)} "
+        f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
         f"tokens, predicting after {result.tokens[-1]!r}"
-        + (" (chat template applied)" if result.chat_template_applied else ""),
+        + (" (chat template applied)" if result.chat_template_applied else "")
+        + f"; lens {info.support}",
         *milestone_lines(result.milestones, result.fidelity),
         f"Final prediction: {top}",
         "Top token by layer:",
