@@ -317,6 +317,21 @@ def diagnostics(
         typer.echo(render(report))
 
 
+def _register() -> None:
+    from lazarus_cli.families import families
+
+    introspect.command("families")(families)
+
+
+_register()
+
+
+# ``attribute`` and ``compare`` live in their own module and register on ``introspect``.
+from lazarus_cli import comparisons as _comparisons  # noqa: E402
+
+del _comparisons
+
+
 # The MCP server, beside ``lazarus-mcp`` with the same options.
 app.command("serve")(serve_and_run)
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from lazarus_mcp.schema import AnalysisResult, ModelInfo, TokenEvolution
+from lazarus_mcp.schema import (
+    AnalysisResult,
+    AttributionResult,
+    CompareResult,
+    ModelInfo,
+    TokenEvolution,
+)
+from lazarus_mcp.server.summaries import attribution_lines, compare_lines, milestone_lines
 
 _BAR_WIDTH = 50
 
@@ -26,7 +33,12 @@ def model_header(info: ModelInfo) -> list[str]:
     lines.append(f"  Dtype: {info.dtype} (computing in {info.compute_dtype} on {info.device})")
     if info.matmul != "mlx":
         lines.append(f"  Linear layers: {info.matmul} on {info.weight_dtype} weights")
+    lines.append(f"  Support: {info.support}")
     return lines
+
+
+def _seq(logprob: float | None) -> str:
+    return "" if logprob is None else f"  whole string: log p {logprob:.3f}"
 
 
 def _evolution(evo: TokenEvolution) -> list[str]:
@@ -37,8 +49,14 @@ def _evolution(evo: TokenEvolution) -> list[str]:
             f"tracking its first, {evo.token!r}:"
         )
     lines = [title]
-    lines += [f"  Layer {s.layer_idx:2d}: {s.probability:.4f}  (rank {s.rank})" for s in evo.layers]
-    lines.append(f"  Final:    {evo.final_probability:.4f}  (rank {evo.final_rank})")
+    lines += [
+        f"  Layer {s.layer_idx:2d}: {s.probability:.4f}  (rank {s.rank})" + _seq(s.sequence_logprob)
+        for s in evo.layers
+    ]
+    lines.append(
+        f"  Final:    {evo.final_probability:.4f}  (rank {evo.final_rank})"
+        + _seq(evo.final_sequence_logprob)
+    )
     if evo.emergence_layer is None:
         lines.append("  --> Never top-1 in the captured layers")
     else:
@@ -53,6 +71,7 @@ def analysis(result: AnalysisResult) -> str:
     lines += ["", f"Analyzing: {result.prompt!r}"]
     if result.chat_template_applied:
         lines.append(f"  Chat template applied; text seen: {result.text_seen!r}")
+    lines += ["", *milestone_lines(result.milestones, result.fidelity)]
     lines += [
         "",
         f"Tokens ({len(result.tokens)}): {result.tokens!r}",
@@ -82,3 +101,13 @@ def model_info(info: ModelInfo) -> str:
     lines.append(f"  Chat template: {info.has_chat_template}")
     lines.append(f"  Path: {info.path}")
     return "\n".join(lines)
+
+
+def attribution(result: AttributionResult) -> str:
+    lines = model_header(result.model)
+    lines += ["", f"Attributing: {result.prompt!r}", f"Tokens: {result.tokens!r}", ""]
+    return "\n".join(lines + attribution_lines(result))
+
+
+def compare(result: CompareResult) -> str:
+    return "\n".join(compare_lines(result))

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens import guards
 from lazarus_mcp.lens.compute import LensArrays, compute_lens
 from lazarus_mcp.lens.layers import select_layers
+from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText, encode_prompt
 from lazarus_mcp.schema import (
     AnalysisConfig,
@@ -49,16 +52,25 @@ def _layer_predictions(text: TokenText, arrays: LensArrays) -> list[LayerPredict
     return predictions
 
 
+def _sequence(values: np.ndarray | None, seq: int | None, row: int | None = None) -> float | None:
+    if values is None or seq is None:
+        return None
+    return float(values[seq] if row is None else values[seq, row])
+
+
 def _evolutions(
     text: TokenText, tracked: list[ResolvedToken], arrays: LensArrays
 ) -> list[TokenEvolution]:
     evolutions = []
+    multi = [t for t in tracked if t.multi_token]
     for col, token in enumerate(tracked):
+        seq = multi.index(token) if token.multi_token else None
         steps = [
             TokenAtLayer(
                 layer_idx=layer,
                 probability=float(arrays.tracked_probs[row, col]),
                 rank=int(arrays.tracked_ranks[row, col]),
+                sequence_logprob=_sequence(arrays.sequence_logprobs, seq, row),
             )
             for row, layer in enumerate(arrays.layers)
         ]
@@ -73,6 +85,7 @@ def _evolutions(
                 final_probability=float(arrays.final_tracked_probs[col]),
                 final_rank=int(arrays.final_tracked_ranks[col]),
                 emergence_layer=next((s.layer_idx for s in steps if s.rank == 1), None),
+                final_sequence_logprob=_sequence(arrays.final_sequence_logprobs, seq),
             )
         )
     return evolutions
@@ -89,7 +102,7 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
     text = loaded.token_text
     tracked = [text.resolve(query) for query in config.track_tokens]
     for token in tracked:
-        if token.token_id >= info.vocab_size:
+        if max((token.token_id, *token.piece_ids)) >= info.vocab_size:
             raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
     guards.check_encoded(loaded, len(encoded.token_ids), len(layers))
     factor = loaded.embedding_factor(config.embedding_scale)
@@ -103,6 +116,7 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
             [t.token_id for t in tracked],
             factor,
             loaded.sliding_windows,
+            [list(t.piece_ids) for t in tracked if t.multi_token],
         )
     guards.check_finite(arrays.top_probs, arrays.entropy, arrays.kl, arrays.tracked_probs)
     guards.check_finite(arrays.final_top_probs, arrays.final_tracked_probs)
@@ -121,4 +135,13 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         final_prediction=_top(text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()),
         layer_predictions=_layer_predictions(text, arrays),
         token_evolutions=_evolutions(text, tracked, arrays),
+        fidelity=arrays.fidelity,
+        milestones=milestones(
+            text,
+            layers,
+            arrays.top_ids[:, 0].tolist(),
+            arrays.final_top_ranks.tolist(),
+            arrays.entropy.tolist(),
+            int(arrays.final_top_ids[0]),
+        ),
     )

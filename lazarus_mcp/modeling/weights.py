@@ -29,6 +29,7 @@ _ITEM_BYTES = {
     "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
 }  # fmt: skip
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+_TOWER = re.compile(r"vision|visual|audio|encoder|mm_projector|multi_modal")
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
@@ -124,7 +125,10 @@ def summarize(path: Path, limits: Limits | None = None) -> WeightsSummary:
             shapes[name] = tuple(entry["shape"])
             dtypes[name] = entry["dtype"]
             stored += entry["data_offsets"][1] - entry["data_offsets"][0]
-    layers = {int(m.group(1)) for name in shapes if (m := _LAYER.search(name))}
+    # A multimodal container's vision or audio tower has its own numbered layers.
+    layers = {
+        int(m.group(1)) for name in shapes if (m := _LAYER.search(name)) and not _TOWER.search(name)
+    }
     return WeightsSummary(shapes, dtypes, stored, max(layers) + 1 if layers else 0)
 
 
@@ -152,7 +156,9 @@ def check_against_config(path: Path, config: dict[str, Any], summary: WeightsSum
     layers = found[0] if found else None
     if layers is None:
         raise ModelLoadError(f"config.json in {path} has no num_hidden_layers")
-    if summary.num_layers and layers != summary.num_layers:
+    # Fewer blocks in the weights than the config claims is the allocation bomb; more is normal
+    # (DeepSeek's multi-token-prediction block is stored as one extra layer).
+    if summary.num_layers and layers > summary.num_layers:
         raise ModelLoadError(
             f"config.json in {path} says {layers} layers but the weights hold "
             f"{summary.num_layers}; the checkpoint is inconsistent"

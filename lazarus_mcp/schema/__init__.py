@@ -20,19 +20,43 @@ from lazarus_mcp.schema.analysis import (
     TokenEvolution,
     TokenProbability,
 )
+from lazarus_mcp.schema.attribution import (
+    AttributionComponent,
+    AttributionConfig,
+    AttributionResult,
+    AttributionTarget,
+    BlockPrediction,
+    SublayerPrediction,
+    TrackedProbability,
+)
+from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
+from lazarus_mcp.schema.fidelity import Fidelity, Milestones, TopChange
 from lazarus_mcp.schema.model import ModelInfo, QuantizationInfo
 
 __all__ = [
     "CUSTOM_NEEDS_LAYERS",
     "AnalysisConfig",
     "AnalysisResult",
+    "AttributionComponent",
+    "AttributionConfig",
+    "AttributionResult",
+    "AttributionTarget",
+    "BlockPrediction",
+    "CompareLayer",
+    "CompareResult",
+    "CompareSide",
+    "Fidelity",
     "LayerPrediction",
     "LayerStrategy",
+    "Milestones",
     "ModelInfo",
     "QuantizationInfo",
+    "SublayerPrediction",
     "TokenAtLayer",
     "TokenEvolution",
     "TokenProbability",
+    "TopChange",
+    "TrackedProbability",
     "to_json",
 ]
 

@@ -6,6 +6,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.model import ModelInfo
 
 # The one message for a custom strategy without layers, whichever interface asked.
@@ -89,6 +90,11 @@ class TokenAtLayer(BaseModel):
     layer_idx: int
     probability: float
     rank: int = Field(description="1-based rank over the whole vocabulary (1 = top prediction).")
+    sequence_logprob: float | None = Field(
+        None,
+        description="Multi-token queries: the whole string's teacher-forced log-probability at "
+        "this layer (each piece's lens log-probability at the position before it, summed).",
+    )
 
 
 class TokenEvolution(BaseModel):
@@ -104,6 +110,11 @@ class TokenEvolution(BaseModel):
     final_rank: int
     emergence_layer: int | None = Field(
         description="First captured layer where the token is rank 1; null if it never is."
+    )
+    final_sequence_logprob: float | None = Field(
+        None,
+        description="Multi-token queries: the whole string's log-probability from the model's "
+        "own output (teacher-forced, same forward pass).",
     )
 
 
@@ -127,3 +138,7 @@ class AnalysisResult(BaseModel):
     )
     layer_predictions: list[LayerPrediction]
     token_evolutions: list[TokenEvolution]
+    fidelity: Fidelity = Field(
+        description="The lens head on the last block vs the model's own output, this call."
+    )
+    milestones: Milestones = Field(description="Where the final answer forms; read these first.")

@@ -14,10 +14,13 @@ from lazarus_mcp.lens.layers import choose_strategy
 from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
+    Fidelity,
     LayerStrategy,
+    Milestones,
     ModelInfo,
     TokenEvolution,
 )
+from lazarus_mcp.server.summaries import milestone_lines
 
 _MODEL = (
     "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
@@ -145,6 +148,8 @@ class TokenTracking(BaseModel):
         description="One entry per requested token, in order: its probability and 1-based rank "
         "at each captured layer, at the final output, and the first layer where it ranks 1."
     )
+    fidelity: Fidelity
+    milestones: Milestones
 
     @classmethod
     def of(cls, result: AnalysisResult) -> TokenTracking:
@@ -156,6 +161,8 @@ class TokenTracking(BaseModel):
             tokens=result.tokens,
             captured_layers=result.captured_layers,
             token_evolutions=result.token_evolutions,
+            fidelity=result.fidelity,
+            milestones=result.milestones,
         )
 
 
@@ -218,7 +225,9 @@ def render_analysis(result: AnalysisResult) -> str:
     lines = [
         f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
         f"tokens, predicting after {result.tokens[-1]!r}"
-        + (" (chat template applied)" if result.chat_template_applied else ""),
+        + (" (chat template applied)" if result.chat_template_applied else "")
+        + f"; lens {info.support}",
+        *milestone_lines(result.milestones, result.fidelity),
         f"Final prediction: {top}",
         "Top token by layer:",
     ]
@@ -241,6 +250,11 @@ def render_evolutions(evolutions: list[TokenEvolution]) -> list[str]:
             else f"rank 1 from layer {evo.emergence_layer}"
         )
         split = f" (first of {evo.pieces})" if evo.multi_token else ""
+        if evo.final_sequence_logprob is not None:
+            path += "; whole string log p by layer: " + ", ".join(
+                f"L{s.layer_idx} {s.sequence_logprob:.2f}" for s in evo.layers
+            )
+            split += f" (whole string final log p {evo.final_sequence_logprob:.3f})"
         lines.append(
             f"Token {evo.token!r}{split}: {path}; final {_pct(evo.final_probability)} "
             f"#{evo.final_rank}; {first}"
@@ -262,8 +276,9 @@ def render_status(status: ModelStatus) -> str:
         "chat template" if status.has_chat_template else "no chat template",
     ]
     return (
-        f"{status.model_id}: {status.family}, {status.num_layers} layers, hidden "
-        f"{status.hidden_size}, vocab {status.vocab_size}, {', '.join(e for e in extras if e)}; "
+        f"{status.model_id}: {status.family} ({status.support}), {status.num_layers} layers, "
+        f"hidden {status.hidden_size}, vocab {status.vocab_size}, "
+        f"{', '.join(e for e in extras if e)}; "
         f"{status.dtype} computed in {status.compute_dtype} on {status.device}"
         + (f" (linear layers: {status.matmul})" if status.matmul != "mlx" else "")
         + "; "
