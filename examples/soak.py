@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "--models", nargs=2, default=[str(PARITY / "llama"), str(PARITY / "gemma2")]
     )
     parser.add_argument("--seed", type=int, default=10)
-    parser.add_argument("--max-growth-mib", type=float, default=64.0)
+    parser.add_argument("--max-growth-mib", type=float, default=32.0)
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     options = parser.parse_args(argv)
     reports = anyio.run(run, options)
