@@ -1,19 +1,22 @@
-"""One analysis from a loaded model: check the request, encode the prompt, run the lens, and
-fill the result contract. Synchronous; runs on the MLX worker thread.
+"""Analyses from a loaded model: check the request, run the lens (``batch``), and fill the
+result contract. Synchronous; runs on the MLX worker thread.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.lens.compute import LensArrays, compute_lens
+from lazarus_mcp.lens.compute import LensArrays
 from lazarus_mcp.lens.layers import select_layers
-from lazarus_mcp.lens.tokens import ResolvedToken, TokenText, encode_prompt
+from lazarus_mcp.lens.positions import select_positions
+from lazarus_mcp.lens.tokens import EncodedPrompt, ResolvedToken, TokenText
 from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
     LayerPrediction,
+    PositionLens,
     TokenAtLayer,
     TokenEvolution,
     TokenProbability,
@@ -71,7 +74,9 @@ def _evolutions(
                 layers=steps,
                 final_probability=float(arrays.final_tracked_probs[col]),
                 final_rank=int(arrays.final_tracked_ranks[col]),
-                emergence_layer=next((s.layer_idx for s in steps if s.rank == 1), None),
+                emergence_layer=next(
+                    (s.layer_idx for s in steps if s.rank == 1 and s.layer_idx is not None), None
+                ),
             )
         )
     return evolutions
@@ -79,29 +84,64 @@ def _evolutions(
 
 def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
     """The whole analysis of one prompt, synchronously, on the MLX worker thread."""
+    from lazarus_mcp.lens.batch import analyze_many
+
+    return analyze_many(loaded, [prompt], config)[0]
+
+
+@dataclass(frozen=True)
+class LensPlan:
+    """What a config asks of a loaded model, checked once for every prompt of a request."""
+
+    layers: list[int]
+    rows: list[int | None]  # None first when the embedding output is included
+    tracked: list[ResolvedToken]
+    factor: float
+
+
+def plan_lens(loaded: LoadedModel, config: AnalysisConfig) -> LensPlan:
     info = loaded.info
     if not 1 <= config.top_k <= info.vocab_size:
         raise InvalidRequestError(f"top_k must be between 1 and {info.vocab_size} (the vocab size)")
     layers = select_layers(config, info.num_layers)
-    encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
     text = loaded.token_text
     tracked = [text.resolve(query) for query in config.track_tokens]
     for token in tracked:
         if token.token_id >= info.vocab_size:
             raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
-    factor = loaded.embedding_factor(config.embedding_scale)
-    with loaded.scope():
-        arrays = compute_lens(
-            loaded.model,
-            loaded.head,
-            encoded.token_ids,
-            layers,
-            config.top_k,
-            [t.token_id for t in tracked],
-            factor,
-            loaded.sliding_windows,
-        )
+    rows: list[int | None] = [None, *layers] if config.include_embeddings else list(layers)
+    return LensPlan(layers, rows, tracked, loaded.embedding_factor(config.embedding_scale))
+
+
+def build_result(
+    loaded: LoadedModel,
+    prompt: str,
+    encoded: EncodedPrompt,
+    config: AnalysisConfig,
+    plan: LensPlan,
+    lenses: dict[int, LensArrays],
+) -> AnalysisResult:
+    """The result of one prompt from the lens at its positions (the last one always there)."""
+    info = loaded.info
+    text = loaded.token_text
+    last = len(encoded.token_ids) - 1
+    arrays = lenses[last]
     scale = config.embedding_scale if config.embedding_scale is not None else info.embedding_scale
+    grid = None
+    if config.positions != "last":
+        grid = [
+            PositionLens(
+                position=p,
+                token=text(encoded.token_ids[p]),
+                token_id=encoded.token_ids[p],
+                final_prediction=_top(
+                    text, lenses[p].final_top_ids.tolist(), lenses[p].final_top_probs.tolist()
+                ),
+                layer_predictions=_layer_predictions(text, lenses[p]),
+                token_evolutions=_evolutions(text, plan.tracked, lenses[p]),
+            )
+            for p in select_positions(config.positions, len(encoded.token_ids))
+        ]
     return AnalysisResult(
         model=info,
         prompt=prompt,
@@ -109,11 +149,12 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         chat_template_applied=encoded.chat_template_applied,
         tokens=text.many(encoded.token_ids),
         token_ids=encoded.token_ids,
-        position=len(encoded.token_ids) - 1,
+        position=last,
         embedding_scale=scale,
         config=config,
-        captured_layers=layers,
+        captured_layers=plan.layers,
         final_prediction=_top(text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()),
         layer_predictions=_layer_predictions(text, arrays),
-        token_evolutions=_evolutions(text, tracked, arrays),
+        token_evolutions=_evolutions(text, plan.tracked, arrays),
+        grid=grid,
     )

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.head import LensHead, backbone
-from lazarus_mcp.lens.taps import forward_with_taps
 
 
 @dataclass
 class LensArrays:
     """Everything the result needs, as numpy arrays, computed by one ``mx.eval``."""
 
-    layers: list[int]
+    layers: list[int | None]  # None: the embedding output
     top_ids: np.ndarray  # [L, k]
     top_probs: np.ndarray  # [L, k]
     entropy: np.ndarray  # [L]
@@ -44,42 +41,13 @@ def compute_lens(
     embedding_factor: float = 1.0,
     windows: dict[int, int] | None = None,
 ) -> LensArrays:
-    """The lens of each selected block: one projection per block, all statistics from it."""
-    captured, final_logits = forward_with_taps(model, token_ids, layers, embedding_factor, windows)
+    """The lens of each selected block at the last position (the grid's last column)."""
+    from lazarus_mcp.lens.grid import lens_grid
+    from lazarus_mcp.lens.grid_taps import forward_grid
+
+    position = [[len(token_ids) - 1]]
+    capture = forward_grid(model, [token_ids], position, layers, False, embedding_factor, windows)
     last = len(backbone(model).layers) - 1
-    final_lp, final_p = stats.softmax_pair(final_logits)
-    # Block N-1's lens *is* the model's output; projecting it again would only repeat that work.
-    projected = [i for i in layers if i != last]
-    rows: dict[int, tuple[mx.array, mx.array]] = {}
-    if projected:
-        lens_lp, lens_p = stats.softmax_pair(head(mx.stack([captured[i] for i in projected])))
-        rows = {i: (lens_lp[n], lens_p[n]) for n, i in enumerate(projected)}
-    if last in layers:
-        rows[last] = (final_lp, final_p)
-    logprobs = mx.stack([rows[i][0] for i in layers])
-    probs = mx.stack([rows[i][1] for i in layers])
-    top_ids, _ = stats.top_k(logprobs, top_k)
-    final_ids, _ = stats.top_k(final_lp[None], top_k)
-    tracked = mx.array(tracked_ids or [0], dtype=mx.int32)
-    tracked_ranks = stats.ranks(logprobs, tracked)
-    final_ranks = stats.ranks(final_lp[None], tracked)
-    outputs = [
-        top_ids,
-        mx.take_along_axis(probs, top_ids, axis=-1),
-        stats.entropy(logprobs, probs),
-        stats.kl_divergence(final_lp[None], final_p[None], logprobs),
-        final_ids[0],
-        final_p[final_ids[0]],
-        probs[:, tracked],
-        tracked_ranks,
-        final_p[tracked],
-        final_ranks[0],
-    ]
-    mx.eval(*outputs)
-    arrays = [np.array(a) for a in outputs]
-    if not tracked_ids:
-        for n in (6, 7):
-            arrays[n] = arrays[n][:, :0]
-        for n in (8, 9):
-            arrays[n] = arrays[n][:0]
-    return LensArrays(layers, *arrays)
+    hidden = {r: h[0] for r, h in capture.hidden.items()}
+    rows: list[int | None] = list(layers)
+    return lens_grid(head, rows, hidden, capture.final_logits[0], last, top_k, tracked_ids)[0]

@@ -1,0 +1,113 @@
+"""The lens at many positions: every statistic of every (row, position) cell, in chunks.
+
+A full [rows, positions, vocab] float32 array is never built. Positions are taken a chunk at a
+time, as many as keep one [rows, chunk, V] array under ``CHUNK_BYTES`` (at least one position),
+and each chunk is evaluated before the next is built. The working set of a chunk is about eight
+such arrays (head logits, log-probs, probs, their stacked copies, products in the entropy and KL
+sums, one [rows, chunk, V] comparison per tracked token at a time), so the peak is
+
+    P * V * 4 bytes (the model's own logits at the P positions, which its forward returns at once)
+    + about 8 * max(CHUNK_BYTES, rows * V * 4)
+
+whatever the prompt length. Measured (``examples/grid_memory.py``): vocab 262,144, 4 blocks plus
+the embedding row, hidden 64, 1,000 positions: MLX peak 1.49 GB, of which 1.05 GB are the model's
+logits; the whole grid at once would need 5.2 GB per array.
+
+Runs on the MLX worker thread only.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from lazarus_mcp.lens import stats
+from lazarus_mcp.lens.compute import LensArrays
+from lazarus_mcp.lens.head import LensHead
+
+CHUNK_BYTES = 32 << 20
+
+
+def chunk_positions(num_rows: int, vocab: int, chunk_bytes: int | None = None) -> int:
+    """How many positions one chunk takes: [num_rows, chunk, vocab] float32 under the budget."""
+    budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    return max(1, budget // (4 * vocab * max(1, num_rows)))
+
+
+def _chunk(
+    head: LensHead,
+    rows: list[int | None],
+    hidden: dict[int | None, mx.array],
+    final_logits: mx.array,
+    last: int,
+    top_k: int,
+    tracked: mx.array,
+) -> list[np.ndarray]:
+    """Every statistic for one chunk of positions: hidden [Pc, D] per row, final [Pc, V]."""
+    final_lp, final_p = stats.softmax_pair(final_logits)  # [Pc, V]
+    # Block N-1's lens *is* the model's output; projecting it again would only repeat that work.
+    projected = [r for r in rows if r != last]
+    lens: dict[int | None, tuple[mx.array, mx.array]] = {}
+    if projected:
+        stacked = mx.stack([hidden[r] for r in projected])  # [Lp, Pc, D]
+        flat = stacked.reshape(-1, stacked.shape[-1])
+        logits = head(flat).reshape(*stacked.shape[:2], -1)
+        lens_lp, lens_p = stats.softmax_pair(logits)
+        lens = {r: (lens_lp[n], lens_p[n]) for n, r in enumerate(projected)}
+    if last in rows:
+        lens[last] = (final_lp, final_p)
+    logprobs = mx.stack([lens[r][0] for r in rows])  # [L, Pc, V]
+    probs = mx.stack([lens[r][1] for r in rows])
+    top_ids, _ = stats.top_k(logprobs, top_k)
+    final_ids, _ = stats.top_k(final_lp, top_k)  # [Pc, k]
+    outputs = [
+        top_ids,
+        mx.take_along_axis(probs, top_ids, axis=-1),
+        stats.entropy(logprobs, probs),
+        stats.kl_divergence(final_lp[None], final_p[None], logprobs),
+        final_ids,
+        mx.take_along_axis(final_p, final_ids, axis=-1),
+        probs[..., tracked],
+        stats.ranks(logprobs, tracked),
+        final_p[..., tracked],
+        stats.ranks(final_lp, tracked),
+    ]
+    mx.eval(*outputs)
+    return [np.array(a) for a in outputs]
+
+
+def lens_grid(
+    head: LensHead,
+    rows: list[int | None],
+    hidden: dict[int | None, mx.array],
+    final_logits: mx.array,
+    last: int,
+    top_k: int,
+    tracked_ids: list[int],
+) -> list[LensArrays]:
+    """The lens at each of P positions, one :class:`LensArrays` per position.
+
+    ``rows``: None (the embedding output) and blocks, in display order; ``hidden`` maps each
+    row but ``last`` to [P, D]; ``final_logits`` [P, V] is the model's own output.
+    """
+    num_positions, vocab = final_logits.shape
+    tracked = mx.array(tracked_ids or [0], dtype=mx.int32)
+    step = chunk_positions(len(rows), vocab)
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, num_positions, step):
+        window = slice(start, start + step)
+        chunk_hidden = {r: h[window] for r, h in hidden.items() if r != last}
+        parts.append(_chunk(head, rows, chunk_hidden, final_logits[window], last, top_k, tracked))
+    # Row-major arrays ([L, P, ...]) join along positions; final ones ([P, ...]) along axis 0.
+    axes = (1, 1, 1, 1, 0, 0, 1, 1, 0, 0)
+    joined = [np.concatenate([p[n] for p in parts], axis=a) for n, a in enumerate(axes)]
+    if not tracked_ids:
+        for n in (6, 7, 8, 9):
+            joined[n] = joined[n][..., :0]
+    return [
+        LensArrays(
+            rows,
+            *(a[:, j] if axis == 1 else a[j] for a, axis in zip(joined, axes, strict=True)),
+        )
+        for j in range(num_positions)
+    ]
