@@ -21,10 +21,12 @@ from lazarus_mcp.schema.analysis import (
     TokenEvolution,
     TokenProbability,
 )
+from lazarus_mcp.schema.batch import AnalysisBatch
 from lazarus_mcp.schema.model import ModelInfo, QuantizationInfo
 
 __all__ = [
     "CUSTOM_NEEDS_LAYERS",
+    "AnalysisBatch",
     "AnalysisConfig",
     "AnalysisResult",
     "LayerPrediction",

@@ -20,13 +20,14 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError, create_model
 
-from lazarus_mcp.errors import LazarusError
+from lazarus_mcp.errors import InvalidRequestError, LazarusError
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
-from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
+from lazarus_mcp.schema import AnalysisBatch, AnalysisConfig, AnalysisResult
+from lazarus_mcp.server.outputs import analyze_output_schema, heatmap_images
 from lazarus_mcp.server.progress import Progress
 from lazarus_mcp.server.tools import (
     ANALYZE_DOC,
@@ -42,6 +43,7 @@ from lazarus_mcp.server.tools import (
     TokenTracking,
     TrackTokensInput,
     render_analysis,
+    render_batch,
     render_loaded,
     render_status,
     render_tracking,
@@ -89,11 +91,38 @@ async def run_lens(
     return result
 
 
+async def run_batch(
+    cache: ModelCache, model_id: str, prompts: list[str], config: AnalysisConfig, ctx: Context
+) -> list[AnalysisResult]:
+    progress = Progress(ctx, total=1 + len(prompts))
+    analyzer = await open_model(cache, model_id, progress)
+
+    async def report(done: int, total: int) -> None:
+        await progress.report(1 + done, f"analyzed {done} of {total} prompts")
+
+    results = await analyzer.analyze_batch(prompts, config, on_progress=report)
+    await progress.finish("done")
+    return results
+
+
 async def analyze(
     cache: ModelCache, params: AnalyzeInput, ctx: Context
-) -> tuple[AnalysisResult, str]:
-    result = await run_lens(cache, params.model, params.prompt, params.config(), ctx)
-    return result, render_analysis(result)
+) -> tuple[AnalysisResult | AnalysisBatch, str] | tuple[BaseModel, str, list[ImageContent]]:
+    config = params.config()
+    if params.plot and params.plot_metric.value == "rank" and not params.track_tokens:
+        raise InvalidRequestError("plot_metric 'rank' needs a tracked token in track_tokens")
+    out: AnalysisResult | AnalysisBatch
+    if params.prompt is not None:
+        result = await run_lens(cache, params.model, params.prompt, config, ctx)
+        out, text, results = result, render_analysis(result), [result]
+    else:
+        results = await run_batch(cache, params.model, params.texts, config, ctx)
+        out = AnalysisBatch(results=results)
+        text = render_batch(out)
+    if not params.plot:
+        return out, text
+    images = await anyio.to_thread.run_sync(heatmap_images, results, params.plot_metric)
+    return out, text, images
 
 
 async def track_tokens(
@@ -151,19 +180,25 @@ def validation_message(exc: ValidationError) -> str:
     return line + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-Body = Callable[[ModelCache, Any, Context], Awaitable[tuple[BaseModel, str]]]
+Body = Callable[[ModelCache, Any, Context], Awaitable[tuple[Any, ...]]]
 
 
 def make_tool(
-    cache: ModelCache, body: Body, inputs: type[BaseModel], output: type[BaseModel], doc: str
+    cache: ModelCache,
+    body: Body,
+    inputs: type[BaseModel],
+    output: Any,
+    doc: str,
+    output_schema: dict[str, Any] | None = None,
 ) -> Tool:
     """A tool whose arguments are validated by ``inputs`` itself (schema, bounds, extra=forbid)
-    and whose structured content is checked against ``output``'s schema."""
+    and whose structured content is checked against ``output``'s schema (or ``output_schema``,
+    published for an ``output`` that is a union)."""
     name = body.__name__
 
     async def call(ctx: Context, **fields: Any) -> CallToolResult:
         try:
-            result, text = await body(cache, inputs.model_validate(fields), ctx)
+            result, text, *extra = await body(cache, inputs.model_validate(fields), ctx)
         except LazarusError as exc:
             return error_result(str(exc))
         except ValidationError as exc:
@@ -174,9 +209,8 @@ def make_tool(
                 f"{name} failed with an internal error; the server's log has details"
             )
         data = result.model_dump(mode="json")
-        return CallToolResult(
-            content=[TextContent(type="text", text=text)], structured_content=data
-        )
+        blocks: list[Any] = [TextContent(type="text", text=text), *(extra[0] if extra else [])]
+        return CallToolResult(content=blocks, structured_content=data)
 
     # The SDK validates arguments with ArgModelBase models; this one is ``inputs`` as it stands.
     arguments = create_model(inputs.__name__, __base__=(inputs, ArgModelBase))
@@ -186,7 +220,9 @@ def make_tool(
         title=name.replace("_", " ").capitalize(),
         description=doc,
         parameters=arguments.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(arg_model=arguments, output_model=output),
+        fn_metadata=FuncMetadata(
+            arg_model=arguments, output_model=output, output_schema=output_schema
+        ),
         is_async=True,
         context_kwarg="ctx",
         annotations=READ_ONLY,
@@ -212,7 +248,14 @@ def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) 
     """A server over ``cache`` (default: the process-wide one the Python API uses)."""
     cache = cache if cache is not None else default_cache()
     tools = [
-        make_tool(cache, analyze, AnalyzeInput, AnalysisResult, ANALYZE_DOC),
+        make_tool(
+            cache,
+            analyze,
+            AnalyzeInput,
+            AnalysisResult | AnalysisBatch,
+            ANALYZE_DOC,
+            analyze_output_schema(),
+        ),
         make_tool(cache, track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
         make_tool(cache, model_info, ModelInfoInput, ModelStatus, INFO_DOC),
         make_tool(cache, loaded_models, LoadedModelsInput, LoadedModels, LOADED_DOC),
