@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from lazarus_mcp.errors import InvalidRequestError
+from lazarus_mcp.plots.labels import visible
 from lazarus_mcp.schema import AnalysisResult, LayerPrediction, TokenEvolution
 
 # Past this many cells a heatmap's labels cannot be read at any sensible size (a 40-inch
@@ -89,7 +90,7 @@ def grid_of(result: AnalysisResult, metric: Metric = Metric.probability) -> Plot
     return PlotGrid(
         title=f"{result.model.model_id}: {result.prompt}",
         metric=metric,
-        metric_title=METRIC_TITLES[metric].format(token=repr(tracked)),
+        metric_title=METRIC_TITLES[metric].format(token=visible(tracked)),
         row_labels=rows,
         positions=[c[0] for c in columns],
         position_tokens=[c[1] for c in columns],
