@@ -104,15 +104,15 @@ def analyze_encoded(
         cells = mx.array([b * width + j for b, w in enumerate(wanted) for j in range(len(w))])
         hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in capture.hidden.items()}
         final = capture.final_logits
-        final = final.reshape(-1, final.shape[-1])[cells]
         lenses = lens_grid(
             loaded.head,
             plan.rows,
             hidden,
-            final,
+            final.reshape(-1, final.shape[-1]),
             loaded.info.num_layers - 1,
             config.top_k,
             [t.token_id for t in plan.tracked],
+            final_rows=cells,
         )
     results = []
     start = 0

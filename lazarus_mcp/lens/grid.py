@@ -84,20 +84,25 @@ def lens_grid(
     last: int,
     top_k: int,
     tracked_ids: list[int],
+    final_rows: mx.array | None = None,
 ) -> list[LensArrays]:
     """The lens at each of P positions, one :class:`LensArrays` per position.
 
     ``rows``: None (the embedding output) and blocks, in display order; ``hidden`` maps each
-    row but ``last`` to [P, D]; ``final_logits`` [P, V] is the model's own output.
+    row but ``last`` to [P, D]; ``final_logits`` [P, V] is the model's own output, or, with
+    ``final_rows`` [P], the rows of ``final_logits`` to read, gathered a chunk at a time (a
+    gather of them all would copy the largest array there is).
     """
-    num_positions, vocab = final_logits.shape
+    vocab = final_logits.shape[-1]
+    num_positions = final_logits.shape[0] if final_rows is None else final_rows.shape[0]
     tracked = mx.array(tracked_ids or [0], dtype=mx.int32)
     step = chunk_positions(len(rows), vocab)
     parts: list[list[np.ndarray]] = []
     for start in range(0, num_positions, step):
         window = slice(start, start + step)
         chunk_hidden = {r: h[window] for r, h in hidden.items() if r != last}
-        parts.append(_chunk(head, rows, chunk_hidden, final_logits[window], last, top_k, tracked))
+        final = final_logits[window] if final_rows is None else final_logits[final_rows[window]]
+        parts.append(_chunk(head, rows, chunk_hidden, final, last, top_k, tracked))
     # Row-major arrays ([L, P, ...]) join along positions; final ones ([P, ...]) along axis 0.
     axes = (1, 1, 1, 1, 0, 0, 1, 1, 0, 0)
     joined = [np.concatenate([p[n] for p in parts], axis=a) for n, a in enumerate(axes)]

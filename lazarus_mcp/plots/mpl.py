@@ -59,8 +59,8 @@ def heatmap(grid: PlotGrid, fmt: str) -> bytes:
     cmap = "viridis_r" if reversed_scale(grid.metric) else "viridis"
     data = np.asarray(grid.values, dtype=float)
     image = ax.imshow(data, origin="lower", aspect="auto", cmap=cmap, norm=norm)
-    size = _clamp(min(cell_h * 72 * 0.42, cell_w * 72 * 0.3), 4.0, 9.0)
-    width = max(2, int(cell_w * 72 / (size * 0.62)))
+    size = _clamp(min(cell_h * 72 * 0.42, cell_w * 72 * 0.26), 4.0, 9.0)
+    width = max(2, int(cell_w * 72 * 0.85 / (size * 0.75)))  # characters that fit a cell
     for r in range(rows):
         for p in range(cols):
             rgba = image.cmap(image.norm(data[r, p]))
