@@ -77,6 +77,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside the target, then rename: never a half-written file."""
     path = path.expanduser()
     fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file private (0600); the result should be as readable as any file the
+    # user writes (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
