@@ -123,3 +123,32 @@ def test_bad_plot_requests_fail_in_one_line(tmp_path: Path) -> None:
         assert message in err and len(err.strip().splitlines()) == 1, err
     code, _, err = _run()
     assert code == 2 and "give a prompt" in err
+
+
+def test_progress_line_only_on_a_terminal() -> None:
+    import io
+
+    import anyio
+
+    from lazarus_cli.progress import TerminalProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    async def job() -> str:
+        await anyio.sleep(0.3)
+        return "done"
+
+    async def run(stream: io.StringIO) -> str:
+        bar = TerminalProgress(stream)
+        value = await bar.wait("loading demo", job())
+        await bar.update(1, 2)
+        await bar.update(2, 2)
+        return value
+
+    tty, pipe = Terminal(), io.StringIO()
+    assert anyio.run(run, tty) == anyio.run(run, pipe) == "done"
+    assert "loading demo" in tty.getvalue() and "[" + "#" * 14 in tty.getvalue()
+    assert tty.getvalue().endswith("\r\033[K")  # the line is erased when done
+    assert pipe.getvalue() == ""
