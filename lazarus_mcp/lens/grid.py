@@ -2,16 +2,18 @@
 
 A full [rows, positions, vocab] float32 array is never built. Positions are taken a chunk at a
 time, as many as keep one [rows, chunk, V] array under ``CHUNK_BYTES`` (at least one position),
-and each chunk is evaluated before the next is built. The working set of a chunk is about eight
-such arrays (head logits, log-probs, probs, their stacked copies, products in the entropy and KL
-sums, one [rows, chunk, V] comparison per tracked token at a time), so the peak is
+and each chunk is evaluated before the next is built; the model's logits are gathered a chunk at
+a time too. A chunk's working set is about a dozen such arrays (head logits, log-probs, probs,
+their stacked copies, products in the entropy and KL sums, one comparison per tracked token at a
+time), so the peak is
 
     P * V * 4 bytes (the model's own logits at the P positions, which its forward returns at once)
-    + about 8 * max(CHUNK_BYTES, rows * V * 4)
+    + about 12 * max(CHUNK_BYTES, rows * V * 4)
 
-whatever the prompt length. Measured (``examples/grid_memory.py``): vocab 262,144, 4 blocks plus
-the embedding row, hidden 64, 1,000 positions: MLX peak 1.49 GB, of which 1.05 GB are the model's
-logits; the whole grid at once would need 5.2 GB per array.
+whatever the prompt length. Measured (``python examples/grid_memory.py``): vocab 262,144, the
+embedding row and 4 blocks, 1,000 positions: MLX's peak 1.47 GB above the weights, of which
+1.05 GB are the model's logits; one [rows, P, V] float32 array alone would be 5.2 GB. (Before
+the logits were gathered per chunk the peak was 2.51 GB: a whole gather copied them.)
 
 Runs on the MLX worker thread only.
 """
