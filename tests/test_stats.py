@@ -45,3 +45,14 @@ def test_ranks_are_one_based_over_whole_vocab_with_ties_sharing_best() -> None:
     lp, _ = stats.softmax_pair(mx.array(logits))
     ranks = np.array(stats.ranks(lp, mx.array([0, 2, 3, 4, 1])))
     np.testing.assert_array_equal(ranks, [[1, 2, 2, 5, 4]])
+
+
+def test_ranks_over_layers_and_positions_match_a_brute_count() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((3, 4, 50)).astype(np.float32)  # [L, P, V]
+    logits[1, 2, 7] = logits[1, 2, 9]  # a tie
+    tokens = np.array([7, 9, 0])
+    ranks = np.array(stats.ranks(mx.array(logits), mx.array(tokens)))
+    brute = 1 + (logits[..., None, :] > logits[..., tokens][..., None]).sum(-1)
+    np.testing.assert_array_equal(ranks, brute)
+    assert ranks.shape == (3, 4, 3)
