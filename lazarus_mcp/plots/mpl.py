@@ -92,6 +92,7 @@ def heatmap(grid: PlotGrid, fmt: str) -> bytes:
 
 def tracks(result: AnalysisResult, fmt: str) -> bytes:
     figure = _figure_class()
+    from matplotlib.ticker import FuncFormatter
     evolutions = result.token_evolutions
     if not evolutions:
         raise InvalidRequestError("a tracks plot needs tracked tokens (--track / track_tokens)")
@@ -109,6 +110,7 @@ def tracks(result: AnalysisResult, fmt: str) -> bytes:
     rank_ax.set_yscale("log")
     worst = max(max(s.rank for s in evo.layers) for evo in evolutions)
     rank_ax.set_ylim(max(10, worst) * 1.5, 0.8)  # inverted: rank 1 at the top
+    rank_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, not 10^0
     rank_ax.set_ylabel("rank (log scale, 1 at the top)")
     every = max(1, len(xs) // 16)
     for ax in (prob_ax, rank_ax):
