@@ -365,6 +365,12 @@ def diagnostics(
         typer.echo(render(report))
 
 
+# ``attribute`` and ``compare`` live in their own module and register on ``introspect``.
+from lazarus_cli import comparisons as _comparisons  # noqa: E402
+
+del _comparisons
+
+
 def run() -> None:
     app()
 

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from lazarus_mcp.plots.labels import label
-from lazarus_mcp.schema import AnalysisResult, ModelInfo, TokenEvolution
+from lazarus_mcp.schema import (
+    AnalysisResult,
+    AttributionResult,
+    CompareResult,
+    ModelInfo,
+    TokenEvolution,
+)
+from lazarus_mcp.server.summaries import attribution_lines, compare_lines, milestone_lines
 
 _BAR_WIDTH = 50
 
@@ -30,6 +37,10 @@ def model_header(info: ModelInfo) -> list[str]:
     return lines
 
 
+def _seq(logprob: float | None) -> str:
+    return "" if logprob is None else f"  whole string: log p {logprob:.3f}"
+
+
 def _evolution(evo: TokenEvolution) -> list[str]:
     title = f"Token {evo.token!r}:"
     if evo.multi_token:
@@ -40,9 +51,13 @@ def _evolution(evo: TokenEvolution) -> list[str]:
     lines = [title]
     lines += [
         f"  Layer {layer_label(s.layer_idx):>2}: {s.probability:.4f}  (rank {s.rank})"
+        + _seq(s.sequence_logprob)
         for s in evo.layers
     ]
-    lines.append(f"  Final:    {evo.final_probability:.4f}  (rank {evo.final_rank})")
+    lines.append(
+        f"  Final:    {evo.final_probability:.4f}  (rank {evo.final_rank})"
+        + _seq(evo.final_sequence_logprob)
+    )
     if evo.emergence_layer is None:
         lines.append("  --> Never top-1 in the captured layers")
     else:
@@ -57,6 +72,7 @@ def analysis(result: AnalysisResult) -> str:
     lines += ["", f"Analyzing: {result.prompt!r}"]
     if result.chat_template_applied:
         lines.append(f"  Chat template applied; text seen: {result.text_seen!r}")
+    lines += ["", *milestone_lines(result.milestones, result.fidelity)]
     lines += [
         "",
         f"Tokens ({len(result.tokens)}): {result.tokens!r}",
@@ -121,3 +137,13 @@ def batch(results: list[AnalysisResult]) -> str:
         body = analysis(result) + "\n".join(["", *grid(result)]).rstrip("\n")
         parts.append(f"##### Prompt {n} of {len(results)} #####\n{body}")
     return "\n\n".join(parts)
+
+
+def attribution(result: AttributionResult) -> str:
+    lines = model_header(result.model)
+    lines += ["", f"Attributing: {result.prompt!r}", f"Tokens: {result.tokens!r}", ""]
+    return "\n".join(lines + attribution_lines(result))
+
+
+def compare(result: CompareResult) -> str:
+    return "\n".join(compare_lines(result))

@@ -19,6 +19,9 @@ from lazarus_mcp.runtime.cache import ModelCache, default_cache
 from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
+    AttributionConfig,
+    AttributionResult,
+    CompareResult,
     LayerPrediction,
     LayerStrategy,
     ModelInfo,
@@ -32,6 +35,9 @@ from lazarus_mcp.schema import (
 __all__ = [
     "AnalysisConfig",
     "AnalysisResult",
+    "AttributionConfig",
+    "AttributionResult",
+    "CompareResult",
     "InvalidRequestError",
     "LayerPrediction",
     "LayerStrategy",

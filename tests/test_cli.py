@@ -181,3 +181,25 @@ def test_installed_script_writes_the_same_json_as_in_process(tmp_path: Path) -> 
     code, out, _ = _run(*args, "--json")
     assert code == 0
     assert json.loads(target.read_text()) == json.loads(out)
+
+
+def test_attribute_and_compare_commands(tmp_path: Path) -> None:
+    target = tmp_path / "attribution.json"
+    prompt = "The capital of France is"
+    code, out, _ = _run(
+        "attribute", "-m", LLAMA, "-p", prompt, "--raw", "-t", " is", "--foil", " the"
+    )
+    assert code == 0
+    assert "Milestones for the final top-1" in out and "minus foil ' the'" in out
+    code, out, _ = _run("attribute", "-m", LLAMA, "-p", prompt, "--raw", "-o", str(target))
+    data = json.loads(target.read_text())
+    assert code == 0 and data["captured_layers"] == list(range(6))
+    assert data["targets"][0]["token_id"] == data["final_prediction"][0]["token_id"]
+    code, out, _ = _run(
+        "compare", "-m", LLAMA, "-p", prompt, "--raw", "--prompt-b", "Hello world", "--json"
+    )
+    assert code == 0 and json.loads(out)["b"]["prompt"] == "Hello world"
+    code, _, err = _run("compare", "-m", LLAMA, "-p", prompt)
+    assert code == 2 and "exactly one of --prompt-b" in err
+    code, _, err = _run("compare", "-m", LLAMA, "-p", prompt, "--model-b", "demo")
+    assert code == 2 and "do not share a vocabulary" in err and "Traceback" not in err

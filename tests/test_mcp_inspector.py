@@ -46,7 +46,14 @@ def test_inspector_lists_the_tools_with_portable_schemas(tmp_path: Path) -> None
     proc = inspect(tmp_path, "--method", "tools/list", "--strict")
     assert proc.returncode == 0, proc.stderr
     tools = {tool["name"]: tool for tool in parsed(proc)["tools"]}
-    assert set(tools) == {"analyze", "track_tokens", "model_info", "loaded_models"}
+    assert set(tools) == {
+        "analyze",
+        "track_tokens",
+        "attribute",
+        "compare",
+        "model_info",
+        "loaded_models",
+    }
     for tool in tools.values():
         assert tool["annotations"]["readOnlyHint"] is True
         assert tool["annotations"]["idempotentHint"] is True

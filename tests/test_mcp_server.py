@@ -22,7 +22,13 @@ from mcp.types import CallToolResult
 from lazarus_mcp.runtime import worker
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache
-from lazarus_mcp.schema import AnalysisResult, LayerStrategy, ModelInfo
+from lazarus_mcp.schema import (
+    AnalysisResult,
+    AttributionResult,
+    CompareResult,
+    LayerStrategy,
+    ModelInfo,
+)
 from lazarus_mcp.server.app import create_server, validation_message
 from lazarus_mcp.server.tools import AnalyzeInput, LoadedModels, ModelStatus, TokenTracking
 from tests.conftest import PARITY, PARITY_MODELS, parity_ref
@@ -32,7 +38,7 @@ pytestmark = pytest.mark.anyio
 
 LLAMA = str(PARITY / "llama")
 GEMMA2 = str(PARITY / "gemma2")
-TOOLS = {"analyze", "track_tokens", "model_info", "loaded_models"}
+TOOLS = {"analyze", "track_tokens", "attribute", "compare", "model_info", "loaded_models"}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +108,8 @@ async def test_tools_are_listed_with_schemas_and_annotations() -> None:
         "track_tokens": TokenTracking,
         "model_info": ModelStatus,
         "loaded_models": LoadedModels,
+        "attribute": AttributionResult,
+        "compare": CompareResult,
     }
     for name, model in outputs.items():
         assert set(listed[name].output_schema["properties"]) == set(model.model_fields), name
@@ -456,3 +464,28 @@ async def test_mcp_result_is_the_python_api_result(shared_cache: ModelCache) -> 
         expected = await analyzer.analyze(args["prompt"], AnalyzeInput(**args).config())
     assert json.loads(json.dumps(data)) == json.loads(expected.model_dump_json())
     assert data["config"]["layer_strategy"] == "custom"
+
+
+async def test_attribute_and_compare_tools(shared_cache: ModelCache) -> None:
+    prompt = "The capital of France is"
+    async with Client(create_server(shared_cache)) as client:
+        result = await client.call_tool(
+            "attribute",
+            {"model": GEMMA2, "prompt": prompt, "raw": True, "targets": [" is"], "foil": " the"},
+        )
+        data = ok(result)
+        assert result.content[0].text.startswith("Milestones for the final top-1")
+        attribution = AttributionResult.model_validate(data)
+        assert attribution.captured_layers == list(range(6))  # every block by default
+        [target] = attribution.targets
+        assert abs(target.component_sum - target.logit_precap) < 1e-3
+        async with ModelAnalyzer.from_pretrained(GEMMA2, cache=shared_cache) as analyzer:
+            direct = await analyzer.attribute(prompt, attribution.config)
+        assert direct.model_dump(mode="json") == data
+        args = {"model": LLAMA, "prompt": prompt, "raw": True, "layers": [0, -1]}
+        compared = ok(await client.call_tool("compare", {**args, "prompt_b": "Hello world"}))
+        assert CompareResult.model_validate(compared).captured_layers == [0, 5]
+        both = await client.call_tool("compare", {**args, "prompt_b": "x", "model_b": GEMMA2})
+        assert "exactly one of prompt_b" in error_line(both)
+        other = await client.call_tool("compare", {**args, "model_b": "demo"})
+        assert "do not share a vocabulary" in error_line(other)

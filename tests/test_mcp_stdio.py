@@ -55,7 +55,14 @@ async def test_stdio_initialize_list_and_call() -> None:
     case = next(c for c in parity_ref("llama")["cases"] if c["raw"])
     async with spawned("--max-models", "3", "--memory-budget", "64MiB") as session:
         tools = (await session.list_tools()).tools
-        assert {t.name for t in tools} == {"analyze", "track_tokens", "model_info", "loaded_models"}
+        assert {t.name for t in tools} == {
+            "analyze",
+            "track_tokens",
+            "attribute",
+            "compare",
+            "model_info",
+            "loaded_models",
+        }
         assert all(t.output_schema and t.annotations.read_only_hint for t in tools)
         with anyio.fail_after(120):
             data = ok(

@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.lens.compute import LensArrays
+from lazarus_mcp.lens.compute import LensArrays, compute_lens
 from lazarus_mcp.lens.layers import select_layers
+from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.lens.positions import select_positions
 from lazarus_mcp.lens.tokens import EncodedPrompt, ResolvedToken, TokenText
 from lazarus_mcp.schema import (
@@ -51,16 +54,25 @@ def _layer_predictions(text: TokenText, arrays: LensArrays) -> list[LayerPredict
     return predictions
 
 
+def _sequence(values: np.ndarray | None, seq: int | None, row: int | None = None) -> float | None:
+    if values is None or seq is None:
+        return None
+    return float(values[seq] if row is None else values[seq, row])
+
+
 def _evolutions(
     text: TokenText, tracked: list[ResolvedToken], arrays: LensArrays
 ) -> list[TokenEvolution]:
     evolutions = []
+    multi = [t for t in tracked if t.multi_token]
     for col, token in enumerate(tracked):
+        seq = multi.index(token) if token.multi_token else None
         steps = [
             TokenAtLayer(
                 layer_idx=layer,
                 probability=float(arrays.tracked_probs[row, col]),
                 rank=int(arrays.tracked_ranks[row, col]),
+                sequence_logprob=_sequence(arrays.sequence_logprobs, seq, row),
             )
             for row, layer in enumerate(arrays.layers)
         ]
@@ -77,6 +89,7 @@ def _evolutions(
                 emergence_layer=next(
                     (s.layer_idx for s in steps if s.rank == 1 and s.layer_idx is not None), None
                 ),
+                final_sequence_logprob=_sequence(arrays.final_sequence_logprobs, seq),
             )
         )
     return evolutions
@@ -89,6 +102,12 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
     return analyze_many(loaded, [prompt], config)[0]
 
 
+def single_position(config: AnalysisConfig) -> bool:
+    """The last position alone and no embedding row: the single-position lens (``compute``),
+    which also scores multi-token tracked strings in its forward pass."""
+    return config.positions == "last" and not config.include_embeddings
+
+
 @dataclass(frozen=True)
 class LensPlan:
     """What a config asks of a loaded model, checked once for every prompt of a request."""
@@ -97,6 +116,10 @@ class LensPlan:
     rows: list[int | None]  # None first when the embedding output is included
     tracked: list[ResolvedToken]
     factor: float
+
+    @property
+    def multi_token(self) -> bool:
+        return any(t.multi_token for t in self.tracked)
 
 
 def plan_lens(loaded: LoadedModel, config: AnalysisConfig) -> LensPlan:
@@ -107,10 +130,35 @@ def plan_lens(loaded: LoadedModel, config: AnalysisConfig) -> LensPlan:
     text = loaded.token_text
     tracked = [text.resolve(query) for query in config.track_tokens]
     for token in tracked:
-        if token.token_id >= info.vocab_size:
+        if max((token.token_id, *token.piece_ids)) >= info.vocab_size:
             raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
     rows: list[int | None] = [None, *layers] if config.include_embeddings else list(layers)
-    return LensPlan(layers, rows, tracked, loaded.embedding_factor(config.embedding_scale))
+    plan = LensPlan(layers, rows, tracked, loaded.embedding_factor(config.embedding_scale))
+    if plan.multi_token and not single_position(config):
+        raise InvalidRequestError(
+            "multi-token track_tokens are scored at the last position only: use positions "
+            "'last' without include_embeddings, or track single tokens"
+        )
+    return plan
+
+
+def analyze_single(
+    loaded: LoadedModel, prompt: str, encoded: EncodedPrompt, config: AnalysisConfig, plan: LensPlan
+) -> AnalysisResult:
+    """One prompt at its last position (``compute_lens``: one forward, continuations included)."""
+    with loaded.scope():
+        arrays = compute_lens(
+            loaded.model,
+            loaded.head,
+            encoded.token_ids,
+            plan.layers,
+            config.top_k,
+            [t.token_id for t in plan.tracked],
+            plan.factor,
+            loaded.sliding_windows,
+            [list(t.piece_ids) for t in plan.tracked if t.multi_token],
+        )
+    return build_result(loaded, prompt, encoded, config, plan, {len(encoded.token_ids) - 1: arrays})
 
 
 def build_result(
@@ -142,6 +190,8 @@ def build_result(
             )
             for p in select_positions(config.positions, len(encoded.token_ids))
         ]
+    # Milestones are about blocks: the embedding row, if any, is left out.
+    blocks = [n for n, row in enumerate(arrays.layers) if row is not None]
     return AnalysisResult(
         model=info,
         prompt=prompt,
@@ -156,5 +206,14 @@ def build_result(
         final_prediction=_top(text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()),
         layer_predictions=_layer_predictions(text, arrays),
         token_evolutions=_evolutions(text, plan.tracked, arrays),
+        fidelity=arrays.fidelity,
+        milestones=milestones(
+            text,
+            plan.layers,
+            arrays.top_ids[blocks, 0].tolist(),
+            arrays.final_top_ranks[blocks].tolist(),
+            arrays.entropy[blocks].tolist(),
+            int(arrays.final_top_ids[0]),
+        ),
         grid=grid,
     )

@@ -13,12 +13,20 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.lens.analysis import LensPlan, build_result, plan_lens
+from lazarus_mcp.lens.analysis import (
+    LensPlan,
+    analyze_single,
+    build_result,
+    plan_lens,
+    single_position,
+)
+from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
 from lazarus_mcp.lens.grid import lens_grid
 from lazarus_mcp.lens.grid_taps import forward_grid
 from lazarus_mcp.lens.positions import select_positions
 from lazarus_mcp.lens.tokens import EncodedPrompt, encode_prompt
 from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
+from lazarus_mcp.schema.fidelity import Fidelity
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
@@ -83,7 +91,16 @@ def analyze_encoded(
     config: AnalysisConfig,
     plan: LensPlan,
 ) -> list[AnalysisResult]:
-    """The results of prompts that run as one padded forward pass, in their order."""
+    """The results of prompts that run as one padded forward pass, in their order.
+
+    One prompt at its last position (and any prompt whose multi-token tracked strings are
+    scored as continuations) takes the single-position lens, which is what it always was."""
+    if single_position(config) and (len(prompts) == 1 or plan.multi_token):
+        return [
+            analyze_single(loaded, prompt, enc, config, plan)
+            for prompt, enc in zip(prompts, encoded, strict=True)
+        ]
+    last = loaded.info.num_layers - 1
     # Each prompt's requested positions plus its last (the top-level fields always read it).
     wanted = [
         sorted({*select_positions(config.positions, len(e.token_ids)), len(e.token_ids) - 1})
@@ -94,7 +111,7 @@ def analyze_encoded(
             loaded.model,
             [e.token_ids for e in encoded],
             wanted,
-            plan.layers,
+            sorted({*plan.layers, last}),  # block N-1 for the fidelity check
             config.include_embeddings,
             plan.factor,
             loaded.sliding_windows,
@@ -104,14 +121,16 @@ def analyze_encoded(
         cells = mx.array([b * width + j for b, w in enumerate(wanted) for j in range(len(w))])
         hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in capture.hidden.items()}
         final = capture.final_logits
+        fidelities = _fidelities(loaded, capture.hidden[last], final, wanted)
         lenses = lens_grid(
             loaded.head,
             plan.rows,
             hidden,
             final.reshape(-1, final.shape[-1]),
-            loaded.info.num_layers - 1,
+            last,
             config.top_k,
             [t.token_id for t in plan.tracked],
+            [f for f, w in zip(fidelities, wanted, strict=True) for _ in w],
             final_rows=cells,
         )
     results = []
@@ -121,6 +140,20 @@ def analyze_encoded(
         start += len(positions)
         results.append(build_result(loaded, prompt, enc, config, plan, mine))
     return results
+
+
+def _fidelities(
+    loaded: LoadedModel, last_hidden: mx.array, final: mx.array, wanted: list[list[int]]
+) -> list[Fidelity]:
+    """Per prompt: the lens head on block N-1 against the model's own output, at its last
+    position (the last of its wanted positions), as the single-position lens measures it."""
+    at = [len(w) - 1 for w in wanted]
+    arrays = [
+        fidelity_arrays(loaded.head(last_hidden[b, j][None])[0], final[b, j])
+        for b, j in enumerate(at)
+    ]
+    mx.eval(*(a for trio in arrays for a in trio))
+    return [fidelity_of(trio) for trio in arrays]
 
 
 def analyze_many(

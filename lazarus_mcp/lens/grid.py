@@ -20,12 +20,15 @@ Runs on the MLX worker thread only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlx.core as mx
 import numpy as np
 
 from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.compute import LensArrays
 from lazarus_mcp.lens.head import LensHead
+from lazarus_mcp.schema.fidelity import Fidelity
 
 CHUNK_BYTES = 32 << 20
 
@@ -34,6 +37,13 @@ def chunk_positions(num_rows: int, vocab: int, chunk_bytes: int | None = None) -
     """How many positions one chunk takes: [num_rows, chunk, vocab] float32 under the budget."""
     budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     return max(1, budget // (4 * vocab * max(1, num_rows)))
+
+
+def _final_top_ranks(logprobs: mx.array, final_ids: mx.array) -> mx.array:
+    """[L, Pc]: the rank, in each row, of the model's own top-1 token at that position."""
+    top1 = mx.broadcast_to(final_ids[None, :, :1], (*logprobs.shape[:2], 1))
+    chosen = mx.take_along_axis(logprobs, top1, axis=-1)
+    return 1 + mx.sum(logprobs > chosen, axis=-1)
 
 
 def _chunk(
@@ -73,6 +83,7 @@ def _chunk(
         stats.ranks(logprobs, tracked),
         final_p[..., tracked],
         stats.ranks(final_lp, tracked),
+        _final_top_ranks(logprobs, final_ids),
     ]
     mx.eval(*outputs)
     return [np.array(a) for a in outputs]
@@ -86,6 +97,7 @@ def lens_grid(
     last: int,
     top_k: int,
     tracked_ids: list[int],
+    fidelities: list[Fidelity],
     final_rows: mx.array | None = None,
 ) -> list[LensArrays]:
     """The lens at each of P positions, one :class:`LensArrays` per position.
@@ -93,7 +105,8 @@ def lens_grid(
     ``rows``: None (the embedding output) and blocks, in display order; ``hidden`` maps each
     row but ``last`` to [P, D]; ``final_logits`` [P, V] is the model's own output, or, with
     ``final_rows`` [P], the rows of ``final_logits`` to read, gathered a chunk at a time (a
-    gather of them all would copy the largest array there is).
+    gather of them all would copy the largest array there is). ``fidelities``: per position,
+    the fidelity of its prompt (measured at the prompt's last position).
     """
     vocab = final_logits.shape[-1]
     num_positions = final_logits.shape[0] if final_rows is None else final_rows.shape[0]
@@ -106,15 +119,14 @@ def lens_grid(
         final = final_logits[window] if final_rows is None else final_logits[final_rows[window]]
         parts.append(_chunk(head, rows, chunk_hidden, final, last, top_k, tracked))
     # Row-major arrays ([L, P, ...]) join along positions; final ones ([P, ...]) along axis 0.
-    axes = (1, 1, 1, 1, 0, 0, 1, 1, 0, 0)
+    axes = (1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1)
     joined = [np.concatenate([p[n] for p in parts], axis=a) for n, a in enumerate(axes)]
     if not tracked_ids:
         for n in (6, 7, 8, 9):
             joined[n] = joined[n][..., :0]
-    return [
-        LensArrays(
-            rows,
-            *(a[:, j] if axis == 1 else a[j] for a, axis in zip(joined, axes, strict=True)),
-        )
-        for j in range(num_positions)
-    ]
+    lenses = []
+    for j in range(num_positions):
+        column = [a[:, j] if axis == 1 else a[j] for a, axis in zip(joined, axes, strict=True)]
+        fields: tuple[Any, ...] = (rows, *column, fidelities[j])
+        lenses.append(LensArrays(*fields))
+    return lenses

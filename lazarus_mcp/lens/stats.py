@@ -45,3 +45,15 @@ def ranks(logprobs: mx.array, token_ids: mx.array) -> mx.array:
     chosen = mx.take(logprobs, token_ids, axis=-1)  # [..., T]
     counts = [mx.sum(logprobs > chosen[..., t : t + 1], axis=-1) for t in range(token_ids.shape[0])]
     return 1 + mx.stack(counts, axis=-1)
+
+
+def js_divergence(
+    p_logprobs: mx.array, p_probs: mx.array, q_logprobs: mx.array, q_probs: mx.array
+) -> mx.array:
+    """Jensen-Shannon divergence in nats per row: (KL(p||m) + KL(q||m)) / 2 with m = (p + q) / 2.
+
+    Entries a distribution gives probability 0 contribute 0 (not 0 * log 0 = nan)."""
+    log_m = mx.log((p_probs + q_probs) / 2)
+    kl_p = mx.sum(mx.where(p_probs > 0, p_probs * (p_logprobs - log_m), 0.0), axis=-1)
+    kl_q = mx.sum(mx.where(q_probs > 0, q_probs * (q_logprobs - log_m), 0.0), axis=-1)
+    return (kl_p + kl_q) / 2

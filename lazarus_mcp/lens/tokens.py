@@ -41,6 +41,7 @@ class ResolvedToken:
     query: str
     token_id: int
     pieces: list[str]
+    piece_ids: tuple[int, ...] = ()  # every piece's id when the query is several tokens
 
     @property
     def multi_token(self) -> bool:
@@ -123,7 +124,7 @@ class TokenText:
         ids = self.tokenizer.encode(query, add_special_tokens=False)
         if not ids:
             raise TokenResolutionError(f"token {query!r} yields no token in this vocabulary")
-        return ResolvedToken(query, ids[0], self.many(ids))
+        return ResolvedToken(query, ids[0], self.many(ids), tuple(ids))
 
 
 def has_chat_template(tokenizer: Any) -> bool:

@@ -43,6 +43,11 @@ class FamilySpec:
     port_fixes: tuple[Callable[[Any, Config], str | None], ...] = ()
     # Tiny checkpoints the test suite verifies this family on (one line for the docs).
     verified_on: str = "tiny random checkpoints against transformers"
+    # The block submodule whose input is the residual stream after the attention sub-layer has
+    # been added (the MLP side's first module); None: derived from the block's module names.
+    mid_residual_input: str | None = None
+    # Attention and MLP read the same block input (GPT-J style): no state between them.
+    parallel_residual: bool = False
 
     def embedding_scale(self, hidden_size: int) -> float | None:
         return math.sqrt(hidden_size) if self.scales_embeddings else None
@@ -73,6 +78,20 @@ class FamilySpec:
         if self.translate is not None:
             out.update(self.translate(config))
         return out
+
+    def mid_residual_module(self, block: Any) -> str | None:
+        """Name of the block's submodule that receives the post-attention residual stream, or
+        None where the block has no such state (parallel residual) or it cannot be told."""
+        if self.parallel_residual:
+            return None
+        if self.mid_residual_input is not None:
+            return self.mid_residual_input
+        names = set(block.children()) if hasattr(block, "children") else set()
+        # A post-MLP norm means "post_attention_layernorm" normalizes the attention output
+        # (Gemma 2/3, OLMo 2); then the MLP side starts at its pre-norm or the MLP itself.
+        if "post_feedforward_layernorm" in names:
+            return "pre_feedforward_layernorm" if "pre_feedforward_layernorm" in names else "mlp"
+        return "post_attention_layernorm" if "post_attention_layernorm" in names else None
 
     def apply_port_fixes(self, model: Any, config: Config) -> list[str]:
         """Correct the loaded model in place; returns what was corrected."""
@@ -111,15 +130,21 @@ _SPECS = (
     FamilySpec("qwen2"),
     FamilySpec("qwen3"),
     FamilySpec("phi3", default_layer_types=_window_on_all),
-    FamilySpec("olmo2"),
+    FamilySpec("olmo2", mid_residual_input="mlp"),
     FamilySpec("granite", logit_divisor_key="logits_scaling"),
     FamilySpec("gemma", scales_embeddings=True, port_fixes=_gemma_fixes()),
-    FamilySpec("gemma2", scales_embeddings=True, default_layer_types=_alternating),
+    FamilySpec(
+        "gemma2",
+        scales_embeddings=True,
+        default_layer_types=_alternating,
+        mid_residual_input="pre_feedforward_layernorm",
+    ),
     FamilySpec(
         "gemma3_text",
         scales_embeddings=True,
         default_layer_types=_gemma3_default,
         translate=_gemma3_translate,
+        mid_residual_input="pre_feedforward_layernorm",
     ),
 )
 

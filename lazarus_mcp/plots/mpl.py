@@ -93,6 +93,7 @@ def heatmap(grid: PlotGrid, fmt: str) -> bytes:
 def tracks(result: AnalysisResult, fmt: str) -> bytes:
     figure = _figure_class()
     from matplotlib.ticker import FuncFormatter
+
     evolutions = result.token_evolutions
     if not evolutions:
         raise InvalidRequestError("a tracks plot needs tracked tokens (--track / track_tokens)")

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.runtime import worker
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
-from lazarus_mcp.schema import AnalysisConfig, AnalysisResult, ModelInfo
+from lazarus_mcp.schema import (
+    AnalysisConfig,
+    AnalysisResult,
+    AttributionConfig,
+    AttributionResult,
+    CompareResult,
+    ModelInfo,
+)
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
@@ -25,6 +32,20 @@ def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> Analys
     from lazarus_mcp.lens.analysis import analyze_loaded
 
     return analyze_loaded(loaded, prompt, config)
+
+
+def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> AttributionResult:
+    from lazarus_mcp.lens.attribution import attribute_loaded
+
+    return attribute_loaded(loaded, prompt, config)
+
+
+def _compare(
+    a: LoadedModel, b: LoadedModel, prompt_a: str, prompt_b: str, config: AnalysisConfig
+) -> CompareResult:
+    from lazarus_mcp.lens.compare import compare_loaded
+
+    return compare_loaded(a, b, prompt_a, prompt_b, config)
 
 
 class _Opening:
@@ -117,3 +138,34 @@ class ModelAnalyzer:
             if on_progress is not None:
                 await on_progress(done, len(encoded))
         return [r for r in results if r is not None]
+
+    async def attribute(
+        self, prompt: str, config: AttributionConfig | None = None
+    ) -> AttributionResult:
+        """Direct logit attribution of the targets (default: the final top-1) and the lens after
+        each block's attention sub-layer, from one forward pass."""
+        return await worker.run(_attribute, self._loaded, prompt, config or AttributionConfig())
+
+    async def compare(
+        self,
+        prompt: str,
+        config: AnalysisConfig | None = None,
+        *,
+        prompt_b: str | None = None,
+        other: ModelAnalyzer | None = None,
+    ) -> CompareResult:
+        """This run against ``prompt_b`` on this model, or the same prompt on ``other`` (a model
+        with the same vocabulary), layer by layer."""
+        if prompt_b is None and other is None:
+            from lazarus_mcp.errors import InvalidRequestError
+
+            raise InvalidRequestError("compare needs a second prompt or a second model")
+        loaded_b = other._loaded if other is not None else self._loaded
+        return await worker.run(
+            _compare,
+            self._loaded,
+            loaded_b,
+            prompt,
+            prompt_b if prompt_b is not None else prompt,
+            config or AnalysisConfig(),
+        )

@@ -21,7 +21,18 @@ from lazarus_mcp.schema.analysis import (
     TokenEvolution,
     TokenProbability,
 )
+from lazarus_mcp.schema.attribution import (
+    AttributionComponent,
+    AttributionConfig,
+    AttributionResult,
+    AttributionTarget,
+    BlockPrediction,
+    SublayerPrediction,
+    TrackedProbability,
+)
 from lazarus_mcp.schema.batch import AnalysisBatch
+from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
+from lazarus_mcp.schema.fidelity import Fidelity, Milestones, TopChange
 from lazarus_mcp.schema.model import ModelInfo, QuantizationInfo
 
 __all__ = [
@@ -29,14 +40,27 @@ __all__ = [
     "AnalysisBatch",
     "AnalysisConfig",
     "AnalysisResult",
+    "AttributionComponent",
+    "AttributionConfig",
+    "AttributionResult",
+    "AttributionTarget",
+    "BlockPrediction",
+    "CompareLayer",
+    "CompareResult",
+    "CompareSide",
+    "Fidelity",
     "LayerPrediction",
     "LayerStrategy",
+    "Milestones",
     "ModelInfo",
     "PositionLens",
     "QuantizationInfo",
+    "SublayerPrediction",
     "TokenAtLayer",
     "TokenEvolution",
     "TokenProbability",
+    "TopChange",
+    "TrackedProbability",
     "to_json",
 ]
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.model import ModelInfo
 
 # The one message for a custom strategy without layers, whichever interface asked.
@@ -107,6 +108,11 @@ class TokenAtLayer(BaseModel):
     layer_idx: int | None = Field(description="The block; null for the embedding output.")
     probability: float
     rank: int = Field(description="1-based rank over the whole vocabulary (1 = top prediction).")
+    sequence_logprob: float | None = Field(
+        None,
+        description="Multi-token queries: the whole string's teacher-forced log-probability at "
+        "this layer (each piece's lens log-probability at the position before it, summed).",
+    )
 
 
 class TokenEvolution(BaseModel):
@@ -122,6 +128,11 @@ class TokenEvolution(BaseModel):
     final_rank: int
     emergence_layer: int | None = Field(
         description="First captured block where the token is rank 1; null if it never is."
+    )
+    final_sequence_logprob: float | None = Field(
+        None,
+        description="Multi-token queries: the whole string's log-probability from the model's "
+        "own output (teacher-forced, same forward pass).",
     )
 
 
@@ -158,6 +169,10 @@ class AnalysisResult(BaseModel):
     )
     layer_predictions: list[LayerPrediction]
     token_evolutions: list[TokenEvolution]
+    fidelity: Fidelity = Field(
+        description="The lens head on the last block vs the model's own output, this call."
+    )
+    milestones: Milestones = Field(description="Where the final answer forms; read these first.")
     grid: list[PositionLens] | None = Field(
         None,
         exclude_if=lambda v: v is None,

@@ -27,8 +27,17 @@ from lazarus_mcp.errors import InvalidRequestError, LazarusError
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
 from lazarus_mcp.schema import AnalysisBatch, AnalysisConfig, AnalysisResult
+from lazarus_mcp.schema.attribution import AttributionResult
+from lazarus_mcp.schema.compare import CompareResult
+from lazarus_mcp.server.comparison_tools import (
+    ATTRIBUTE_DOC,
+    COMPARE_DOC,
+    AttributeInput,
+    CompareInput,
+)
 from lazarus_mcp.server.outputs import analyze_output_schema, heatmap_images
 from lazarus_mcp.server.progress import Progress
+from lazarus_mcp.server.summaries import attribution_lines, compare_lines
 from lazarus_mcp.server.tools import (
     ANALYZE_DOC,
     INFO_DOC,
@@ -56,7 +65,9 @@ INSTRUCTIONS = """\
 Logit-lens introspection of language models (MLX): what a model would predict for the next \
 token if it stopped after each transformer block. Start with `analyze` (the whole lens for a \
 prompt); use `track_tokens` to follow how likely specific tokens (e.g. a correct and a wrong \
-answer) are at each layer; `model_info` describes a model's architecture; `loaded_models` lists \
+answer) are at each layer; `attribute` says which block and sub-layer (attention or MLP) wrote a \
+token's logit; `compare` puts two runs side by side (two prompts, or a model and its quantized \
+copy); `model_info` describes a model's architecture; `loaded_models` lists \
 what is in memory. Models are local directories, Hugging Face ids, or 'demo'. The first call on \
 a model loads it (seconds to minutes); later calls reuse it. Probabilities are over the whole \
 vocabulary; ranks are 1-based; layers are 0-based block indices."""
@@ -155,6 +166,30 @@ async def loaded_models(
         memory_used_bytes=sum(m.nbytes for m in held),
     )
     return loaded, render_loaded(loaded)
+
+
+async def attribute(
+    cache: ModelCache, params: AttributeInput, ctx: Context
+) -> tuple[AttributionResult, str]:
+    progress = Progress(ctx, total=2)
+    analyzer = await open_model(cache, params.model, progress)
+    result = await progress.step("attributing", analyzer.attribute(params.prompt, params.config()))
+    await progress.finish("done")
+    return result, "\n".join(attribution_lines(result))
+
+
+async def compare(
+    cache: ModelCache, params: CompareInput, ctx: Context
+) -> tuple[CompareResult, str]:
+    progress = Progress(ctx, total=3)
+    analyzer = await open_model(cache, params.model, progress)
+    other = await open_model(cache, params.model_b, progress) if params.model_b else None
+    result = await progress.step(
+        "comparing",
+        analyzer.compare(params.prompt, params.config(), prompt_b=params.prompt_b, other=other),
+    )
+    await progress.finish("done")
+    return result, "\n".join(compare_lines(result))
 
 
 # Registration and errors ----------------------------------------------------------------------
@@ -257,6 +292,8 @@ def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) 
             analyze_output_schema(),
         ),
         make_tool(cache, track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
+        make_tool(cache, attribute, AttributeInput, AttributionResult, ATTRIBUTE_DOC),
+        make_tool(cache, compare, CompareInput, CompareResult, COMPARE_DOC),
         make_tool(cache, model_info, ModelInfoInput, ModelStatus, INFO_DOC),
         make_tool(cache, loaded_models, LoadedModelsInput, LoadedModels, LOADED_DOC),
     ]

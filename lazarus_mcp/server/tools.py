@@ -18,10 +18,13 @@ from lazarus_mcp.schema import (
     AnalysisBatch,
     AnalysisConfig,
     AnalysisResult,
+    Fidelity,
     LayerStrategy,
+    Milestones,
     ModelInfo,
     TokenEvolution,
 )
+from lazarus_mcp.server.summaries import milestone_lines
 
 _MODEL = (
     "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
@@ -193,6 +196,8 @@ class TokenTracking(BaseModel):
         description="One entry per requested token, in order: its probability and 1-based rank "
         "at each captured layer, at the final output, and the first layer where it ranks 1."
     )
+    fidelity: Fidelity
+    milestones: Milestones
 
     @classmethod
     def of(cls, result: AnalysisResult) -> TokenTracking:
@@ -204,6 +209,8 @@ class TokenTracking(BaseModel):
             tokens=result.tokens,
             captured_layers=result.captured_layers,
             token_evolutions=result.token_evolutions,
+            fidelity=result.fidelity,
+            milestones=result.milestones,
         )
 
 
@@ -267,6 +274,7 @@ def render_analysis(result: AnalysisResult) -> str:
         f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
         f"tokens, predicting after {result.tokens[-1]!r}"
         + (" (chat template applied)" if result.chat_template_applied else ""),
+        *milestone_lines(result.milestones, result.fidelity),
         f"Final prediction: {top}",
         "Top token by layer:",
     ]
@@ -322,6 +330,11 @@ def render_evolutions(evolutions: list[TokenEvolution]) -> list[str]:
             else f"rank 1 from layer {evo.emergence_layer}"
         )
         split = f" (first of {evo.pieces})" if evo.multi_token else ""
+        if evo.final_sequence_logprob is not None:
+            path += "; whole string log p by layer: " + ", ".join(
+                f"L{s.layer_idx} {s.sequence_logprob:.2f}" for s in evo.layers
+            )
+            split += f" (whole string final log p {evo.final_sequence_logprob:.3f})"
         lines.append(
             f"Token {evo.token!r}{split}: {path}; final {_pct(evo.final_probability)} "
             f"#{evo.final_rank}; {first}"

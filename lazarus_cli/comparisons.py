@@ -1,0 +1,175 @@
+"""``lazarus introspect attribute`` and ``lazarus introspect compare``: options -> core -> render.
+
+Registered on ``main.introspect``; the layer options are ``analyze``'s, defaulting to every block
+(both commands are about depth).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from lazarus_cli.main import (
+    DeviceOpt,
+    Dtype,
+    DtypeOpt,
+    ModelOpt,
+    Strategy,
+    VerboseOpt,
+    build_config,
+    check_writable,
+    fail,
+    introspect,
+    setup_logging,
+    write_atomic,
+)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+PromptOpt = Annotated[str, typer.Option("-p", "--prompt", help="The text to analyze.")]
+AllOpt = Annotated[bool, typer.Option("--all-layers", help="Every block (the default).")]
+StepOpt = Annotated[int, typer.Option("-s", "--layer-step", help="Spacing for evenly_spaced.")]
+StrategyOpt = Annotated[
+    Strategy | None, typer.Option("--layer-strategy", help="Which blocks (default all).")
+]
+LayersOpt = Annotated[
+    str | None,
+    typer.Option("--layers", "--custom-layers", help="Blocks for custom, e.g. 0,4,-1 (-1 = last)."),
+]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Top tokens per layer.")]
+RawOpt = Annotated[bool, typer.Option("--raw", help="Do not apply the chat template.")]
+OutputOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="Write the result as JSON to this file.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON result instead of text.")]
+
+
+def _emit(result: BaseModel, text: str, output: Path | None, json_out: bool) -> None:
+    from lazarus_mcp.schema import to_json
+
+    data = to_json(result)
+    if output is not None:
+        try:
+            write_atomic(output, data)
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}")
+    if json_out:
+        sys.stdout.write(data.decode() + "\n")
+    else:
+        typer.echo(text)
+        if output is not None:
+            typer.echo(f"\nWrote {output}")
+
+
+def _run(work: Any) -> Any:
+    import anyio
+
+    from lazarus_mcp.errors import LazarusError
+
+    try:
+        return anyio.run(work)
+    except LazarusError as exc:
+        fail(str(exc))
+
+
+@introspect.command("attribute")
+def attribute(
+    model: ModelOpt,
+    prompt: PromptOpt,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("-t", "--target", help="Token to attribute (repeatable; default: top-1)."),
+    ] = None,
+    foil: Annotated[
+        str | None, typer.Option("--foil", help="Contrast token: target minus foil per component.")
+    ] = None,
+    all_layers: AllOpt = False,
+    layer_step: StepOpt = 4,
+    layer_strategy: StrategyOpt = None,
+    layers: LayersOpt = None,
+    top_k: TopKOpt = 5,
+    raw: RawOpt = False,
+    output: OutputOpt = None,
+    json_out: JsonOpt = False,
+    dtype: DtypeOpt = Dtype.auto,
+    device: DeviceOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Which block and sub-layer (attention or MLP) wrote a token's logit, and the lens after
+    each block's attention sub-layer."""
+    setup_logging(verbose)
+    every = all_layers or (layer_strategy is None and layers is None)
+    base = build_config(layer_strategy, every, layer_step, layers, target or [], top_k, None, raw)
+    from lazarus_mcp.schema import AttributionConfig
+
+    config = AttributionConfig(**base.model_dump(), foil=foil)
+    if output is not None:
+        check_writable(output)
+    from lazarus_cli import render
+    from lazarus_mcp.introspection import ModelAnalyzer
+
+    async def work() -> Any:
+        opening = ModelAnalyzer.from_pretrained(
+            model, dtype=dtype.value, device=device.value if device else None
+        )
+        async with opening as analyzer:
+            return await analyzer.attribute(prompt, config)
+
+    result = _run(work)
+    _emit(result, render.attribution(result), output, json_out)
+
+
+@introspect.command("compare")
+def compare(
+    model: ModelOpt,
+    prompt: PromptOpt,
+    prompt_b: Annotated[
+        str | None, typer.Option("--prompt-b", help="Run B: this prompt on the same model.")
+    ] = None,
+    model_b: Annotated[
+        str | None,
+        typer.Option("--model-b", help="Run B: the same prompt on this model (same vocabulary)."),
+    ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option("-t", "--track", help="Token to show on both sides (repeatable)."),
+    ] = None,
+    all_layers: AllOpt = False,
+    layer_step: StepOpt = 4,
+    layer_strategy: StrategyOpt = None,
+    layers: LayersOpt = None,
+    top_k: TopKOpt = 5,
+    raw: RawOpt = False,
+    output: OutputOpt = None,
+    json_out: JsonOpt = False,
+    dtype: DtypeOpt = Dtype.auto,
+    device: DeviceOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Two runs' lenses side by side: two prompts, or one prompt on two models."""
+    setup_logging(verbose)
+    if (prompt_b is None) == (model_b is None):
+        fail("give exactly one of --prompt-b (same model) or --model-b (same prompt)")
+    every = all_layers or (layer_strategy is None and layers is None)
+    config = build_config(layer_strategy, every, layer_step, layers, track or [], top_k, None, raw)
+    if output is not None:
+        check_writable(output)
+    from lazarus_cli import render
+    from lazarus_mcp.introspection import ModelAnalyzer
+
+    async def work() -> Any:
+        where = device.value if device else None
+        async with ModelAnalyzer.from_pretrained(model, dtype=dtype.value, device=where) as a:
+            other = None
+            if model_b is not None:
+                other = await ModelAnalyzer.from_pretrained(
+                    model_b, dtype=dtype.value, device=where
+                )
+            return await a.compare(prompt, config, prompt_b=prompt_b, other=other)
+
+    result = _run(work)
+    _emit(result, render.compare(result), output, json_out)

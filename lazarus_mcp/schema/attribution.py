@@ -1,0 +1,90 @@
+"""The attribution contract: which sub-layer wrote a logit, and the lens between sub-layers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from lazarus_mcp.schema.analysis import AnalysisConfig, LayerPrediction, TokenProbability
+from lazarus_mcp.schema.fidelity import Fidelity, Milestones
+from lazarus_mcp.schema.model import ModelInfo
+
+
+class AttributionConfig(AnalysisConfig):
+    """An analysis config whose ``track_tokens`` are the attribution targets (default: the
+    model's own top-1), plus an optional foil."""
+
+    foil: str | None = Field(
+        None,
+        description="A token to contrast with the first target: per component, the "
+        "target's logit minus the foil's.",
+    )
+
+
+class AttributionTarget(BaseModel):
+    token: str
+    token_id: int
+    query: str | None = Field(description="The string asked for; null for the default target.")
+    logit: float = Field(description="The model's final logit (after any soft-cap).")
+    logit_precap: float = Field(
+        description="The model's own logit before soft-capping (after any logit scaling): what "
+        "the components sum to."
+    )
+    probability: float
+    component_sum: float = Field(description="The sum of the components' logits for this token.")
+
+
+class AttributionComponent(BaseModel):
+    kind: Literal["embedding", "attention", "mlp", "bias"]
+    layer_idx: int | None = Field(description="The block; null for the embedding and the bias.")
+    logits: list[float] = Field(description="Direct contribution to each target's logit.")
+
+
+class TrackedProbability(BaseModel):
+    token: str
+    token_id: int
+    probability: float
+    rank: int = Field(description="1-based rank over the whole vocabulary.")
+
+
+class SublayerPrediction(LayerPrediction):
+    """The lens of the residual stream after block layer_idx's attention sub-layer (before its
+    MLP), with the targets' (and foil's) probability and rank there."""
+
+    tracked: list[TrackedProbability]
+
+
+class BlockPrediction(LayerPrediction):
+    """The lens after the whole block, with the targets' (and foil's) probability and rank."""
+
+    tracked: list[TrackedProbability]
+
+
+class AttributionResult(BaseModel):
+    """Direct logit attribution and the sub-layer lens at the prompt's last position."""
+
+    model: ModelInfo
+    prompt: str
+    text_seen: str
+    chat_template_applied: bool
+    tokens: list[str]
+    token_ids: list[int]
+    position: int
+    config: AttributionConfig
+    targets: list[AttributionTarget]
+    foil: AttributionTarget | None
+    components: list[AttributionComponent] = Field(
+        description="The embedding output (as it enters block 0), then per block its attention "
+        "and MLP additions, then the final norm's bias where it has one: "
+        "(centre(x) / s) . (g * W_U[t]) each, s the final norm's scale of the final residual."
+    )
+    logit_diffs: list[float] | None = Field(
+        description="With a foil: per component, first target's logit minus the foil's."
+    )
+    captured_layers: list[int]
+    sublayer_predictions: list[SublayerPrediction]
+    layer_predictions: list[BlockPrediction]
+    final_prediction: list[TokenProbability]
+    fidelity: Fidelity
+    milestones: Milestones
