@@ -365,6 +365,15 @@ def diagnostics(
         typer.echo(render(report))
 
 
+def _register() -> None:
+    from lazarus_cli.families import families
+
+    introspect.command("families")(families)
+
+
+_register()
+
+
 # ``attribute`` and ``compare`` live in their own module and register on ``introspect``.
 from lazarus_cli import comparisons as _comparisons  # noqa: E402
 

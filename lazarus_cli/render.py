@@ -34,6 +34,7 @@ def model_header(info: ModelInfo) -> list[str]:
     lines.append(f"  Dtype: {info.dtype} (computing in {info.compute_dtype} on {info.device})")
     if info.matmul != "mlx":
         lines.append(f"  Linear layers: {info.matmul} on {info.weight_dtype} weights")
+    lines.append(f"  Support: {info.support}")
     return lines
 
 

@@ -14,6 +14,10 @@ import numpy as np
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from tests.family_configs import BASE_CONFIG, FAMILY_CONFIGS, family_config
+
+__all__ = ["BASE_CONFIG", "FAMILY_CONFIGS", "build_checkpoint", "family_config", "random_weights"]
+
 WORDS = (
     "The capital of France is Paris . The capital of Japan is Tokyo . Hello world ! "
     "one two three four five six seven eight nine ten 1 2 3 4 5 6 7 8 9 0 + = "
@@ -22,54 +26,6 @@ CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-
-BASE_CONFIG: dict[str, Any] = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "rms_norm_eps": 1e-6,
-    "max_position_embeddings": 256,
-    "rope_theta": 10000.0,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 2,
-    "tie_word_embeddings": False,
-}
-
-FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
-    "llama": {},
-    "mistral": {"sliding_window": None},
-    "qwen2": {"tie_word_embeddings": True},
-    "qwen3": {"tie_word_embeddings": True},
-    "phi3": {},
-    "olmo2": {},
-    "granite": {
-        "embedding_multiplier": 12.0,
-        "attention_multiplier": 0.25,
-        "residual_multiplier": 0.5,
-        "logits_scaling": 4.0,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "tie_word_embeddings": True,
-    },
-    "gemma": {"tie_word_embeddings": True, "hidden_act": "gelu_pytorch_tanh"},
-    "gemma2": {
-        "tie_word_embeddings": True,
-        "final_logit_softcapping": 30.0,
-        "attn_logit_softcapping": 50.0,
-        "query_pre_attn_scalar": 16,
-        "sliding_window": 4,
-    },
-    "gemma3_text": {
-        "tie_word_embeddings": True,
-        "query_pre_attn_scalar": 16,
-        "sliding_window": 3,
-        "sliding_window_pattern": 2,
-    },
-}
 
 
 def build_tokenizer(directory: Path, chat_template: bool = True) -> int:
@@ -100,22 +56,26 @@ def build_tokenizer(directory: Path, chat_template: bool = True) -> int:
     return tokenizer.get_vocab_size()
 
 
-def family_config(family: str, vocab_size: int, **overrides: Any) -> dict[str, Any]:
-    config = {**BASE_CONFIG, **FAMILY_CONFIGS[family], "model_type": family, **overrides}
-    config["vocab_size"] = vocab_size
-    return config
-
-
 def random_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
-    """Weights named as mlx-lm's model class for this family names them (norms near 1)."""
+    """Weights named as mlx-lm's model class for this family names them (norms near 1).
+
+    The class is built as lazarus builds it (the registry's config translation and build
+    corrections), so the names and shapes are those of mlx-lm's converted layout."""
     from mlx.utils import tree_flatten
     from mlx_lm.utils import _get_classes
 
-    model_class, args_class = _get_classes(config)
-    model = model_class(args_class.from_dict(config))
+    from lazarus_mcp.modeling.families import FAMILIES
+
+    spec = FAMILIES.get(config["model_type"])
+    built = {**config, **(spec.mlx_overrides(config) if spec else {})}
+    model_class, args_class = _get_classes(built)
+    model = model_class(args_class.from_dict(built))
+    if spec is not None:
+        spec.apply_build_fixes(model, config)
     rng = np.random.default_rng(seed)
     weights = {}
-    zero_centered_norm = config["model_type"].startswith("gemma")
+    text_type = (config.get("text_config") or config)["model_type"]
+    zero_centered_norm = text_type.startswith("gemma")
     for name, value in tree_flatten(model.parameters()):
         shape = tuple(value.shape)
         if "norm" in name:

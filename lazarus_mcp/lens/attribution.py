@@ -22,7 +22,8 @@ from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.analysis import _top
 from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
 from lazarus_mcp.lens.final_norm import probe_norm
-from lazarus_mcp.lens.head import LensHead, backbone
+from lazarus_mcp.lens.head import LensHead
+from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.lens.rows import RowStats, row_arrays, row_stats
@@ -80,14 +81,14 @@ def component_logits(head: LensHead, parts: Decomposition, dtype: mx.Dtype) -> m
     if bias_row is not None:
         rows = mx.concatenate([rows, bias_row])
         parts.kinds.append(("bias", None))
-    if head.logit_divisor is not None:
-        rows = rows / head.logit_divisor
+    if head.logit_factor is not None:
+        rows = rows * head.logit_factor
     return rows
 
 
 def _own_precap(head: LensHead, final: mx.array) -> mx.array:
     logits = head.unembed(head.norm(final[None])).astype(mx.float32)[0]
-    return logits / head.logit_divisor if head.logit_divisor is not None else logits
+    return logits * head.logit_factor if head.logit_factor is not None else logits
 
 
 def _tracked(
@@ -157,7 +158,7 @@ def attribute_loaded(
     queried = [_resolve(loaded, q) for q in config.track_tokens]
     foil = _resolve(loaded, config.foil) if config.foil is not None else None
     model, head = loaded.model, loaded.head
-    blocks = backbone(model).layers
+    blocks = block_list(model)
     mid_name = family_spec(info.family).mid_residual_module(blocks[0])
     if mid_name is None:
         raise UnsupportedModelError(

@@ -15,7 +15,7 @@ import numpy as np
 
 from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
-from lazarus_mcp.lens.head import LensHead, backbone
+from lazarus_mcp.lens.head import LensHead, blocks
 from lazarus_mcp.lens.sequence import forward_with_continuations
 from lazarus_mcp.lens.taps import forward_with_taps
 from lazarus_mcp.schema.fidelity import Fidelity
@@ -56,7 +56,7 @@ def compute_lens(
     """The lens of each selected block: one projection per block, all statistics from it.
 
     ``continuations``: multi-token strings (their pieces' ids), scored in the same pass."""
-    last = len(backbone(model).layers) - 1
+    last = len(blocks(model)) - 1
     taps = sorted({*layers, last})
     sequences = None
     if continuations:

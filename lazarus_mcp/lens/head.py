@@ -4,6 +4,11 @@ The lens of an intermediate block must be computed exactly as the model computes
 from the last block, so the head is assembled from the model's own modules (its final norm, its
 ``lm_head`` or tied embedding, quantized or not) plus the family's post-unembedding transform,
 which the family registry (``modeling/families.py``) names.
+
+The parts are found by structure, not by family: the block list is mlx-lm's own ``Model.layers``
+(every mlx-lm model exposes it for its caches), the text model of a multimodal container is its
+``language_model``, and the backbone is the module that holds the block list. A model outside the
+registry gets its head from the model's own code instead (``lens/own_head.py``).
 """
 
 from __future__ import annotations
@@ -17,17 +22,82 @@ import mlx.nn as nn
 
 from lazarus_mcp.errors import UnsupportedModelError
 
-NORM_NAMES = ("norm", "final_layernorm", "ln_f", "norm_f")
+NORM_NAMES = ("norm", "final_layernorm", "ln_f", "norm_f", "final_layer_norm", "final_norm")
+EMBEDDING_NAMES = ("embed_tokens", "wte", "embed_in", "word_embeddings", "tok_embeddings")
+UNEMBEDDING_NAMES = ("lm_head", "embed_out", "output")
+
+
+def text_model(model: nn.Module) -> Any:
+    """The language model: a multimodal container's ``language_model``, else the model."""
+    inner = getattr(model, "language_model", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _owner(module: nn.Module, layers: list[Any], depth: int) -> tuple[Any, list[Any]] | None:
+    """(module, list) where the module stores a list holding the same blocks as ``layers``."""
+    for value in module.values():
+        same = isinstance(value, list) and len(value) == len(layers)
+        if same and all(a is b for a, b in zip(value, layers, strict=True)):
+            return module, value
+    if depth == 0:
+        return None
+    for value in module.values():
+        if isinstance(value, nn.Module):
+            found = _owner(value, layers, depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _located(model: nn.Module) -> tuple[Any, list[Any]]:
+    layers = getattr(model, "layers", None)
+    if isinstance(layers, list) and layers:
+        # ``Model.layers`` may be a copy (pipeline ports slice it): find the stored list.
+        found = _owner(model, layers, depth=3)
+        if found is not None:
+            return found
+        raise UnsupportedModelError(
+            f"unsupported model class {type(model).__name__}: its block list has no owner module"
+        )
+    raise UnsupportedModelError(
+        f"unsupported model class {type(model).__name__}: no transformer block list found"
+    )
+
+
+def blocks(model: nn.Module) -> list[Any]:
+    """The model's residual block list, the stored list itself (entries may be swapped)."""
+    return _located(model)[1]
 
 
 def backbone(model: nn.Module) -> Any:
-    """The module that holds the block list, the embedding and the final norm."""
-    inner = getattr(model, "model", None)
-    if inner is None or not isinstance(getattr(inner, "layers", None), list):
-        raise UnsupportedModelError(
-            f"unsupported model class {type(model).__name__}: no transformer block list found"
-        )
-    return inner
+    """The module that holds the block list (and, in mlx-lm's ports, embedding and final norm)."""
+    return _located(model)[0]
+
+
+def embedding_slot(model: nn.Module) -> tuple[Any, str]:
+    """(module, key) of the token embedding, so a forward can swap it for one call."""
+    inner = backbone(model)
+    for name in EMBEDDING_NAMES:
+        if name in inner:
+            return inner, name
+    for name, value in inner.items():
+        if isinstance(value, (nn.Embedding, nn.QuantizedEmbedding)):
+            return inner, name
+    raise UnsupportedModelError("unsupported model: no token embedding found")
+
+
+def embedding(model: nn.Module) -> Any:
+    holder, key = embedding_slot(model)
+    return holder[key]
+
+
+def unembedding_module(model: nn.Module) -> Any:
+    """The module whose rows are the output vocabulary, or None where it is the tied embedding."""
+    for owner in (text_model(model), backbone(model)):
+        for name in UNEMBEDDING_NAMES:
+            if name in owner and isinstance(owner[name], nn.Module):
+                return owner[name]
+    return None
 
 
 @dataclass(frozen=True)
@@ -38,9 +108,19 @@ class LensHead:
     unembed: Callable[[mx.array], mx.array]
     softcap: float | None = None
     logit_divisor: float | None = None
+    logit_multiplier: float | None = None
+
+    @property
+    def logit_factor(self) -> float | None:
+        """The linear factor on the logits before the soft-cap (None: 1)."""
+        if self.logit_multiplier is None and self.logit_divisor is None:
+            return None
+        return (self.logit_multiplier or 1.0) / (self.logit_divisor or 1.0)
 
     def __call__(self, hidden: mx.array) -> mx.array:
         logits = self.unembed(self.norm(hidden))
+        if self.logit_multiplier is not None:
+            logits = logits * self.logit_multiplier
         if self.logit_divisor is not None:
             logits = logits / self.logit_divisor
         if self.softcap is not None:
@@ -49,12 +129,25 @@ class LensHead:
 
 
 def build_head(
-    model: nn.Module, softcap: float | None = None, logit_divisor: float | None = None
+    model: nn.Module,
+    softcap: float | None = None,
+    logit_divisor: float | None = None,
+    logit_multiplier: float | None = None,
+    norm_name: str | None = None,
 ) -> LensHead:
-    """The head from the model's own final norm and unembedding plus the given transform."""
+    """The head from the model's own final norm (``norm_name``, or the usual names) and
+    unembedding, plus the given transform."""
     inner = backbone(model)
-    norm = next((getattr(inner, n) for n in NORM_NAMES if n in inner), None)
+    names = (norm_name,) if norm_name else NORM_NAMES
+    norm = next((getattr(inner, n) for n in names if n in inner), None)
     if norm is None:
         raise UnsupportedModelError("unsupported model: no final norm found")
-    unembed = model.lm_head if "lm_head" in model else inner.embed_tokens.as_linear
-    return LensHead(norm=norm, unembed=unembed, softcap=softcap, logit_divisor=logit_divisor)
+    head = unembedding_module(model)
+    unembed = head if head is not None else embedding(model).as_linear
+    return LensHead(
+        norm=norm,
+        unembed=unembed,
+        softcap=softcap,
+        logit_divisor=logit_divisor,
+        logit_multiplier=logit_multiplier,
+    )

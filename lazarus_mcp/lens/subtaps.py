@@ -23,7 +23,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from lazarus_mcp.errors import UnsupportedModelError
-from lazarus_mcp.lens.head import backbone
+from lazarus_mcp.lens.head import blocks as block_list
+from lazarus_mcp.lens.head import embedding_slot
 from lazarus_mcp.lens.taps import _ScaledEmbedding, _swapped, attention_masks
 
 
@@ -96,8 +97,7 @@ def forward_sublayers(
     pad_id: int = 0,
 ) -> SublayerStates:
     """One forward pass of the right-padded batch; every block tapped at ``positions``."""
-    inner = backbone(model)
-    blocks = inner.layers
+    blocks = block_list(model)
     length = max(len(s) for s in sequences)
     batch = mx.array([s + [pad_id] * (length - len(s)) for s in sequences])
     where = mx.array(positions, dtype=mx.int32)
@@ -119,8 +119,9 @@ def forward_sublayers(
                 mids.append(keep)
             stack.enter_context(_swapped(blocks, i, tap))
         if embedding_factor != 1.0:
-            scaled = _ScaledEmbedding(inner["embed_tokens"], embedding_factor)
-            stack.enter_context(_swapped(inner, "embed_tokens", scaled))
+            holder, key = embedding_slot(model)
+            scaled = _ScaledEmbedding(holder[key], embedding_factor)
+            stack.enter_context(_swapped(holder, key, scaled))
         logits = model(batch)
     for i, tap in enumerate(taps):
         if tap.entered is None or tap.left is None or (mids and mids[i].captured is None):

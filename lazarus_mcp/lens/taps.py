@@ -15,7 +15,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.base import create_causal_mask
 
-from lazarus_mcp.lens.head import backbone
+from lazarus_mcp.lens.head import blocks as block_list
+from lazarus_mcp.lens.head import embedding_slot
 
 
 class _Block:
@@ -122,13 +123,14 @@ def applied_embedding_scale(model: nn.Module, num_tokens: int = 16) -> float:
 
     Measured, not assumed: the forward is stopped at the input of block 0 (one lookup of cost).
     """
-    inner = backbone(model)
+    layers = block_list(model)
+    holder, key = embedding_slot(model)
     ids = mx.arange(num_tokens)[None]
     try:
-        with _swapped(inner.layers, 0, _FirstBlockInput(inner.layers[0])):
+        with _swapped(layers, 0, _FirstBlockInput(layers[0])):
             model(ids)
     except _StopForward as stop:
-        embedded = inner.embed_tokens(ids).astype(mx.float32)
+        embedded = holder[key](ids).astype(mx.float32)
         fed = stop.value.astype(mx.float32)
         mask = mx.abs(embedded) > 1e-6
         ratio = mx.where(mask, fed / mx.where(mask, embedded, 1.0), 0.0)
@@ -148,8 +150,7 @@ def forward_with_taps(
 
     The final logits are the model's own (its norm, head and soft-cap), at that position.
     """
-    inner = backbone(model)
-    blocks = inner.layers
+    blocks = block_list(model)
     last = len(blocks) - 1
     position = len(token_ids) - 1
     masks = attention_masks(len(token_ids), windows or {}, len(blocks))
@@ -166,8 +167,9 @@ def forward_with_taps(
         for i, block in wrapped.items():
             stack.enter_context(_swapped(blocks, i, block))
         if embedding_factor != 1.0:
-            scaled = _ScaledEmbedding(inner["embed_tokens"], embedding_factor)
-            stack.enter_context(_swapped(inner, "embed_tokens", scaled))
+            holder, key = embedding_slot(model)
+            scaled = _ScaledEmbedding(holder[key], embedding_factor)
+            stack.enter_context(_swapped(holder, key, scaled))
         logits = model(mx.array([token_ids]))
     captured: dict[int, mx.array] = {}
     for i in layers:

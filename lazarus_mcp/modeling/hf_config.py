@@ -56,10 +56,10 @@ def rope_overrides(config: dict[str, Any]) -> dict[str, Any]:
 
 def explicit_layer_types(config: dict[str, Any]) -> list[str] | None:
     """The config's own ``layer_types``, checked against its layer count."""
-    n = int(config["num_hidden_layers"])
     types = config.get("layer_types")
     if not types:
         return None
+    n = int(config["num_hidden_layers"])
     if len(types) != n:
         raise UnsupportedModelError(f"config has {len(types)} layer_types for {n} layers")
     return list(types)

@@ -14,13 +14,21 @@ from typing import Any
 import mlx.core as mx
 
 from lazarus_mcp.accel import bf16_linear, blas, cpu_gemm
-from lazarus_mcp.errors import ModelLoadError
-from lazarus_mcp.lens.head import LensHead, backbone, build_head
+from lazarus_mcp.errors import ModelLoadError, UnsupportedModelError
+from lazarus_mcp.lens.head import (
+    LensHead,
+    backbone,
+    blocks,
+    build_head,
+    embedding,
+    unembedding_module,
+)
 from lazarus_mcp.lens.taps import applied_embedding_scale
 from lazarus_mcp.lens.tokens import TokenText, has_chat_template
 from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path
-from lazarus_mcp.modeling.families import family_spec
+from lazarus_mcp.modeling.families import FAMILIES, FamilySpec
 from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
 from lazarus_mcp.schema import ModelInfo, QuantizationInfo
 
 logger = logging.getLogger(__name__)
@@ -144,9 +152,30 @@ def _nbytes(model: Any) -> int:
 
 
 def _vocab_rows(model: Any) -> int:
-    inner = backbone(model)
-    module = model.lm_head if "lm_head" in model else inner.embed_tokens
+    module = unembedding_module(model)
+    if module is None:
+        module = embedding(model)
     return int(module.weight.shape[0])
+
+
+def _model_classes(spec: FamilySpec | None, config: dict[str, Any]) -> Any:
+    """mlx-lm's class lookup, with the family's build corrections on the built model."""
+    from mlx_lm.utils import _get_classes
+
+    def classes(config: dict[str, Any]) -> tuple[Any, Any]:
+        model_class, args_class = _get_classes(config)
+        if spec is None or not (spec.build_fixes or spec.text(config)[0].build_fixes):
+            return model_class, args_class
+
+        def build(args: Any) -> Any:
+            model = model_class(args)
+            build_notes.extend(spec.apply_build_fixes(model, config))
+            return model
+
+        return build, args_class
+
+    build_notes: list[str] = []
+    return classes, build_notes
 
 
 def _round_to(value: float, dtype: Any) -> float:
@@ -176,22 +205,33 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
 
     path = resolve_model_path(model_id)
     config = read_config(path)
-    family = config["model_type"]
-    spec = family_spec(family)
-    windows = spec.sliding_windows(config)
+    family = str(config.get("model_type"))
+    spec = FAMILIES.get(family)
+    if spec is None:
+        refuse_known(family, config)
+    windows = spec.sliding_windows(config) if spec else {}
+    classes, build_notes = _model_classes(spec, config)
     try:
         # Lazy when converting: _apply_plan then reads each tensor only when converting it.
         lazy = not (options.dtype == "native" or (options.dtype == "auto" and device != "cpu"))
-        model, config = load_model(path, lazy=lazy, model_config=spec.mlx_overrides(config))
+        overrides = spec.mlx_overrides(config) if spec else {}
+        model, config = load_model(
+            path, lazy=lazy, model_config=overrides, get_model_classes=classes
+        )
         wrapper = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:
+        if spec is None and "not supported" in str(exc):
+            raise UnsupportedModelError(
+                f"unsupported architecture '{family}': mlx-lm has no model for it"
+            ) from exc
         raise ModelLoadError(f"could not load the model in {path}: {exc}".splitlines()[0]) from exc
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
-    fixes = spec.apply_port_fixes(model, config)
-    inner = backbone(model)
-    hidden = int(config.get("hidden_size") or inner.embed_tokens.weight.shape[-1])
+    fixes = build_notes + (spec.apply_port_fixes(model, config) if spec else [])
+    backbone(model)  # a clear refusal for a model without a block list
+    text = spec.text(config)[1] if spec else config
+    hidden = int(text.get("hidden_size") or text.get("n_embd") or embedding(model).weight.shape[-1])
     vocab = _vocab_rows(model)
-    tied = "lm_head" not in model
+    tied = unembedding_module(model) is None
     stored = _stored_dtype(model)
     quantization = _quantization(config)
     plan = plan_compute(options, device, stored, quantization)
@@ -202,10 +242,18 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
             f"could not read the weights in {path}: {exc}".splitlines()[0]
         ) from exc
     compute = _stored_dtype(model)
-    head = build_head(model, spec.softcap(config), spec.logit_divisor(config))
-    probe_ids = min(16, vocab)
-    applied = applied_embedding_scale(model, probe_ids)
-    intended = spec.embedding_scale(hidden)
+    if spec is not None:
+        head = build_head(
+            model,
+            spec.softcap(config),
+            spec.logit_divisor(config),
+            spec.logit_multiplier(config),
+            spec.final_norm_name(config),
+        )
+    else:
+        head = self_checked_head(family, model, probe_ids(tokenizer, vocab))
+    applied = applied_embedding_scale(model, min(16, vocab))
+    intended = spec.embedding_scale(hidden, config) if spec else None
     if intended is not None:
         # The family's scale sqrt(hidden), rounded as the compute dtype rounds it (as the
         # reference implementations do), not as some ports hard-code it (bfloat16).
@@ -216,7 +264,7 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
         model_id=model_id,
         path=str(path),
         family=family,
-        num_layers=len(inner.layers),
+        num_layers=len(blocks(model)),
         hidden_size=hidden,
         vocab_size=vocab,
         tied_embeddings=tied,
@@ -230,6 +278,7 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
         device=device,
         has_chat_template=has_chat_template(tokenizer),
         corrections=fixes,
+        support=spec.support if spec else "self-checked",
     )
     logger.debug("loaded %s (BLAS: %s): %s", model_id, blas.status(), info.model_dump())
     return LoadedModel(

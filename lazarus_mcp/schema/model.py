@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -41,6 +43,12 @@ class ModelInfo(BaseModel):
     )
     device: str = Field(description="The MLX device the model runs on (cpu or gpu).")
     has_chat_template: bool
+    support: Literal["verified", "self-checked"] = Field(
+        "verified",
+        description="'verified': a registry family, its lens checked against transformers at "
+        "every block; 'self-checked': an architecture outside the registry whose head is the "
+        "model's own code, proven at load (lens of the last block == its own logits).",
+    )
     corrections: list[str] = Field(
         default_factory=list,
         description="Where the MLX port departs from the reference architecture and was corrected.",

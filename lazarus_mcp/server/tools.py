@@ -273,7 +273,8 @@ def render_analysis(result: AnalysisResult) -> str:
     lines = [
         f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
         f"tokens, predicting after {result.tokens[-1]!r}"
-        + (" (chat template applied)" if result.chat_template_applied else ""),
+        + (" (chat template applied)" if result.chat_template_applied else "")
+        + f"; lens {info.support}",
         *milestone_lines(result.milestones, result.fidelity),
         f"Final prediction: {top}",
         "Top token by layer:",
@@ -356,8 +357,9 @@ def render_status(status: ModelStatus) -> str:
         "chat template" if status.has_chat_template else "no chat template",
     ]
     return (
-        f"{status.model_id}: {status.family}, {status.num_layers} layers, hidden "
-        f"{status.hidden_size}, vocab {status.vocab_size}, {', '.join(e for e in extras if e)}; "
+        f"{status.model_id}: {status.family} ({status.support}), {status.num_layers} layers, "
+        f"hidden {status.hidden_size}, vocab {status.vocab_size}, "
+        f"{', '.join(e for e in extras if e)}; "
         f"{status.dtype} computed in {status.compute_dtype} on {status.device}"
         + (f" (linear layers: {status.matmul})" if status.matmul != "mlx" else "")
         + "; "
