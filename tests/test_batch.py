@@ -105,3 +105,22 @@ def test_groups_are_by_length_within_the_budget() -> None:
         assert len(g) <= 3
         assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 300
     assert batch.plan_groups([5000], max_tokens=10) == [[0]]
+
+
+def test_multi_token_strings_in_a_batch_and_out_of_the_grid() -> None:
+    """A multi-token tracked string is scored as a continuation of each prompt (its own
+    forward); in a grid it is refused with a message that says what to do."""
+    loaded = worker.run_sync(load, str(PARITY / "llama"))
+    config = AnalysisConfig(track_tokens=[" Parisian"], use_chat_template=False)
+    plan, encoded = worker.run_sync(batch.prepare, loaded, PROMPTS[:2], config)
+    assert plan.multi_token
+    together = worker.run_sync(batch.analyze_encoded, loaded, PROMPTS[:2], encoded, config, plan)
+    for prompt, result in zip(PROMPTS[:2], together, strict=True):
+        alone = worker.run_sync(analyze_loaded, loaded, prompt, config)
+        assert result.model_dump(mode="json") == alone.model_dump(mode="json")
+        assert result.token_evolutions[0].final_sequence_logprob is not None
+    grid = config.model_copy(update={"positions": "all"})
+    with pytest.raises(
+        InvalidRequestError, match="multi-token track_tokens are scored at the last"
+    ):
+        worker.run_sync(analyze_loaded, loaded, PROMPTS[0], grid)

@@ -22,7 +22,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from lazarus_mcp.lens.head import backbone
+from lazarus_mcp.lens.head import blocks as block_list
+from lazarus_mcp.lens.head import embedding_slot
 from lazarus_mcp.lens.taps import _ScaledEmbedding, _swapped, attention_masks
 
 
@@ -106,8 +107,7 @@ def forward_grid(
 ) -> GridCapture:
     """One forward pass over the padded batch; the residual stream of ``layers`` (and of the
     embedding output) at each prompt's ``positions``, and the model's own logits there."""
-    inner = backbone(model)
-    blocks = inner.layers
+    blocks = block_list(model)
     last = len(blocks) - 1
     ids = pad_batch(batch, pad_id)
     index = position_index(positions)
@@ -127,8 +127,9 @@ def forward_grid(
         for i, block in wrapped.items():
             stack.enter_context(_swapped(blocks, i, block))
         if embedding_factor != 1.0:
-            scaled = _ScaledEmbedding(inner["embed_tokens"], embedding_factor)
-            stack.enter_context(_swapped(inner, "embed_tokens", scaled))
+            holder, key = embedding_slot(model)
+            scaled = _ScaledEmbedding(holder[key], embedding_factor)
+            stack.enter_context(_swapped(holder, key, scaled))
         logits = model(ids)
     hidden: dict[int | None, mx.array] = {}
     if embeddings:
