@@ -25,7 +25,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from lazarus_mcp.lens import stats
+from lazarus_mcp.lens import npstats
 from lazarus_mcp.lens.compute import LensArrays
 from lazarus_mcp.lens.head import LensHead
 from lazarus_mcp.schema.fidelity import Fidelity
@@ -39,11 +39,11 @@ def chunk_positions(num_rows: int, vocab: int, chunk_bytes: int | None = None) -
     return max(1, budget // (4 * vocab * max(1, num_rows)))
 
 
-def _final_top_ranks(logprobs: mx.array, final_ids: mx.array) -> mx.array:
+def _final_top_ranks(logprobs: np.ndarray, final_ids: np.ndarray) -> np.ndarray:
     """[L, Pc]: the rank, in each row, of the model's own top-1 token at that position."""
-    top1 = mx.broadcast_to(final_ids[None, :, :1], (*logprobs.shape[:2], 1))
-    chosen = mx.take_along_axis(logprobs, top1, axis=-1)
-    return 1 + mx.sum(logprobs > chosen, axis=-1)
+    top1 = np.broadcast_to(final_ids[None, :, :1], (*logprobs.shape[:2], 1))
+    chosen = np.take_along_axis(logprobs, top1, axis=-1)
+    return 1 + (logprobs > chosen).sum(axis=-1)
 
 
 def _chunk(
@@ -53,40 +53,40 @@ def _chunk(
     final_logits: mx.array,
     last: int,
     top_k: int,
-    tracked: mx.array,
+    tracked: np.ndarray,
 ) -> list[np.ndarray]:
-    """Every statistic for one chunk of positions: hidden [Pc, D] per row, final [Pc, V]."""
-    final_lp, final_p = stats.softmax_pair(final_logits)  # [Pc, V]
-    # Block N-1's lens *is* the model's output; projecting it again would only repeat that work.
+    """Every statistic for one chunk of positions: hidden [Pc, D] per row, final [Pc, V].
+
+    MLX projects (one head GEMM for every row but the last block, whose lens *is* the model's
+    output); numpy computes the statistics (``npstats``)."""
     projected = [r for r in rows if r != last]
-    lens: dict[int | None, tuple[mx.array, mx.array]] = {}
+    pending = [final_logits.astype(mx.float32)]
     if projected:
         stacked = mx.stack([hidden[r] for r in projected])  # [Lp, Pc, D]
         flat = stacked.reshape(-1, stacked.shape[-1])
-        logits = head(flat).reshape(*stacked.shape[:2], -1)
-        lens_lp, lens_p = stats.softmax_pair(logits)
-        lens = {r: (lens_lp[n], lens_p[n]) for n, r in enumerate(projected)}
-    if last in rows:
-        lens[last] = (final_lp, final_p)
-    logprobs = mx.stack([lens[r][0] for r in rows])  # [L, Pc, V]
-    probs = mx.stack([lens[r][1] for r in rows])
-    top_ids, _ = stats.top_k(logprobs, top_k)
-    final_ids, _ = stats.top_k(final_lp, top_k)  # [Pc, k]
-    outputs = [
+        pending.append(head(flat).reshape(*stacked.shape[:2], -1))
+    mx.eval(*pending)
+    final = np.array(pending[0])  # [Pc, V]
+    lens = np.array(pending[1]) if projected else None
+    final_lp, final_p = npstats.softmax_pair(final)
+    by_row = {r: n for n, r in enumerate(projected)}
+    logits = np.stack([final if r == last else lens[by_row[r]] for r in rows])  # type: ignore[index]
+    logprobs, probs = npstats.softmax_pair(logits)  # [L, Pc, V]
+    top_ids = npstats.top_k(logprobs, top_k)
+    final_ids = npstats.top_k(final_lp, top_k)  # [Pc, k]
+    return [
         top_ids,
-        mx.take_along_axis(probs, top_ids, axis=-1),
-        stats.entropy(logprobs, probs),
-        stats.kl_divergence(final_lp[None], final_p[None], logprobs),
+        np.take_along_axis(probs, top_ids, axis=-1),
+        npstats.entropy(logprobs, probs),
+        npstats.kl_divergence(final_lp[None], final_p[None], logprobs),
         final_ids,
-        mx.take_along_axis(final_p, final_ids, axis=-1),
+        np.take_along_axis(final_p, final_ids, axis=-1),
         probs[..., tracked],
-        stats.ranks(logprobs, tracked),
+        npstats.ranks(logprobs, tracked),
         final_p[..., tracked],
-        stats.ranks(final_lp, tracked),
+        npstats.ranks(final_lp, tracked),
         _final_top_ranks(logprobs, final_ids),
     ]
-    mx.eval(*outputs)
-    return [np.array(a) for a in outputs]
 
 
 def lens_grid(
@@ -110,7 +110,7 @@ def lens_grid(
     """
     vocab = final_logits.shape[-1]
     num_positions = final_logits.shape[0] if final_rows is None else final_rows.shape[0]
-    tracked = mx.array(tracked_ids or [0], dtype=mx.int32)
+    tracked = np.array(tracked_ids or [0], dtype=np.int64)
     step = chunk_positions(len(rows), vocab)
     parts: list[list[np.ndarray]] = []
     for start in range(0, num_positions, step):
