@@ -8,15 +8,18 @@ bundled demo model's tokenizer, hidden 64, ``--layers`` blocks, and an embedding
 ``--vocab`` rows, so the head's [positions, vocab] work is as large as Gemma 3's while the blocks
 cost nothing. Then runs the whole grid (every position, every block, the embedding row, one
 tracked token) and prints MLX's peak memory for the analysis alone, the model's own
-[positions, vocab] logits, and the size one [rows, positions, vocab] float32 array would have.
+[positions, vocab] logits, numpy's peak (the cells' statistics), the growth of the process's
+peak RSS, and the size one [rows, positions, vocab] float32 array would have.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -98,14 +101,21 @@ def measure(path: Path, positions: int) -> dict[str, float]:
     def run() -> dict[str, float]:
         mx.clear_cache()
         before = mx.get_active_memory()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         mx.reset_peak_memory()
+        tracemalloc.start()  # numpy reports its buffers to tracemalloc
         result = analyze_loaded(loaded, prompt, config)
+        _, numpy_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
         peak = mx.get_peak_memory()
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         assert result.grid is not None
         return {
             "positions": len(result.grid),
             "rows": len(result.layer_predictions),
             "peak_over_weights": (peak - before) / MB,
+            "numpy_peak": numpy_peak / MB,
+            "rss_growth": (rss_after - rss_before) / MB,
         }
 
     got = worker.run_sync(run)
@@ -130,6 +140,8 @@ def main() -> None:
         f"{got['positions']} positions:\n"
         f"  MLX peak during the analysis (above the weights): {got['peak_over_weights']:,.0f} MB\n"
         f"  of which the model's own logits [P, V] float32:   {got['model_logits']:,.0f} MB\n"
+        f"  Python + numpy peak (tracemalloc):                 {got['numpy_peak']:,.0f} MB\n"
+        f"  growth of the process's peak RSS:                  {got['rss_growth']:,.0f} MB\n"
         f"  one [rows, P, V] float32 array, for comparison:     {got['one_full_array']:,.0f} MB"
     )
 
