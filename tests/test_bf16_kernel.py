@@ -46,7 +46,7 @@ def _matmul(
         weight = mx.array(w_bits).view(mx.bfloat16)
         packed = cpu_gemm.pack_bf16(weight)
         b = mx.array(bias) if bias is not None else None
-        y = cpu_gemm.bf16_matmul(mx.array(x), packed, w_bits.shape[0], b, parts)
+        y = cpu_gemm.bf16_matmul(mx.array(x), packed, b, parts)
         return np.array(y)
 
     return worker.run_sync(run)
@@ -94,9 +94,9 @@ def test_batched_and_strided_inputs() -> None:
 
     def run() -> tuple[np.ndarray, np.ndarray]:
         packed = cpu_gemm.pack_bf16(mx.array(w_bits).view(mx.bfloat16))
-        batched = cpu_gemm.bf16_matmul(mx.array(x), packed, 40, None, 2)
+        batched = cpu_gemm.bf16_matmul(mx.array(x), packed, None, 2)
         strided = mx.array(x.reshape(6, 24).T.copy()).T  # a transposed view
-        flat = cpu_gemm.bf16_matmul(strided, packed, 40, None, 2)
+        flat = cpu_gemm.bf16_matmul(strided, packed, None, 2)
         return np.array(batched), np.array(flat)
 
     batched, flat = worker.run_sync(run)
@@ -105,7 +105,7 @@ def test_batched_and_strided_inputs() -> None:
 
     def empty() -> tuple[int, ...]:
         packed = cpu_gemm.pack_bf16(mx.array(w_bits).view(mx.bfloat16))
-        return tuple(cpu_gemm.bf16_matmul(mx.zeros((1, 0, 24)), packed, 40, None, 2).shape)
+        return tuple(cpu_gemm.bf16_matmul(mx.zeros((1, 0, 24)), packed, None, 2).shape)
 
     assert worker.run_sync(empty) == (1, 0, 40)
 
@@ -207,7 +207,8 @@ def test_parity_models_in_bfloat16_match_float32_within_tolerance(
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize(
-    ("m", "k", "n", "group_size"), [(1, 64, 32, 32), (7, 256, 70, 64), (13, 384, 33, 128)]
+    ("m", "k", "n", "group_size"),
+    [(1, 64, 32, 32), (7, 256, 70, 64), (13, 384, 33, 128), (200, 64, 40, 32)],
 )
 def test_affine_gemm_equals_float64_reference(
     m: int, k: int, n: int, group_size: int, bits: int
@@ -277,7 +278,7 @@ def test_quantized_checkpoint_runs_through_the_affine_kernel(tmp_path: Path) -> 
         deq = mx.dequantize(q.weight, q.scales, q.biases, q.group_size, q.bits)
         packed = fast.model.layers[0].mlp.down_proj.packed
         eye = mx.eye(deq.shape[1])
-        via_kernel = cpu_gemm.bf16_matmul(eye, packed, deq.shape[0], None, 1).T
+        via_kernel = cpu_gemm.bf16_matmul(eye, packed, None, 1).T
         return np.array(deq.astype(mx.float32)), np.array(via_kernel)
 
     deq, via_kernel = worker.run_sync(weights)

@@ -27,7 +27,6 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from lazarus_mcp.accel import cpu_gemm
 from lazarus_mcp.schema import QuantizationInfo
@@ -51,7 +50,7 @@ class PackedLinear(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         bias = self.get("bias")
-        return cpu_gemm.bf16_matmul(x, self.packed, self.out_features, bias, self.parts)
+        return cpu_gemm.bf16_matmul(x, self.packed, bias, self.parts)
 
 
 class BF16Embedding(nn.Module):
@@ -70,7 +69,7 @@ class BF16Embedding(nn.Module):
         return self.table[ids].view(mx.bfloat16).astype(mx.float32)
 
     def as_linear(self, x: mx.array) -> mx.array:
-        return cpu_gemm.bf16_matmul(x, self.packed, self.num_embeddings, None, self.parts)
+        return cpu_gemm.bf16_matmul(x, self.packed, None, self.parts)
 
 
 def affine_kernel_computes(quantization: QuantizationInfo) -> bool:
@@ -132,7 +131,7 @@ def packed_bytes(model: nn.Module) -> int:
     total = 0
     for _, module in model.named_modules():
         packed = getattr(module, "packed", None)
-        if isinstance(packed, (np.ndarray, cpu_gemm.AffineWeights)):
+        if isinstance(packed, (cpu_gemm.BF16Weights, cpu_gemm.AffineWeights)):
             total += packed.nbytes
     return total
 

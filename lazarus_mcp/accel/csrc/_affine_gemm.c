@@ -16,6 +16,7 @@
 #include "_gemm.h"
 
 #define MRQ 6
+#define MCQ (MRQ * 32) /* rows of x per pass over the weights, as MC in _bf16_gemm.c */
 
 typedef struct {
     const uint32_t *q;
@@ -144,18 +145,24 @@ typedef struct {
 
 static AVX512_BF16 void *run_q_job(void *arg) {
     const q_job_t *j = (const q_job_t *)arg;
-    for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
-        const uint16_t *w = j->codes + (size_t)pi * j->kp * NR * 2;
-        const float *s = j->scales + (size_t)pi * j->groups * NR;
-        const float *t = j->biases + (size_t)pi * j->groups * NR;
-        int n0 = pi * NR;
-        int ncols = j->n - n0 < NR ? j->n - n0 : NR;
-        const float *bias = j->bias ? j->bias + n0 : NULL;
-        for (int m0 = 0; m0 < j->m; m0 += MRQ) {
-            int mr = j->m - m0 < MRQ ? j->m - m0 : MRQ;
-            kernels_q[mr](j->x + (size_t)m0 * j->kp * 2, j->xsum + (size_t)m0 * j->groups, w, s,
-                          t, j->groups, j->pairs, j->y + (size_t)m0 * j->n + n0, (size_t)j->n,
-                          ncols, bias);
+    /* Blocks of MCQ rows: a long prompt's packed x stays in cache while the weights stream by,
+     * instead of being read again from memory for every panel. Tiles (and so results) are the
+     * same as without blocks: MCQ is a multiple of MRQ. */
+    for (int mc = 0; mc < j->m; mc += MCQ) {
+        int mc_end = j->m < mc + MCQ ? j->m : mc + MCQ;
+        for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
+            const uint16_t *w = j->codes + (size_t)pi * j->kp * NR * 2;
+            const float *s = j->scales + (size_t)pi * j->groups * NR;
+            const float *t = j->biases + (size_t)pi * j->groups * NR;
+            int n0 = pi * NR;
+            int ncols = j->n - n0 < NR ? j->n - n0 : NR;
+            const float *bias = j->bias ? j->bias + n0 : NULL;
+            for (int m0 = mc; m0 < mc_end; m0 += MRQ) {
+                int mr = mc_end - m0 < MRQ ? mc_end - m0 : MRQ;
+                kernels_q[mr](j->x + (size_t)m0 * j->kp * 2, j->xsum + (size_t)m0 * j->groups, w,
+                              s, t, j->groups, j->pairs, j->y + (size_t)m0 * j->n + n0,
+                              (size_t)j->n, ncols, bias);
+            }
         }
     }
     return NULL;

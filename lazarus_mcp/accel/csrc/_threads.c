@@ -11,7 +11,13 @@
  * before the matmul), and the helper then waited a whole time slice (3-4 ms) behind it. Once
  * placed, a woken helper returns to its previous CPU when that one is idle.
  *
- * One caller at a time (lazarus's MLX worker thread); a forked child starts with no helpers.
+ * One caller at a time: the helpers share one work slot, so run_threads holds `caller` for the
+ * whole call. The kernels are called through ctypes, which releases the GIL, so two Python threads
+ * could otherwise publish work over each other: a helper then ran one caller's job twice and the
+ * other's never (its output rows stayed uninitialized), and `pending` went below zero, which
+ * left the next caller waiting forever. The lock is here rather than in Python so that every
+ * entry (packing as well as the GEMMs) and every caller is covered. A forked child starts with
+ * no helpers and an unlocked `caller`.
  */
 #include "_gemm.h"
 
@@ -24,6 +30,7 @@ typedef struct {
     int count; /* jobs 0..count-1: the caller runs 0, helper i runs i */
 } work_t;
 
+static pthread_mutex_t caller = PTHREAD_MUTEX_INITIALIZER; /* held for a whole run_threads */
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t work_ready = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
@@ -59,6 +66,7 @@ static void *helper(void *arg) {
 
 static void forget_helpers(void) {
     /* In a forked child the helpers do not exist: start afresh. */
+    pthread_mutex_init(&caller, NULL);
     pthread_mutex_init(&mutex, NULL);
     pthread_cond_init(&work_ready, NULL);
     pthread_cond_init(&work_done, NULL);
@@ -91,8 +99,7 @@ static int start_helpers(int wanted) {
     return helpers;
 }
 
-void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads) {
-    char *base = (char *)jobs;
+static void run_locked(void *(*fn)(void *), char *base, size_t job_size, int threads) {
     int running = threads > 1 ? start_helpers(threads - 1) : 0;
     int shared = running < threads - 1 ? running + 1 : threads; /* jobs the helpers take part in */
     if (running > 0) {
@@ -110,4 +117,14 @@ void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads) 
     pthread_mutex_lock(&mutex);
     while (__atomic_load_n(&pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&work_done, &mutex);
     pthread_mutex_unlock(&mutex);
+}
+
+void run_threads(void *(*fn)(void *), void *jobs, size_t job_size, int threads) {
+    if (threads <= 1) { /* touches no shared state */
+        fn(jobs);
+        return;
+    }
+    pthread_mutex_lock(&caller);
+    run_locked(fn, (char *)jobs, job_size, threads);
+    pthread_mutex_unlock(&caller);
 }
