@@ -1,19 +1,21 @@
 """The lens at many positions: every statistic of every (row, position) cell, in chunks.
 
 A full [rows, positions, vocab] float32 array is never built. Positions are taken a chunk at a
-time, as many as keep one [rows, chunk, V] array under ``CHUNK_BYTES`` (at least one position),
-and each chunk is evaluated before the next is built; the model's logits are gathered a chunk at
-a time too. A chunk's working set is about a dozen such arrays (head logits, log-probs, probs,
-their stacked copies, products in the entropy and KL sums, one comparison per tracked token at a
-time), so the peak is
+time, as many as keep one [rows, chunk, V] array under ``CHUNK_BYTES`` (at least one position);
+each chunk's head projection is evaluated in MLX, its statistics computed in numpy (``npstats``:
+the CPU exponential there is ~12x MLX's), and dropped before the next chunk; the model's logits
+are gathered a chunk at a time too. A chunk's working set is about a dozen [rows, chunk, V]
+arrays (logits, log-probs, probs, exponentials, products in the entropy and KL sums, one
+comparison per tracked token at a time), so the peak is
 
     P * V * 4 bytes (the model's own logits at the P positions, which its forward returns at once)
     + about 12 * max(CHUNK_BYTES, rows * V * 4)
 
 whatever the prompt length. Measured (``python examples/grid_memory.py``): vocab 262,144, the
-embedding row and 4 blocks, 1,000 positions: MLX's peak 1.47 GB above the weights, of which
-1.05 GB are the model's logits; one [rows, P, V] float32 array alone would be 5.2 GB. (Before
-the logits were gathered per chunk the peak was 2.51 GB: a whole gather copied them.)
+embedding row and 4 blocks, 1,000 positions: MLX's peak 1.08 GB above the weights, of which
+1.05 GB are the model's logits; Python and numpy's peak 0.23 GB (the statistics and the result
+objects); the process's peak RSS grew by 1.43 GB. One [rows, P, V] float32 array alone would be
+5.2 GB. (Gathering the logits all at once, as a first version did, copied them: 2.51 GB.)
 
 Runs on the MLX worker thread only.
 """
