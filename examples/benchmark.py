@@ -11,7 +11,9 @@ weights and a 4-bit version of it (``bench_model.py``), then measures, side by s
 - the cold ``lazarus introspect analyze ... --all-layers --raw`` process against the peer's cold
   script (imports, load, one lens), and each process's peak RSS;
 - the machine's bound: the weights read once at the measured memory bandwidth, or the FLOPs at the
-  measured sgemm peak, whichever is larger.
+  measured sgemm peak, whichever is larger;
+- the grid (every block at every position of 128 tokens) and a batch of 32 prompts against the
+  peer doing the same, and against 32 single calls (``bench_grid.py``; ``--only-grid`` alone).
 
 Every engine runs in its own process (MLX and PyTorch each bring their own BLAS and threads); the
 warm workers stay loaded and are asked in turn, round after round, so a busy machine slows all of
@@ -40,7 +42,10 @@ TOKENS = (8, 128)
 GB = 1e9
 
 sys.path.insert(0, str(HERE))
+from bench_grid import grid_phase, grid_report  # noqa: E402
 from bench_model import CONFIG, default_dir, num_params, prompt, serve  # noqa: E402
+
+GRID_BEGIN, GRID_END = "<!-- grid-benchmark:begin -->", "<!-- grid-benchmark:end -->"
 
 # --------------------------------------------------------------------------- workers (subprocesses)
 
@@ -381,12 +386,12 @@ def report(results: Results, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(text: str) -> None:
+def write_doc(text: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the generated block of docs/performance.md (the prose around it stays)."""
-    block = f"{BEGIN}\n{text}{END}"
-    old = DOC.read_text() if DOC.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
+    block = f"{begin}\n{text}{end}"
+    old = DOC.read_text() if DOC.exists() else f"# Performance\n\n{begin}\n{end}\n"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
@@ -486,12 +491,34 @@ def run_benchmark(args: argparse.Namespace) -> Results:
     return results
 
 
+def run_grid_phase(args: argparse.Namespace, command: str) -> str:
+    """The grid and batch comparison (``bench_grid.py``); written to its own block of the doc."""
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
+    paths = make_checkpoints(args.cache)
+    log = args.cache / "grid-benchmark.log"
+    log.write_text("")
+    workers = grid_phase(paths["bf16"], args.grid_runs, log, worker_env())
+    text = (
+        f"Command: `{command}` (grid phase {(time.perf_counter() - start) / 60:.1f} min; "
+        f"{cpu_name()}, {os.cpu_count()} cores; load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; medians of {args.grid_runs} rounds)\n\n"
+        + grid_report(workers)
+        + "\n"
+    )
+    print(text)
+    if not args.no_write:
+        write_doc(text, GRID_BEGIN, GRID_END)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="warm rounds (medians of these)")
     parser.add_argument("--cold-runs", type=int, default=3, help="cold processes per engine")
     parser.add_argument("--cache", type=Path, default=default_dir(), help="checkpoint directory")
     parser.add_argument("--no-write", action="store_true", help="do not update the doc")
+    parser.add_argument("--only-grid", action="store_true", help="the grid and batch phase alone")
+    parser.add_argument("--grid-runs", type=int, default=3, help="grid and batch rounds")
     parser.add_argument("--bound-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--torch-peak-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mlx-worker", help=argparse.SUPPRESS)
@@ -504,11 +531,14 @@ def main() -> None:
     if args.mlx_worker:
         return mlx_worker(args.mlx_worker, args.dtype)
     args.cache = args.cache.expanduser()
-    results = run_benchmark(args)
     argv = " ".join(sys.argv[1:])
     command = f"python examples/benchmark.py{' ' + argv if argv else ''}"
+    grid_text = run_grid_phase(args, command)
+    if args.only_grid:
+        return
+    results = run_benchmark(args)
     text = report(results, command)
-    print(text)
+    print(text + "\n" + grid_text)
     if not args.no_write:
         write_doc(text)
         print(f"wrote {DOC.relative_to(ROOT)}", file=sys.stderr)

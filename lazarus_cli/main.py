@@ -79,6 +79,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside the target, then rename: never a half-written file."""
     path = path.expanduser()
     fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file private (0600); the result should be as readable as any file the
+    # user writes (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -170,10 +175,27 @@ DeviceOpt = Annotated[Device | None, typer.Option("--device", help="MLX device (
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs on stderr.")]
 
 
+class PlotMetric(str, Enum):
+    probability = "probability"
+    entropy = "entropy"
+    kl = "kl"
+    rank = "rank"
+
+
 @introspect.command("analyze")
 def analyze(
     model: ModelOpt,
-    prompt: Annotated[str, typer.Option("-p", "--prompt", help="The text to analyze.")],
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option("-p", "--prompt", help="The text to analyze (repeatable: a batch)."),
+    ] = None,
+    prompts_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompts-file",
+            help="More prompts: one per line, or JSON Lines with a 'prompt' field.",
+        ),
+    ] = None,
     all_layers: Annotated[
         bool, typer.Option("--all-layers", help="Every block (overrides the strategy).")
     ] = False,
@@ -190,6 +212,17 @@ def analyze(
             "--layers", "--custom-layers", help="Blocks for custom, e.g. 0,4,-1 (-1 = last)."
         ),
     ] = None,
+    positions: Annotated[
+        str,
+        typer.Option(
+            "--positions",
+            help="Positions to read: last, all, or indices such as 0,3,-1 (the grid).",
+        ),
+    ] = "last",
+    include_embeddings: Annotated[
+        bool,
+        typer.Option("--include-embeddings", help="Add a row for the embedding output."),
+    ] = False,
     track: Annotated[
         list[str] | None,
         typer.Option("-t", "--track", help="Token to follow across layers (repeatable)."),
@@ -201,11 +234,28 @@ def analyze(
     ] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Do not apply the chat template.")] = False,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the result as JSON to this file.")
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Write the result as JSON (JSON Lines for several prompts)."
+        ),
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the JSON result instead of text.")
     ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw the layers x positions heatmap: .png, .svg or .html."),
+    ] = None,
+    plot_metric: Annotated[
+        PlotMetric,
+        typer.Option(
+            "--plot-metric", help="Cell colour: probability, entropy, kl, or rank (of --track)."
+        ),
+    ] = PlotMetric.probability,
+    plot_tracks: Annotated[
+        Path | None,
+        typer.Option("--plot-tracks", help="Chart the tracked tokens: .png, .svg or .html."),
+    ] = None,
     dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
@@ -221,48 +271,83 @@ def analyze(
         float | None, typer.Option(min=0.1, help="Seconds the analysis may run (default 300).")
     ] = None,
 ) -> None:
-    """Run the logit lens on a prompt: what each layer would predict for the next token."""
+    """Run the logit lens on prompts: what each layer would predict for the next token."""
     setup_logging(verbose)
     raise_limits(
         max_prompt_tokens=max_prompt_tokens,
         max_prompt_chars=max_prompt_chars,
         call_timeout=call_timeout,
     )
+    from lazarus_cli import pictures
+    from lazarus_cli.inputs import PromptsFileError, read_prompts_file
+    from lazarus_mcp.errors import LazarusError
+    from lazarus_mcp.lens.positions import parse_positions
+
+    texts = list(prompt or [])
+    if prompts_file is not None:
+        try:
+            texts += read_prompts_file(prompts_file)
+        except PromptsFileError as exc:
+            fail(str(exc))
+    if not texts:
+        fail("give a prompt: -p TEXT (repeatable) or --prompts-file FILE")
+    try:
+        spec = parse_positions(positions)
+        figures = pictures.plan(plot, plot_tracks, plot_metric.value, track or [])
+    except LazarusError as exc:
+        fail(str(exc))
     config = build_config(
         layer_strategy, all_layers, layer_step, layers, track or [], top_k, embedding_scale, raw
     )
-    if output is not None:
-        check_writable(output)
+    config = config.model_copy(update={"positions": spec, "include_embeddings": include_embeddings})
+    for path in [p for p in (output, plot, plot_tracks) if p is not None]:
+        check_writable(path)
     import anyio
 
     from lazarus_cli import render
-    from lazarus_mcp.errors import LazarusError
+    from lazarus_cli.progress import TerminalProgress
     from lazarus_mcp.introspection import ModelAnalyzer
     from lazarus_mcp.schema import to_json
+
+    bar = TerminalProgress()
 
     async def run_analysis():  # type: ignore[no-untyped-def]
         opening = ModelAnalyzer.from_pretrained(
             model, dtype=dtype.value, device=device.value if device else None
         )
-        async with opening as analyzer:
-            return await analyzer.analyze(prompt, config)
+        analyzer = await bar.wait(f"loading {model}", opening)
+        return await analyzer.analyze_batch(texts, config, on_progress=bar.update)
 
     try:
-        result = anyio.run(run_analysis)
+        results = anyio.run(run_analysis)
+        drawn = pictures.draw(figures, results)
     except LazarusError as exc:
+        bar.clear()
         fail(str(exc))
-    data = to_json(result)
+    single = len(results) == 1
+    data = (
+        to_json(results[0])
+        if single
+        else b"".join(to_json(r, indent=False) + b"\n" for r in results)
+    )
+    written = [*drawn]
     if output is not None:
-        try:
-            write_atomic(output, data)
-        except OSError as exc:
-            fail(f"cannot write {output}: {exc.strerror or exc}")
-    if json_out:
-        sys.stdout.write(data.decode() + "\n")
-    else:
-        typer.echo(render.analysis(result))
+        written.insert(0, output)
+    try:
         if output is not None:
-            typer.echo(f"\nWrote {output}")
+            write_atomic(output, data)
+        for path, content in drawn.items():
+            write_atomic(path, content)
+    except OSError as exc:
+        fail(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}")
+    if json_out:
+        sys.stdout.write(data.decode() + ("\n" if single else ""))
+    else:
+        typer.echo(render.batch(results))
+        if written:
+            typer.echo("")
+        for path in written:
+            typer.echo(f"Wrote {path}")
 
 
 @introspect.command("info")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lazarus_mcp.plots.labels import label
 from lazarus_mcp.schema import (
     AnalysisResult,
     AttributionResult,
@@ -50,7 +51,8 @@ def _evolution(evo: TokenEvolution) -> list[str]:
         )
     lines = [title]
     lines += [
-        f"  Layer {s.layer_idx:2d}: {s.probability:.4f}  (rank {s.rank})" + _seq(s.sequence_logprob)
+        f"  Layer {layer_label(s.layer_idx):>2}: {s.probability:.4f}  (rank {s.rank})"
+        + _seq(s.sequence_logprob)
         for s in evo.layers
     ]
     lines.append(
@@ -86,7 +88,8 @@ def analysis(result: AnalysisResult) -> str:
     width = max(len(repr(p.top_token)) for p in result.layer_predictions)
     for p in result.layer_predictions:
         lines.append(
-            f"  Layer {p.layer_idx:2d}: {p.top_token!r:<{width}} ({p.top_probability:.4f})"
+            f"  Layer {layer_label(p.layer_idx):>2}: {p.top_token!r:<{width}} "
+            f"({p.top_probability:.4f})"
             f"  entropy {p.entropy:.3f}  KL {p.kl_divergence:.3f}"
         )
     if result.token_evolutions:
@@ -101,6 +104,40 @@ def model_info(info: ModelInfo) -> str:
     lines.append(f"  Chat template: {info.has_chat_template}")
     lines.append(f"  Path: {info.path}")
     return "\n".join(lines)
+
+
+def layer_label(layer_idx: int | None) -> str:
+    return "emb" if layer_idx is None else str(layer_idx)
+
+
+def grid(result: AnalysisResult, width: int = 9) -> list[str]:
+    """The top token of every layer (rows, last on top) at every position (columns)."""
+    if not result.grid:
+        return []
+    columns = result.grid
+    rows = [p.layer_idx for p in columns[0].layer_predictions]
+
+    def cell(text: str) -> str:
+        return label(text, width - 1).ljust(width)
+
+    lines = ["", "=== Grid (top prediction per layer and position; \u2423 is a space) ==="]
+    for r in reversed(range(len(rows))):
+        tops = "".join(cell(c.layer_predictions[r].top_token) for c in columns)
+        lines.append(f"  {layer_label(rows[r]):>5} {tops}")
+    lines.append("  " + " " * 6 + "".join(cell(c.token) for c in columns))
+    lines.append("  " + " " * 6 + "".join(str(c.position).ljust(width) for c in columns))
+    return lines
+
+
+def batch(results: list[AnalysisResult]) -> str:
+    """One result as ``analysis`` renders it; several, one after another with a heading."""
+    if len(results) == 1:
+        return analysis(results[0]) + "\n".join(["", *grid(results[0])]).rstrip("\n")
+    parts = []
+    for n, result in enumerate(results, 1):
+        body = analysis(result) + "\n".join(["", *grid(result)]).rstrip("\n")
+        parts.append(f"##### Prompt {n} of {len(results)} #####\n{body}")
+    return "\n\n".join(parts)
 
 
 def attribution(result: AttributionResult) -> str:

@@ -87,9 +87,16 @@ async def test_tools_are_listed_with_schemas_and_annotations() -> None:
         "track_tokens",
         "raw",
         "embedding_scale",
+        # The grid, batches and pictures (issue 11).
+        "prompts",
+        "positions",
+        "include_embeddings",
+        "plot",
+        "plot_metric",
     }
     assert analyze["properties"]["embedding_scale"]["anyOf"][0]["exclusiveMinimum"] == 0
-    assert sorted(analyze["required"]) == ["model", "prompt"]
+    # prompt or prompts: the tool says which is missing (BAD_CALLS).
+    assert sorted(analyze["required"]) == ["model"]
     top_k = analyze["properties"]["top_k"]
     assert (top_k["default"], top_k["minimum"], top_k["maximum"]) == (5, 1, 100)
     assert analyze["properties"]["layer_step"]["minimum"] == 1

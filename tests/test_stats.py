@@ -45,3 +45,38 @@ def test_ranks_are_one_based_over_whole_vocab_with_ties_sharing_best() -> None:
     lp, _ = stats.softmax_pair(mx.array(logits))
     ranks = np.array(stats.ranks(lp, mx.array([0, 2, 3, 4, 1])))
     np.testing.assert_array_equal(ranks, [[1, 2, 2, 5, 4]])
+
+
+def test_ranks_over_layers_and_positions_match_a_brute_count() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((3, 4, 50)).astype(np.float32)  # [L, P, V]
+    logits[1, 2, 7] = logits[1, 2, 9]  # a tie
+    tokens = np.array([7, 9, 0])
+    ranks = np.array(stats.ranks(mx.array(logits), mx.array(tokens)))
+    brute = 1 + (logits[..., None, :] > logits[..., tokens][..., None]).sum(-1)
+    np.testing.assert_array_equal(ranks, brute)
+    assert ranks.shape == (3, 4, 3)
+
+
+def test_numpy_statistics_equal_the_mlx_ones() -> None:
+    """The grid's numpy statistics (npstats) and the MLX ones agree to float32 rounding."""
+    from lazarus_mcp.lens import npstats
+
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((3, 2, 200)) * 4).astype(np.float32)
+    lp_n, p_n = npstats.softmax_pair(logits)
+    lp_m, p_m = stats.softmax_pair(mx.array(logits))
+    np.testing.assert_allclose(lp_n, np.array(lp_m), atol=1e-5)
+    np.testing.assert_allclose(
+        npstats.entropy(lp_n, p_n), np.array(stats.entropy(lp_m, p_m)), atol=1e-5
+    )
+    kl_n = npstats.kl_divergence(lp_n[:1], p_n[:1], lp_n)
+    np.testing.assert_allclose(
+        kl_n, np.array(stats.kl_divergence(lp_m[:1], p_m[:1], lp_m)), atol=1e-5
+    )
+    ids_m, _ = stats.top_k(lp_m, 4)
+    np.testing.assert_array_equal(npstats.top_k(lp_n, 4), np.array(ids_m))
+    tokens = np.array([3, 150])
+    np.testing.assert_array_equal(
+        npstats.ranks(lp_n, tokens), np.array(stats.ranks(lp_m, mx.array(tokens)))
+    )

@@ -1,9 +1,10 @@
-"""One analysis from a loaded model: check the request, encode the prompt, run the lens, and
-fill the result contract. Synchronous; runs on the MLX worker thread.
+"""Analyses from a loaded model: check the request, run the lens (``batch``), and fill the
+result contract. Synchronous; runs on the MLX worker thread.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,11 +14,13 @@ from lazarus_mcp.lens import guards
 from lazarus_mcp.lens.compute import LensArrays, compute_lens
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.milestones import milestones
-from lazarus_mcp.lens.tokens import ResolvedToken, TokenText, encode_prompt
+from lazarus_mcp.lens.positions import select_positions
+from lazarus_mcp.lens.tokens import EncodedPrompt, ResolvedToken, TokenText
 from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
     LayerPrediction,
+    PositionLens,
     TokenAtLayer,
     TokenEvolution,
     TokenProbability,
@@ -84,7 +87,9 @@ def _evolutions(
                 layers=steps,
                 final_probability=float(arrays.final_tracked_probs[col]),
                 final_rank=int(arrays.final_tracked_ranks[col]),
-                emergence_layer=next((s.layer_idx for s in steps if s.rank == 1), None),
+                emergence_layer=next(
+                    (s.layer_idx for s in steps if s.rank == 1 and s.layer_idx is not None), None
+                ),
                 final_sequence_logprob=_sequence(arrays.final_sequence_logprobs, seq),
             )
         )
@@ -93,34 +98,105 @@ def _evolutions(
 
 def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
     """The whole analysis of one prompt, synchronously, on the MLX worker thread."""
+    from lazarus_mcp.lens.batch import analyze_many
+
+    return analyze_many(loaded, [prompt], config)[0]
+
+
+def single_position(config: AnalysisConfig) -> bool:
+    """The last position alone and no embedding row: the single-position lens (``compute``),
+    which also scores multi-token tracked strings in its forward pass."""
+    return config.positions == "last" and not config.include_embeddings
+
+
+@dataclass(frozen=True)
+class LensPlan:
+    """What a config asks of a loaded model, checked once for every prompt of a request."""
+
+    layers: list[int]
+    rows: list[int | None]  # None first when the embedding output is included
+    tracked: list[ResolvedToken]
+    factor: float
+
+    @property
+    def multi_token(self) -> bool:
+        return any(t.multi_token for t in self.tracked)
+
+
+def plan_lens(loaded: LoadedModel, config: AnalysisConfig) -> LensPlan:
     info = loaded.info
-    guards.check_request(prompt, config)
+    guards.check_config(config)
     if not 1 <= config.top_k <= info.vocab_size:
         raise InvalidRequestError(f"top_k must be between 1 and {info.vocab_size} (the vocab size)")
     layers = select_layers(config, info.num_layers)
-    encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
     text = loaded.token_text
     tracked = [text.resolve(query) for query in config.track_tokens]
     for token in tracked:
         if max((token.token_id, *token.piece_ids)) >= info.vocab_size:
             raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
-    guards.check_encoded(loaded, len(encoded.token_ids), len(layers))
-    factor = loaded.embedding_factor(config.embedding_scale)
+    rows: list[int | None] = [None, *layers] if config.include_embeddings else list(layers)
+    plan = LensPlan(layers, rows, tracked, loaded.embedding_factor(config.embedding_scale))
+    if plan.multi_token and not single_position(config):
+        raise InvalidRequestError(
+            "multi-token track_tokens are scored at the last position only: use positions "
+            "'last' without include_embeddings, or track single tokens"
+        )
+    return plan
+
+
+def analyze_single(
+    loaded: LoadedModel, prompt: str, encoded: EncodedPrompt, config: AnalysisConfig, plan: LensPlan
+) -> AnalysisResult:
+    """One prompt at its last position (``compute_lens``: one forward, continuations included)."""
     with loaded.scope():
         arrays = compute_lens(
             loaded.model,
             loaded.head,
             encoded.token_ids,
-            layers,
+            plan.layers,
             config.top_k,
-            [t.token_id for t in tracked],
-            factor,
+            [t.token_id for t in plan.tracked],
+            plan.factor,
             loaded.sliding_windows,
-            [list(t.piece_ids) for t in tracked if t.multi_token],
+            [list(t.piece_ids) for t in plan.tracked if t.multi_token],
         )
-    guards.check_finite(arrays.top_probs, arrays.entropy, arrays.kl, arrays.tracked_probs)
-    guards.check_finite(arrays.final_top_probs, arrays.final_tracked_probs)
+    return build_result(loaded, prompt, encoded, config, plan, {len(encoded.token_ids) - 1: arrays})
+
+
+def build_result(
+    loaded: LoadedModel,
+    prompt: str,
+    encoded: EncodedPrompt,
+    config: AnalysisConfig,
+    plan: LensPlan,
+    lenses: dict[int, LensArrays],
+) -> AnalysisResult:
+    """The result of one prompt from the lens at its positions (the last one always there)."""
+    info = loaded.info
+    text = loaded.token_text
+    last = len(encoded.token_ids) - 1
+    arrays = lenses[last]
+    for lens in lenses.values():
+        guards.check_finite(lens.top_probs, lens.entropy, lens.kl, lens.tracked_probs)
+        guards.check_finite(lens.final_top_probs, lens.final_tracked_probs)
     scale = config.embedding_scale if config.embedding_scale is not None else info.embedding_scale
+    grid = None
+    if config.positions != "last":
+        grid = [
+            PositionLens(
+                position=p,
+                token=text(encoded.token_ids[p]),
+                token_id=encoded.token_ids[p],
+                final_prediction=_top(
+                    text, lenses[p].final_top_ids.tolist(), lenses[p].final_top_probs.tolist()
+                ),
+                layer_predictions=_layer_predictions(text, lenses[p]),
+                token_evolutions=_evolutions(text, plan.tracked, lenses[p]),
+            )
+            for p in select_positions(config.positions, len(encoded.token_ids))
+        ]
+    # Milestones are about blocks: the embedding row, if any, is left out.
+    blocks = [n for n, row in enumerate(arrays.layers) if row is not None]
     return AnalysisResult(
         model=info,
         prompt=prompt,
@@ -128,20 +204,21 @@ def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> 
         chat_template_applied=encoded.chat_template_applied,
         tokens=text.many(encoded.token_ids),
         token_ids=encoded.token_ids,
-        position=len(encoded.token_ids) - 1,
+        position=last,
         embedding_scale=scale,
         config=config,
-        captured_layers=layers,
+        captured_layers=plan.layers,
         final_prediction=_top(text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()),
         layer_predictions=_layer_predictions(text, arrays),
-        token_evolutions=_evolutions(text, tracked, arrays),
+        token_evolutions=_evolutions(text, plan.tracked, arrays),
         fidelity=arrays.fidelity,
         milestones=milestones(
             text,
-            layers,
-            arrays.top_ids[:, 0].tolist(),
-            arrays.final_top_ranks.tolist(),
-            arrays.entropy.tolist(),
+            plan.layers,
+            arrays.top_ids[blocks, 0].tolist(),
+            arrays.final_top_ranks[blocks].tolist(),
+            arrays.entropy[blocks].tolist(),
             int(arrays.final_top_ids[0]),
         ),
+        grid=grid,
     )

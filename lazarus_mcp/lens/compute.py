@@ -25,7 +25,7 @@ from lazarus_mcp.schema.fidelity import Fidelity
 class LensArrays:
     """Everything the result needs, as numpy arrays, computed by one ``mx.eval``."""
 
-    layers: list[int]
+    layers: list[int | None]  # None: the embedding output (the grid path)
     top_ids: np.ndarray  # [L, k]
     top_probs: np.ndarray  # [L, k]
     entropy: np.ndarray  # [L]

@@ -31,6 +31,11 @@ def _arg(model: Any, name: str) -> int | None:
 def check_request(prompt: str, config: AnalysisConfig) -> None:
     """Before any work: the prompt's characters, the tracked tokens, the listed layers, floats."""
     limits.check_prompt_chars(prompt)
+    check_config(config)
+
+
+def check_config(config: AnalysisConfig) -> None:
+    """Before any work: the tracked tokens, the listed layers, float arguments."""
     limits.check_tracked(config.track_tokens)
     limits.check_layers_listed(config.custom_layers)
     limits.check_float_arg("embedding_scale", config.embedding_scale)

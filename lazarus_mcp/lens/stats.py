@@ -1,4 +1,4 @@
-"""Statistics of lens distributions as plain functions over float32 logits of shape [L, V]."""
+"""Statistics of lens distributions as plain functions over float32 logits of shape [..., V]."""
 
 from __future__ import annotations
 
@@ -39,11 +39,12 @@ def top_k(logprobs: mx.array, k: int) -> tuple[mx.array, mx.array]:
 def ranks(logprobs: mx.array, token_ids: mx.array) -> mx.array:
     """1-based rank of each token per row over the whole vocabulary; ties share the best rank.
 
-    Returns [L, T] for logprobs [L, V] and token_ids [T].
+    Returns [..., T] for logprobs [..., V] and token_ids [T]. One comparison per token: a
+    [..., T, V] boolean array would be T times the size of the log-probs themselves.
     """
-    chosen = logprobs[:, token_ids]  # [L, T]
-    higher = logprobs[:, None, :] > chosen[:, :, None]  # [L, T, V]
-    return 1 + mx.sum(higher, axis=-1)
+    chosen = mx.take(logprobs, token_ids, axis=-1)  # [..., T]
+    counts = [mx.sum(logprobs > chosen[..., t : t + 1], axis=-1) for t in range(token_ids.shape[0])]
+    return 1 + mx.stack(counts, axis=-1)
 
 
 def js_divergence(

@@ -6,7 +6,7 @@ worker thread, before MLX is imported (see ``runtime/process.py``).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,8 @@ from lazarus_mcp.schema import (
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
+
+ProgressCallback = Callable[[int, int], Awaitable[None]]
 
 
 def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
@@ -108,6 +110,40 @@ class ModelAnalyzer:
     @property
     def loaded(self) -> LoadedModel:
         return self._loaded
+
+    async def analyze_batch(
+        self,
+        prompts: list[str],
+        config: AnalysisConfig | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[AnalysisResult]:
+        """One result per prompt, in order. Prompts of similar length run through the model
+        together (padded), a group per forward pass; ``on_progress(done, total)`` is awaited
+        after each group with the number of prompts done."""
+        from lazarus_mcp.lens import batch
+
+        config = config or AnalysisConfig()
+        plan, encoded = await worker.run(
+            batch.prepare, self._loaded, list(prompts), config, interrupt=_deadline()
+        )
+        results: list[AnalysisResult | None] = [None] * len(encoded)
+        done = 0
+        for group in batch.plan_groups([len(e.token_ids) for e in encoded]):
+            answers = await worker.run(
+                batch.analyze_encoded,
+                self._loaded,
+                [prompts[i] for i in group],
+                [encoded[i] for i in group],
+                config,
+                plan,
+                interrupt=_deadline(),
+            )
+            for i, result in zip(group, answers, strict=True):
+                results[i] = result
+            done += len(group)
+            if on_progress is not None:
+                await on_progress(done, len(encoded))
+        return [r for r in results if r is not None]
 
     async def attribute(
         self, prompt: str, config: AttributionConfig | None = None

@@ -16,6 +16,7 @@ from lazarus_mcp.schema.analysis import (
     AnalysisResult,
     LayerPrediction,
     LayerStrategy,
+    PositionLens,
     TokenAtLayer,
     TokenEvolution,
     TokenProbability,
@@ -29,12 +30,14 @@ from lazarus_mcp.schema.attribution import (
     SublayerPrediction,
     TrackedProbability,
 )
+from lazarus_mcp.schema.batch import AnalysisBatch
 from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones, TopChange
 from lazarus_mcp.schema.model import ModelInfo, QuantizationInfo
 
 __all__ = [
     "CUSTOM_NEEDS_LAYERS",
+    "AnalysisBatch",
     "AnalysisConfig",
     "AnalysisResult",
     "AttributionComponent",
@@ -50,6 +53,7 @@ __all__ = [
     "LayerStrategy",
     "Milestones",
     "ModelInfo",
+    "PositionLens",
     "QuantizationInfo",
     "SublayerPrediction",
     "TokenAtLayer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -58,11 +59,26 @@ class AnalysisConfig(BaseModel):
         gt=0,
         description="Replace the model's own embedding scale for this run (Gemma: sqrt(hidden)).",
     )
+    # The grid options are left out of the JSON at their defaults, so a default result stays
+    # byte for byte what it was before they existed.
+    positions: Literal["last", "all"] | list[int] = Field(
+        "last",
+        exclude_if=lambda v: v == "last",
+        description="Which prompt positions to read: 'last' (the prediction of the next token), "
+        "'all' (every position: the grid), or a list of indices (negative from the end).",
+    )
+    include_embeddings: bool = Field(
+        False,
+        exclude_if=lambda v: not v,
+        description="Add a row for the embedding output (before block 0), with layer_idx null.",
+    )
 
     @model_validator(mode="after")
     def _custom_needs_layers(self) -> AnalysisConfig:
         if self.layer_strategy is LayerStrategy.CUSTOM and not self.custom_layers:
             raise ValueError(CUSTOM_NEEDS_LAYERS)
+        if isinstance(self.positions, list) and not self.positions:
+            raise ValueError("positions is empty: give 'last', 'all' or indices such as [0, -1]")
         return self
 
 
@@ -75,7 +91,9 @@ class TokenProbability(BaseModel):
 class LayerPrediction(BaseModel):
     """The lens at one block: what the model would predict if it stopped there."""
 
-    layer_idx: int
+    layer_idx: int | None = Field(
+        description="The block (0-based); null for the embedding output, before block 0."
+    )
     top_token: str
     top_token_id: int
     top_probability: float
@@ -87,7 +105,7 @@ class LayerPrediction(BaseModel):
 
 
 class TokenAtLayer(BaseModel):
-    layer_idx: int
+    layer_idx: int | None = Field(description="The block; null for the embedding output.")
     probability: float
     rank: int = Field(description="1-based rank over the whole vocabulary (1 = top prediction).")
     sequence_logprob: float | None = Field(
@@ -109,13 +127,26 @@ class TokenEvolution(BaseModel):
     final_probability: float
     final_rank: int
     emergence_layer: int | None = Field(
-        description="First captured layer where the token is rank 1; null if it never is."
+        description="First captured block where the token is rank 1; null if it never is."
     )
     final_sequence_logprob: float | None = Field(
         None,
         description="Multi-token queries: the whole string's log-probability from the model's "
         "own output (teacher-forced, same forward pass).",
     )
+
+
+class PositionLens(BaseModel):
+    """The lens at one position of the prompt: one column of the grid."""
+
+    position: int = Field(description="Index of the token in the prompt (0-based).")
+    token: str = Field(description="The token at this position; the rows predict the next one.")
+    token_id: int
+    final_prediction: list[TokenProbability] = Field(
+        description="Top-k of the model's own output distribution at this position."
+    )
+    layer_predictions: list[LayerPrediction]
+    token_evolutions: list[TokenEvolution]
 
 
 class AnalysisResult(BaseModel):
@@ -142,3 +173,9 @@ class AnalysisResult(BaseModel):
         description="The lens head on the last block vs the model's own output, this call."
     )
     milestones: Milestones = Field(description="Where the final answer forms; read these first.")
+    grid: list[PositionLens] | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="The lens at every requested position (config.positions), in prompt order; "
+        "absent for positions 'last', whose lens is the fields above.",
+    )

@@ -22,6 +22,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.types import (
     CallToolRequestParams,
     CallToolResult,
+    ImageContent,
     ListToolsResult,
     PaginatedRequestParams,
     TextContent,
@@ -30,11 +31,11 @@ from mcp.types import (
 )
 from pydantic import BaseModel, ValidationError
 
-from lazarus_mcp.errors import LazarusError
+from lazarus_mcp.errors import InvalidRequestError, LazarusError
 from lazarus_mcp.runtime import limits, worker
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
-from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
+from lazarus_mcp.schema import AnalysisBatch, AnalysisConfig, AnalysisResult
 from lazarus_mcp.schema.attribution import AttributionResult
 from lazarus_mcp.schema.compare import CompareResult
 from lazarus_mcp.server.comparison_tools import (
@@ -43,6 +44,7 @@ from lazarus_mcp.server.comparison_tools import (
     AttributeInput,
     CompareInput,
 )
+from lazarus_mcp.server.outputs import analyze_output_schema, heatmap_images
 from lazarus_mcp.server.progress import Context, Progress
 from lazarus_mcp.server.summaries import attribution_lines, compare_lines
 from lazarus_mcp.server.tools import (
@@ -59,6 +61,7 @@ from lazarus_mcp.server.tools import (
     TokenTracking,
     TrackTokensInput,
     render_analysis,
+    render_batch,
     render_loaded,
     render_status,
     render_tracking,
@@ -108,11 +111,38 @@ async def run_lens(
     return result
 
 
+async def run_batch(
+    cache: ModelCache, model_id: str, prompts: list[str], config: AnalysisConfig, ctx: Context
+) -> list[AnalysisResult]:
+    progress = Progress(ctx, total=1 + len(prompts))
+    analyzer = await open_model(cache, model_id, progress)
+
+    async def report(done: int, total: int) -> None:
+        await progress.report(1 + done, f"analyzed {done} of {total} prompts")
+
+    results = await analyzer.analyze_batch(prompts, config, on_progress=report)
+    await progress.finish("done")
+    return results
+
+
 async def analyze(
     cache: ModelCache, params: AnalyzeInput, ctx: Context
-) -> tuple[AnalysisResult, str]:
-    result = await run_lens(cache, params.model, params.prompt, params.config(), ctx)
-    return result, render_analysis(result)
+) -> tuple[AnalysisResult | AnalysisBatch, str] | tuple[BaseModel, str, list[ImageContent]]:
+    config = params.config()
+    if params.plot and params.plot_metric.value == "rank" and not params.track_tokens:
+        raise InvalidRequestError("plot_metric 'rank' needs a tracked token in track_tokens")
+    out: AnalysisResult | AnalysisBatch
+    if params.prompt is not None:
+        result = await run_lens(cache, params.model, params.prompt, config, ctx)
+        out, text, results = result, render_analysis(result), [result]
+    else:
+        results = await run_batch(cache, params.model, params.texts, config, ctx)
+        out = AnalysisBatch(results=results)
+        text = render_batch(out)
+    if not params.plot:
+        return out, text
+    images = await anyio.to_thread.run_sync(heatmap_images, results, params.plot_metric)
+    return out, text, images
 
 
 async def track_tokens(
@@ -195,7 +225,7 @@ def validation_message(exc: ValidationError) -> str:
     return line + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-Body = Callable[[ModelCache, Any, Context], Awaitable[tuple[BaseModel, str]]]
+Body = Callable[[ModelCache, Any, Context], Awaitable[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -205,10 +235,11 @@ class LensTool:
 
     body: Body
     inputs: type[BaseModel]
-    output: type[BaseModel]
+    output: Any  # a pydantic model, or a union of them with ``output_schema`` given
     doc: str
     # Whether a call with these arguments waits for the MLX worker (the queue cap applies).
     needs_worker: Callable[[ModelCache, Any], bool] = lambda cache, params: True
+    output_schema: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -220,13 +251,19 @@ class LensTool:
             title=self.name.replace("_", " ").capitalize(),
             description=self.doc,
             input_schema=self.inputs.model_json_schema(by_alias=True),
-            output_schema=self.output.model_json_schema(mode="serialization"),
+            output_schema=self.output_schema or self.output.model_json_schema(mode="serialization"),
             annotations=READ_ONLY,
         )
 
 
 TOOLS = (
-    LensTool(analyze, AnalyzeInput, AnalysisResult, ANALYZE_DOC),
+    LensTool(
+        analyze,
+        AnalyzeInput,
+        AnalysisResult | AnalysisBatch,
+        ANALYZE_DOC,
+        output_schema=analyze_output_schema(),
+    ),
     LensTool(track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
     LensTool(attribute, AttributeInput, AttributionResult, ATTRIBUTE_DOC),
     LensTool(compare, CompareInput, CompareResult, COMPARE_DOC),
@@ -268,7 +305,7 @@ async def call_tool(
         # The worker checks the same deadline between blocks; this one also bounds the waits
         # (the queue, a load), and its cancellation interrupts the job (runtime/worker.py).
         with anyio.fail_after(None if timeout is None else timeout + 1.0):
-            result, text = await tool.body(cache, params, ctx)
+            result, text, *extra = await tool.body(cache, params, ctx)
     except TimeoutError:
         return error_result(
             f"the call ran past its time limit of {timeout:g} s (--call-timeout) and was stopped"
@@ -283,7 +320,8 @@ async def call_tool(
             f"{tool.name} failed with an internal error; the server's log has details"
         )
     data = result.model_dump(mode="json")
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+    blocks: list[Any] = [TextContent(type="text", text=text), *(extra[0] if extra else [])]
+    return CallToolResult(content=blocks, structured_content=data)
 
 
 def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) -> Server[Any]:

@@ -8,10 +8,14 @@ clients that read only a tool's text content.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lazarus_mcp.lens.layers import choose_strategy
+from lazarus_mcp.plots.grid import Metric
 from lazarus_mcp.schema import (
+    AnalysisBatch,
     AnalysisConfig,
     AnalysisResult,
     Fidelity,
@@ -51,7 +55,16 @@ class _Input(BaseModel):
 
 class AnalyzeInput(_Input):
     model: str = Field(min_length=1, description=_MODEL)
-    prompt: str = Field(min_length=1, description=_PROMPT)
+    prompt: str | None = Field(
+        None, min_length=1, description=f"{_PROMPT} Give prompt or prompts, not both."
+    )
+    prompts: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Several texts to analyze together (one padded forward pass per group of "
+        "similar length); the result is {results: [one analysis per prompt, in order]}.",
+    )
     layer_strategy: LayerStrategy | None = Field(
         None,
         description="Which blocks to read: 'all'; 'evenly_spaced' (blocks 0, layer_step, "
@@ -79,6 +92,39 @@ class AnalyzeInput(_Input):
         description="Replace the model's own embedding scale (Gemma: sqrt(hidden_size)) for this "
         "call, to study its effect; null uses the model's.",
     )
+    positions: Literal["last", "all"] | list[int] = Field(
+        "last",
+        description="Prompt positions to read: 'last' (the next-token prediction), 'all' (the "
+        "whole grid: what every layer predicts at every position, in result.grid), or indices "
+        "such as [0, 3, -1] (negative from the end).",
+    )
+    include_embeddings: bool = Field(
+        False, description="Add a row for the embedding output (layer_idx null), before block 0."
+    )
+    plot: bool = Field(
+        False,
+        description="Also return the layers x positions heatmap as a PNG image content block "
+        "(each cell: the top token, coloured by plot_metric). Use with positions 'all'.",
+    )
+    plot_metric: Metric = Field(
+        Metric.probability,
+        description="Heatmap colour: probability (of the top token), entropy, kl, or rank (of "
+        "the first track_tokens entry).",
+    )
+
+    @model_validator(mode="after")
+    def _one_prompt_field(self) -> AnalyzeInput:
+        if (self.prompt is None) == (self.prompts is None):
+            raise ValueError(
+                "missing required argument 'prompt' (a text) or 'prompts' (a list of texts)"
+                if self.prompt is None
+                else "give 'prompt' or 'prompts', not both"
+            )
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.prompt] if self.prompt is not None else list(self.prompts or [])
 
     def config(self) -> AnalysisConfig:
         """The core's config, chosen exactly as ``lazarus introspect analyze`` chooses it."""
@@ -90,6 +136,8 @@ class AnalyzeInput(_Input):
             track_tokens=self.track_tokens,
             use_chat_template=not self.raw,
             embedding_scale=self.embedding_scale,
+            positions=self.positions,
+            include_embeddings=self.include_embeddings,
         )
 
 
@@ -232,18 +280,51 @@ def render_analysis(result: AnalysisResult) -> str:
         "Top token by layer:",
     ]
     lines += [
-        f"  layer {p.layer_idx}: {p.top_token!r} {_pct(p.top_probability)} "
+        f"  layer {'emb' if p.layer_idx is None else p.layer_idx}: {p.top_token!r} "
+        f"{_pct(p.top_probability)} "
         f"(entropy {p.entropy:.2f}, KL {p.kl_divergence:.2f})"
         for p in result.layer_predictions
     ]
     lines += render_evolutions(result.token_evolutions)
+    lines += render_grid(result)
     return "\n".join(lines)
+
+
+GRID_TEXT_POSITIONS = 64
+
+
+def render_grid(result: AnalysisResult) -> list[str]:
+    """One line per position: the final top token and each layer's top token."""
+    if not result.grid:
+        return []
+    lines = ["Grid (per position: the final top token, then the top token by layer):"]
+    for column in result.grid[:GRID_TEXT_POSITIONS]:
+        final = column.final_prediction[0]
+        tops = " ".join(repr(p.top_token) for p in column.layer_predictions)
+        lines.append(
+            f"  pos {column.position} {column.token!r}: {final.token!r} "
+            f"{_pct(final.probability)}; layers {tops}"
+        )
+    more = len(result.grid) - GRID_TEXT_POSITIONS
+    if more > 0:
+        lines.append(f"  ... {more} more positions in the structured result")
+    return lines
+
+
+def render_batch(batch: AnalysisBatch) -> str:
+    return "\n\n".join(
+        f"Prompt {n} of {len(batch.results)}:\n{render_analysis(r)}"
+        for n, r in enumerate(batch.results, 1)
+    )
 
 
 def render_evolutions(evolutions: list[TokenEvolution]) -> list[str]:
     lines = []
     for evo in evolutions:
-        path = ", ".join(f"L{s.layer_idx} {_pct(s.probability)} #{s.rank}" for s in evo.layers)
+        path = ", ".join(
+            f"L{'emb' if s.layer_idx is None else s.layer_idx} {_pct(s.probability)} #{s.rank}"
+            for s in evo.layers
+        )
         first = (
             "never rank 1"
             if evo.emergence_layer is None
