@@ -2,44 +2,63 @@
 architecture prescribes where a port ignores them, and the embedding scale the forward applies.
 
 Nothing here re-implements a forward: blocks are wrapped in place for one call and restored.
+Every forward of the lens (this module's single position, ``grid_taps``' positions x layers and
+batches, ``subtaps``' sub-layer states) is one :func:`tapped_forward` with every block wrapped by
+the one :class:`_Block`, which also checks the call's deadline and cancellation after each block.
 Runs on the MLX worker thread only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.base import create_causal_mask
 
+from lazarus_mcp.errors import UnsupportedModelError
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.head import embedding_slot
 from lazarus_mcp.runtime.limits import interrupt as current_interrupt
 
 
 class _Block:
-    """Stands in for one block: may hand it another attention mask, may keep its output.
+    """Stands in for one block for one forward pass; the only block wrapper of the lens.
 
-    The captured output is the residual stream at the analyzed position. On the last block the
-    wrapper also hands on only that position, so the model's own final norm, unembedding and
-    soft-cap run on one vector instead of the whole sequence.
+    It may hand the block another attention mask, keep the block's input, the input of one of
+    its modules (``mid``: the state between its attention and MLP sub-layers, ``subtaps``) and
+    its output, each at the gathered positions (``index`` [B, P, 1], broadcast over the batch);
+    on the last block (``truncate``) it hands on only those positions, so the model's own final
+    norm, unembedding and soft-cap run on [B, P, D] instead of the whole sequence. After the
+    block it checks the job's deadline and cancellation (``_between_blocks``).
     """
 
     def __init__(
         self,
         block: nn.Module,
-        position: int | None = None,
+        index: mx.array,
+        keep_input: bool = False,
+        keep_output: bool = False,
+        mid: str | None = None,
         truncate: bool = False,
         mask: mx.array | None = None,
     ) -> None:
         self._block = block
-        self._position = position
+        self._index = index
+        self._keep_input = keep_input
+        self._keep_output = keep_output
+        self._mid = mid
         self._truncate = truncate
         self._mask = mask
-        self.captured: mx.array | None = None
+        self.input: mx.array | None = None
+        self.mid: mx.array | None = None
+        self.output: mx.array | None = None
+
+    def _gather(self, hidden: mx.array) -> mx.array:
+        return mx.take_along_axis(hidden, self._index, axis=1)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._mask is not None:
@@ -47,28 +66,53 @@ class _Block:
                 kwargs["mask"] = self._mask
             else:
                 args = (args[0], self._mask, *args[2:])
-        out = self._block(*args, **kwargs)
+        if self._keep_input:
+            self.input = self._gather(args[0])
+        if self._mid is None:
+            out = self._block(*args, **kwargs)
+        else:
+            keep = _KeepInput(self._block[self._mid], self._gather)
+            with _swapped(self._block, self._mid, keep):
+                out = self._block(*args, **kwargs)
+            self.mid = keep.captured
         _between_blocks(out)
-        if self._position is None:
+        if not (self._keep_output or self._truncate):
             return out
         hidden = out[0] if isinstance(out, tuple) else out
-        p = self._position
-        self.captured = hidden[0, p]
+        kept = self._gather(hidden)
+        if self._keep_output:
+            self.output = kept
         if not self._truncate:
             return out
-        sliced = hidden[:, p : p + 1]
-        return (sliced, *out[1:]) if isinstance(out, tuple) else sliced
+        return (kept, *out[1:]) if isinstance(out, tuple) else kept
 
     def __getattr__(self, name: str) -> Any:
         # The model's loop may read block attributes (e.g. ``use_sliding``).
         return getattr(self._block, name)
 
 
+class _KeepInput:
+    """Stands in for a module inside a block; keeps its first argument, gathered."""
+
+    def __init__(self, module: Any, gather: Callable[[mx.array], mx.array]) -> None:
+        self._module = module
+        self._gather = gather
+        self.captured: mx.array | None = None
+
+    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> Any:
+        self.captured = self._gather(x)
+        return self._module(x, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
 def _between_blocks(out: Any) -> None:
     """With a deadline or a cancellable caller: compute this block now and check the job.
 
     MLX is lazy: without the eval the whole forward would run at the final ``mx.eval``, after
-    the last chance to stop it. The eval changes when, not what, is computed.
+    the last chance to stop it. The eval changes when, not what, is computed. Every forward of
+    the lens runs through :class:`_Block`, so this is the one place a call is stopped.
     """
     job = current_interrupt()
     if job is not None:
@@ -153,6 +197,78 @@ def applied_embedding_scale(model: nn.Module, num_tokens: int = 16) -> float:
     raise RuntimeError("the model's forward never reached block 0")
 
 
+@dataclass
+class Tapped:
+    """What one tapped forward kept, per block, each [B, P, D] at the gathered positions."""
+
+    inputs: dict[int, mx.array]
+    mids: dict[int, mx.array]
+    outputs: dict[int, mx.array]
+    logits: mx.array  # [B, P, V]: the model's own output at the gathered positions
+
+
+def tapped_forward(
+    model: nn.Module,
+    ids: mx.array,
+    index: mx.array,
+    outputs: Collection[int] = (),
+    inputs: Collection[int] = (),
+    mid: str | None = None,
+    embedding_factor: float = 1.0,
+    windows: dict[int, int] | None = None,
+) -> Tapped:
+    """One forward pass of the model's own code over ``ids`` [B, T] with every block wrapped.
+
+    ``index`` [B or 1, P, 1]: the positions kept of each row. Kept: the output of the blocks in
+    ``outputs``, the input of those in ``inputs``, and with ``mid`` the input of that module in
+    every block. The last block hands on only the kept positions, so ``logits`` is [B, P, V].
+    """
+    blocks = block_list(model)
+    last = len(blocks) - 1
+    if mid is not None:
+        for i, block in enumerate(blocks):
+            if mid not in block:
+                raise UnsupportedModelError(
+                    f"block {i} has no '{mid}' module to read its attention output by"
+                )
+    masks = attention_masks(ids.shape[1], windows or {}, len(blocks))
+    # Every block is wrapped, so a call can be stopped between any two (runtime/limits.py).
+    wrapped = [
+        _Block(
+            blocks[i],
+            index,
+            keep_input=i in inputs,
+            keep_output=i in outputs,
+            mid=mid,
+            truncate=i == last,
+            mask=masks.get(i),
+        )
+        for i in range(len(blocks))
+    ]
+    with ExitStack() as stack:
+        for i, block in enumerate(wrapped):
+            stack.enter_context(_swapped(blocks, i, block))
+        if embedding_factor != 1.0:
+            holder, key = embedding_slot(model)
+            scaled = _ScaledEmbedding(holder[key], embedding_factor)
+            stack.enter_context(_swapped(holder, key, scaled))
+        logits = model(ids)
+    tapped = Tapped({}, {}, {}, logits)
+    for i, block in enumerate(wrapped):
+        kept = [
+            (tapped.inputs, block.input, i in inputs),
+            (tapped.mids, block.mid, mid is not None),
+            (tapped.outputs, block.output, i in outputs),
+        ]
+        for into, value, wanted in kept:
+            if not wanted:
+                continue
+            if value is None:
+                raise RuntimeError(f"the model's forward never ran block {i} as a whole")
+            into[i] = value
+    return tapped
+
+
 def forward_with_taps(
     model: nn.Module,
     token_ids: list[int],
@@ -164,32 +280,14 @@ def forward_with_taps(
 
     The final logits are the model's own (its norm, head and soft-cap), at that position.
     """
-    blocks = block_list(model)
-    last = len(blocks) - 1
     position = len(token_ids) - 1
-    masks = attention_masks(len(token_ids), windows or {}, len(blocks))
-    wrapped = {
-        i: _Block(
-            blocks[i],
-            position=position if i in layers or i == last else None,
-            truncate=i == last,
-            mask=masks.get(i),
-        )
-        # Every block is wrapped, so a call can be stopped between any two (runtime/limits.py).
-        for i in range(len(blocks))
-    }
-    with ExitStack() as stack:
-        for i, block in wrapped.items():
-            stack.enter_context(_swapped(blocks, i, block))
-        if embedding_factor != 1.0:
-            holder, key = embedding_slot(model)
-            scaled = _ScaledEmbedding(holder[key], embedding_factor)
-            stack.enter_context(_swapped(holder, key, scaled))
-        logits = model(mx.array([token_ids]))
-    captured: dict[int, mx.array] = {}
-    for i in layers:
-        hidden = wrapped[i].captured
-        if hidden is None:
-            raise RuntimeError(f"the model's forward never ran block {i}")
-        captured[i] = hidden
-    return captured, logits[0, -1]
+    tapped = tapped_forward(
+        model,
+        mx.array([token_ids]),
+        mx.array([[[position]]]),
+        outputs=layers,
+        embedding_factor=embedding_factor,
+        windows=windows,
+    )
+    captured = {i: hidden[0, 0] for i, hidden in tapped.outputs.items()}
+    return captured, tapped.logits[0, -1]
