@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -413,6 +415,63 @@ def test_the_forward_pass_checks_the_deadline_between_blocks() -> None:
     checked, restored = worker.run_sync(run)
     assert checked == 3  # after block 0, block 1, and the stop after block 2
     assert restored, "the blocks are unwrapped after an interrupted pass"
+
+
+class ExpiresInForward(limits.Interrupt):
+    """A real deadline that passes at the job's ``checks``-th check (the worker checks once
+    before the job, then the forward after every block); records where it stopped the job."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__(deadline=time.monotonic() + 600, timeout=0.01)
+        self.checks = checks
+        self.checked = 0
+        self.stopped_in: list[str] = []
+
+    def check(self) -> None:
+        self.checked += 1
+        if self.checked == self.checks:
+            self.deadline = time.monotonic() - 1
+            self.stopped_in.append(sys._getframe(1).f_code.co_name)
+        super().check()
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("analyze", {**GOOD, "positions": "all", "include_embeddings": True}),
+        ("analyze", {"model": LLAMA, "prompts": ["The capital of France is", "Hi"], "raw": True}),
+        ("attribute", GOOD),
+        ("compare", {**GOOD, "prompt_b": "Hello world"}),
+    ],
+    ids=["grid", "batch", "attribute", "compare"],
+)
+async def test_every_forward_stops_between_blocks_past_its_deadline(
+    client: Client, cache: ModelCache, tool: str, args: dict[str, Any]
+) -> None:
+    with anyio.fail_after(60):
+        assert not (await client.call_tool("model_info", {"model": LLAMA})).is_error
+    jobs: list[ExpiresInForward] = []
+    original = analyzer_module._deadline
+
+    def expiring() -> limits.Interrupt:
+        jobs.append(ExpiresInForward(checks=3))  # the worker's check, block 0's, block 1's
+        return jobs[-1]
+
+    analyzer_module._deadline = expiring
+    try:
+        with anyio.fail_after(30):
+            message = error_line(await client.call_tool(tool, args))
+    finally:
+        analyzer_module._deadline = original
+    assert "time limit of 0.01 s" in message and "--call-timeout" in message
+    assert [where for job in jobs for where in job.stopped_in] == ["_between_blocks"]
+    loaded = cache.peek(LLAMA)
+    assert loaded is not None
+    blocks = [type(b).__name__ for b in loaded.model.model.layers]
+    assert blocks == ["TransformerBlock"] * 6, "the blocks are unwrapped after a stopped pass"
+    with anyio.fail_after(60):
+        again = await client.call_tool(tool, args)
+    assert not again.is_error, again.content
 
 
 async def test_the_queued_call_cap_answers_busy(client: Client) -> None:
