@@ -5,7 +5,7 @@ result contract. Synchronous; runs on the MLX worker thread.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -37,22 +37,40 @@ def _top(text: TokenText, ids: list[int], probs: list[float]) -> list[TokenProba
     ]
 
 
+class _Rows(Protocol):
+    """Per-row lens statistics: :class:`LensArrays` and ``rows.RowStats`` both are."""
+
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    entropy: np.ndarray
+    kl: np.ndarray
+
+
+Prediction = TypeVar("Prediction", bound=LayerPrediction)
+
+
+def layer_prediction(
+    cls: type[Prediction], text: TokenText, layer: int | None, rows: _Rows, n: int, **extra: Any
+) -> Prediction:
+    """Row ``n`` of ``rows`` as a :class:`LayerPrediction` (or a subclass, with ``extra``)."""
+    top = _top(text, rows.top_ids[n].tolist(), rows.top_probs[n].tolist())
+    return cls(
+        layer_idx=layer,
+        top_token=top[0].token,
+        top_token_id=top[0].token_id,
+        top_probability=top[0].probability,
+        top_k=top,
+        entropy=float(rows.entropy[n]),
+        kl_divergence=max(0.0, float(rows.kl[n])),
+        **extra,
+    )
+
+
 def _layer_predictions(text: TokenText, arrays: LensArrays) -> list[LayerPrediction]:
-    predictions = []
-    for row, layer in enumerate(arrays.layers):
-        top = _top(text, arrays.top_ids[row].tolist(), arrays.top_probs[row].tolist())
-        predictions.append(
-            LayerPrediction(
-                layer_idx=layer,
-                top_token=top[0].token,
-                top_token_id=top[0].token_id,
-                top_probability=top[0].probability,
-                top_k=top,
-                entropy=float(arrays.entropy[row]),
-                kl_divergence=max(0.0, float(arrays.kl[row])),
-            )
-        )
-    return predictions
+    return [
+        layer_prediction(LayerPrediction, text, layer, arrays, row)
+        for row, layer in enumerate(arrays.layers)
+    ]
 
 
 def _sequence(values: np.ndarray | None, seq: int | None, row: int | None = None) -> float | None:
@@ -199,12 +217,7 @@ def build_result(
     blocks = [n for n, row in enumerate(arrays.layers) if row is not None]
     return AnalysisResult(
         model=info,
-        prompt=prompt,
-        text_seen=encoded.text_seen,
-        chat_template_applied=encoded.chat_template_applied,
-        tokens=text.many(encoded.token_ids),
-        token_ids=encoded.token_ids,
-        position=last,
+        **encoded.described(prompt, text),
         embedding_scale=scale,
         config=config,
         captured_layers=plan.layers,

@@ -19,7 +19,7 @@ import numpy as np
 
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.lens import stats
-from lazarus_mcp.lens.analysis import _top
+from lazarus_mcp.lens.analysis import _top, layer_prediction
 from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
 from lazarus_mcp.lens.final_norm import probe_norm
 from lazarus_mcp.lens.head import LensHead
@@ -115,22 +115,10 @@ def _predictions(
     rows: RowStats,
     tracked_ids: list[int],
 ) -> list[Prediction]:
-    out = []
-    for n, layer in enumerate(layers):
-        top = _top(text, rows.top_ids[n].tolist(), rows.top_probs[n].tolist())
-        out.append(
-            cls(
-                layer_idx=layer,
-                top_token=top[0].token,
-                top_token_id=top[0].token_id,
-                top_probability=top[0].probability,
-                top_k=top,
-                entropy=float(rows.entropy[n]),
-                kl_divergence=max(0.0, float(rows.kl[n])),
-                tracked=_tracked(text, tracked_ids, rows, n),
-            )
-        )
-    return out
+    return [
+        layer_prediction(cls, text, layer, rows, n, tracked=_tracked(text, tracked_ids, rows, n))
+        for n, layer in enumerate(layers)
+    ]
 
 
 def _resolve(loaded: LoadedModel, query: str) -> ResolvedToken:
@@ -243,12 +231,7 @@ def attribute_loaded(
     )
     return AttributionResult(
         model=info,
-        prompt=prompt,
-        text_seen=encoded.text_seen,
-        chat_template_applied=encoded.chat_template_applied,
-        tokens=text.many(encoded.token_ids),
-        token_ids=encoded.token_ids,
-        position=position,
+        **encoded.described(prompt, text),
         config=config,
         targets=described[: len(target_ids)],
         foil=described[-1] if foil else None,

@@ -94,12 +94,7 @@ def _side(run: _Run, rows: RowStats, layers: list[int]) -> CompareSide:
     final_ids = np.array(evaluated[10]).tolist()
     return CompareSide(
         model=run.loaded.info,
-        prompt=run.prompt,
-        text_seen=run.encoded.text_seen,
-        chat_template_applied=run.encoded.chat_template_applied,
-        tokens=text.many(run.encoded.token_ids),
-        token_ids=run.encoded.token_ids,
-        position=len(run.encoded.token_ids) - 1,
+        **run.encoded.described(run.prompt, text),
         final_prediction=_top(text, final_ids, np.array(evaluated[11]).tolist()),
         fidelity=fidelity_of(evaluated[7:10]),
         milestones=milestones(

@@ -36,6 +36,18 @@ class EncodedPrompt:
     token_ids: list[int]
     chat_template_applied: bool
 
+    def described(self, prompt: str, text: TokenText) -> dict[str, Any]:
+        """What every result states about its prompt: as given, as the model saw it, its
+        tokens, and the position the lens reads (the last)."""
+        return {
+            "prompt": prompt,
+            "text_seen": self.text_seen,
+            "chat_template_applied": self.chat_template_applied,
+            "tokens": text.many(self.token_ids),
+            "token_ids": self.token_ids,
+            "position": len(self.token_ids) - 1,
+        }
+
 
 @dataclass(frozen=True)
 class ResolvedToken:
