@@ -37,7 +37,6 @@ from lazarus_mcp.schema.attribution import (
     AttributionTarget,
     BlockPrediction,
     SublayerPrediction,
-    TrackedProbability,
 )
 
 if TYPE_CHECKING:
@@ -91,20 +90,6 @@ def _own_precap(head: LensHead, final: mx.array) -> mx.array:
     return logits * head.logit_factor if head.logit_factor is not None else logits
 
 
-def _tracked(
-    text: TokenText, ids: list[int], stats_: RowStats, row: int
-) -> list[TrackedProbability]:
-    return [
-        TrackedProbability(
-            token=text(t),
-            token_id=t,
-            probability=float(stats_.tracked_probs[row, n]),
-            rank=int(stats_.tracked_ranks[row, n]),
-        )
-        for n, t in enumerate(ids)
-    ]
-
-
 Prediction = TypeVar("Prediction", BlockPrediction, SublayerPrediction)
 
 
@@ -116,7 +101,7 @@ def _predictions(
     tracked_ids: list[int],
 ) -> list[Prediction]:
     return [
-        layer_prediction(cls, text, layer, rows, n, tracked=_tracked(text, tracked_ids, rows, n))
+        layer_prediction(cls, text, layer, rows, n, tracked=rows.tracked(text, tracked_ids, n))
         for n, layer in enumerate(layers)
     ]
 

@@ -24,7 +24,6 @@ from lazarus_mcp.lens.rows import RowStats, row_arrays, row_stats
 from lazarus_mcp.lens.taps import forward_with_taps
 from lazarus_mcp.lens.tokens import EncodedPrompt, encode_prompt
 from lazarus_mcp.schema import AnalysisConfig, TokenProbability
-from lazarus_mcp.schema.attribution import TrackedProbability
 from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
 
 if TYPE_CHECKING:
@@ -108,19 +107,6 @@ def _side(run: _Run, rows: RowStats, layers: list[int]) -> CompareSide:
     )
 
 
-def _tracked(run: _Run, rows: RowStats, n: int, ids: list[int]) -> list[TrackedProbability]:
-    text = run.loaded.token_text
-    return [
-        TrackedProbability(
-            token=text(t),
-            token_id=t,
-            probability=float(rows.tracked_probs[n, c]),
-            rank=int(rows.tracked_ranks[n, c]),
-        )
-        for c, t in enumerate(ids)
-    ]
-
-
 def divergence_layer(layers: list[int], top_a: list[int], top_b: list[int]) -> int | None:
     """First layer from which the two top-1 tokens differ at every later captured layer."""
     found = None
@@ -172,8 +158,8 @@ def compare_loaded(
             kl_b_a=max(0.0, float(kl_ba[k])),
             top_a=_first(run_a, rows_a, k),
             top_b=_first(run_b, rows_b, k),
-            tracked_a=_tracked(run_a, rows_a, k, tracked),
-            tracked_b=_tracked(run_b, rows_b, k, tracked),
+            tracked_a=rows_a.tracked(run_a.loaded.token_text, tracked, k),
+            tracked_b=rows_b.tracked(run_b.loaded.token_text, tracked, k),
         )
         for k, layer in enumerate(layers)
     ]

@@ -22,6 +22,7 @@ Runs on the MLX worker thread only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -48,47 +49,50 @@ def _final_top_ranks(logprobs: np.ndarray, final_ids: np.ndarray) -> np.ndarray:
     return 1 + (logprobs > chosen).sum(axis=-1)
 
 
-def _chunk(
-    head: LensHead,
-    rows: list[int | None],
-    hidden: dict[int | None, mx.array],
-    final_logits: mx.array,
-    last: int,
-    top_k: int,
-    tracked: np.ndarray,
-) -> list[np.ndarray]:
-    """Every statistic for one chunk of positions: hidden [Pc, D] per row, final [Pc, V].
+@dataclass(frozen=True)
+class _Cells:
+    """What every chunk of a grid shares: the head, the rows and the statistics asked for."""
 
-    MLX projects (one head GEMM for every row but the last block, whose lens *is* the model's
-    output); numpy computes the statistics (``npstats``)."""
-    projected = [r for r in rows if r != last]
-    pending = [final_logits.astype(mx.float32)]
-    if projected:
-        stacked = mx.stack([hidden[r] for r in projected])  # [Lp, Pc, D]
-        flat = stacked.reshape(-1, stacked.shape[-1])
-        pending.append(head(flat).reshape(*stacked.shape[:2], -1))
-    mx.eval(*pending)
-    final = np.array(pending[0])  # [Pc, V]
-    lens = np.array(pending[1]) if projected else None
-    final_lp, final_p = npstats.softmax_pair(final)
-    by_row = {r: n for n, r in enumerate(projected)}
-    logits = np.stack([final if r == last else lens[by_row[r]] for r in rows])  # type: ignore[index]
-    logprobs, probs = npstats.softmax_pair(logits)  # [L, Pc, V]
-    top_ids = npstats.top_k(logprobs, top_k)
-    final_ids = npstats.top_k(final_lp, top_k)  # [Pc, k]
-    return [
-        top_ids,
-        np.take_along_axis(probs, top_ids, axis=-1),
-        npstats.entropy(logprobs, probs),
-        npstats.kl_divergence(final_lp[None], final_p[None], logprobs),
-        final_ids,
-        np.take_along_axis(final_p, final_ids, axis=-1),
-        probs[..., tracked],
-        npstats.ranks(logprobs, tracked),
-        final_p[..., tracked],
-        npstats.ranks(final_lp, tracked),
-        _final_top_ranks(logprobs, final_ids),
-    ]
+    head: LensHead
+    rows: list[int | None]
+    last: int
+    top_k: int
+    tracked: np.ndarray
+
+    def chunk(self, hidden: dict[int | None, mx.array], final_logits: mx.array) -> list[np.ndarray]:
+        """Every statistic for one chunk of positions: hidden [Pc, D] per row, final [Pc, V].
+
+        MLX projects (one head GEMM for every row but the last block, whose lens *is* the
+        model's output); numpy computes the statistics (``npstats``)."""
+        rows, last, tracked = self.rows, self.last, self.tracked
+        projected = [r for r in rows if r != last]
+        pending = [final_logits.astype(mx.float32)]
+        if projected:
+            stacked = mx.stack([hidden[r] for r in projected])  # [Lp, Pc, D]
+            flat = stacked.reshape(-1, stacked.shape[-1])
+            pending.append(self.head(flat).reshape(*stacked.shape[:2], -1))
+        mx.eval(*pending)
+        final = np.array(pending[0])  # [Pc, V]
+        lens = np.array(pending[1]) if projected else None
+        final_lp, final_p = npstats.softmax_pair(final)
+        by_row = {r: n for n, r in enumerate(projected)}
+        logits = np.stack([final if r == last else lens[by_row[r]] for r in rows])  # type: ignore[index]
+        logprobs, probs = npstats.softmax_pair(logits)  # [L, Pc, V]
+        top_ids = npstats.top_k(logprobs, self.top_k)
+        final_ids = npstats.top_k(final_lp, self.top_k)  # [Pc, k]
+        return [
+            top_ids,
+            np.take_along_axis(probs, top_ids, axis=-1),
+            npstats.entropy(logprobs, probs),
+            npstats.kl_divergence(final_lp[None], final_p[None], logprobs),
+            final_ids,
+            np.take_along_axis(final_p, final_ids, axis=-1),
+            probs[..., tracked],
+            npstats.ranks(logprobs, tracked),
+            final_p[..., tracked],
+            npstats.ranks(final_lp, tracked),
+            _final_top_ranks(logprobs, final_ids),
+        ]
 
 
 def lens_grid(
@@ -112,14 +116,14 @@ def lens_grid(
     """
     vocab = final_logits.shape[-1]
     num_positions = final_logits.shape[0] if final_rows is None else final_rows.shape[0]
-    tracked = np.array(tracked_ids or [0], dtype=np.int64)
+    cells = _Cells(head, rows, last, top_k, np.array(tracked_ids or [0], dtype=np.int64))
     step = chunk_positions(len(rows), vocab)
     parts: list[list[np.ndarray]] = []
     for start in range(0, num_positions, step):
         window = slice(start, start + step)
         chunk_hidden = {r: h[window] for r, h in hidden.items() if r != last}
         final = final_logits[window] if final_rows is None else final_logits[final_rows[window]]
-        parts.append(_chunk(head, rows, chunk_hidden, final, last, top_k, tracked))
+        parts.append(cells.chunk(chunk_hidden, final))
     # Row-major arrays ([L, P, ...]) join along positions; final ones ([P, ...]) along axis 0.
     axes = (1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1)
     joined = [np.concatenate([p[n] for p in parts], axis=a) for n, a in enumerate(axes)]

@@ -12,6 +12,8 @@ import mlx.core as mx
 import numpy as np
 
 from lazarus_mcp.lens import stats
+from lazarus_mcp.lens.tokens import TokenText
+from lazarus_mcp.schema.attribution import TrackedProbability
 
 
 @dataclass
@@ -25,6 +27,18 @@ class RowStats:
     tracked_probs: np.ndarray  # [L, T]
     tracked_ranks: np.ndarray  # [L, T]
     final_top_ranks: np.ndarray  # [L]: rank of the final top-1 token in each row
+
+    def tracked(self, text: TokenText, ids: list[int], row: int) -> list[TrackedProbability]:
+        """The tracked tokens' probability and rank in one row."""
+        return [
+            TrackedProbability(
+                token=text(t),
+                token_id=t,
+                probability=float(self.tracked_probs[row, n]),
+                rank=int(self.tracked_ranks[row, n]),
+            )
+            for n, t in enumerate(ids)
+        ]
 
 
 def row_arrays(
