@@ -109,8 +109,10 @@ def attribute(
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Which block and sub-layer (attention or MLP) wrote a token's logit, and the lens after
-    each block's attention sub-layer."""
+    """Which block and sub-layer (attention or MLP) wrote a token's logit.
+
+    Also the lens after each block's attention sub-layer, beside the lens after the whole block.
+    """
     setup_logging(verbose)
     base = _depth_config(layer_strategy, all_layers, layer_step, layers, target or [], top_k, raw)
     from lazarus_cli import render

@@ -15,11 +15,13 @@ import typer
 
 from lazarus_cli.outcome import check_writable, emit, emit_text, fail, run_core, write_files
 from lazarus_mcp.server.main import serve_and_run
+from lazarus_mcp.server.usage import OneLineGroup
 
 if TYPE_CHECKING:
     from lazarus_mcp.schema import AnalysisConfig
 
 app = typer.Typer(
+    cls=OneLineGroup,
     help="Logit-lens introspection of language models on MLX.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -333,8 +335,9 @@ def diagnostics(
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Show what computes here: the BLAS behind MLX's CPU matmuls, its threads, the device and
-    the dtype --dtype auto picks on it."""
+    """Show what computes here: BLAS, threads, device, the dtype --dtype auto picks.
+
+    The BLAS library behind MLX's CPU matmuls and its threads, the MLX device, its dtype."""
     setup_logging(verbose)
     from lazarus_mcp.accel.diagnostics import collect, render
     from lazarus_mcp.schema import to_json
