@@ -6,13 +6,14 @@ Registered on ``main.introspect``; the layer options are ``analyze``'s, defaulti
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from lazarus_cli.main import (
+    Device,
     DeviceOpt,
     Dtype,
     DtypeOpt,
@@ -20,15 +21,17 @@ from lazarus_cli.main import (
     Strategy,
     VerboseOpt,
     build_config,
-    check_writable,
-    fail,
     introspect,
     setup_logging,
-    write_atomic,
 )
+from lazarus_cli.outcome import check_writable, emit, fail, run_core
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
+    from lazarus_mcp.introspection import ModelAnalyzer
+    from lazarus_mcp.schema import AnalysisConfig
+    from lazarus_mcp.schema.compare import CompareResult
+
+R = TypeVar("R")
 
 PromptOpt = Annotated[str, typer.Option("-p", "--prompt", help="The text to analyze.")]
 AllOpt = Annotated[bool, typer.Option("--all-layers", help="Every block (the default).")]
@@ -48,32 +51,39 @@ OutputOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON result instead of text.")]
 
 
-def _emit(result: BaseModel, text: str, output: Path | None, json_out: bool) -> None:
-    from lazarus_mcp.schema import to_json
+def _depth_config(
+    strategy: Strategy | None,
+    all_layers: bool,
+    layer_step: int,
+    layers: str | None,
+    tokens: list[str],
+    top_k: int,
+    raw: bool,
+) -> AnalysisConfig:
+    # Both commands are about depth: every block unless a layer option says otherwise.
+    return build_config(
+        strategy, all_layers, layer_step, layers, tokens, top_k, None, raw, every_by_default=True
+    )
 
-    data = to_json(result)
+
+def _run_on_model(
+    model: str,
+    dtype: Dtype,
+    device: Device | None,
+    output: Path | None,
+    call: Callable[[ModelAnalyzer], Awaitable[R]],
+) -> R:
+    """Open the model, make the call, close it: the command's one core call."""
     if output is not None:
-        try:
-            write_atomic(output, data)
-        except OSError as exc:
-            fail(f"cannot write {output}: {exc.strerror or exc}")
-    if json_out:
-        sys.stdout.write(data.decode() + "\n")
-    else:
-        typer.echo(text)
-        if output is not None:
-            typer.echo(f"\nWrote {output}")
+        check_writable(output)
+    from lazarus_mcp.introspection import ModelAnalyzer
 
+    async def work() -> R:
+        where = device.value if device else None
+        async with ModelAnalyzer.from_pretrained(model, dtype=dtype.value, device=where) as a:
+            return await call(a)
 
-def _run(work: Any) -> Any:
-    import anyio
-
-    from lazarus_mcp.errors import LazarusError
-
-    try:
-        return anyio.run(work)
-    except LazarusError as exc:
-        fail(str(exc))
+    return run_core(work)
 
 
 @introspect.command("attribute")
@@ -99,28 +109,18 @@ def attribute(
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Which block and sub-layer (attention or MLP) wrote a token's logit, and the lens after
-    each block's attention sub-layer."""
+    """Which block and sub-layer (attention or MLP) wrote a token's logit.
+
+    Also the lens after each block's attention sub-layer, beside the lens after the whole block.
+    """
     setup_logging(verbose)
-    every = all_layers or (layer_strategy is None and layers is None)
-    base = build_config(layer_strategy, every, layer_step, layers, target or [], top_k, None, raw)
+    base = _depth_config(layer_strategy, all_layers, layer_step, layers, target or [], top_k, raw)
+    from lazarus_cli import render
     from lazarus_mcp.schema import AttributionConfig
 
     config = AttributionConfig(**base.model_dump(), foil=foil)
-    if output is not None:
-        check_writable(output)
-    from lazarus_cli import render
-    from lazarus_mcp.introspection import ModelAnalyzer
-
-    async def work() -> Any:
-        opening = ModelAnalyzer.from_pretrained(
-            model, dtype=dtype.value, device=device.value if device else None
-        )
-        async with opening as analyzer:
-            return await analyzer.attribute(prompt, config)
-
-    result = _run(work)
-    _emit(result, render.attribution(result), output, json_out)
+    result = _run_on_model(model, dtype, device, output, lambda a: a.attribute(prompt, config))
+    emit(result, render.attribution(result), output, json_out)
 
 
 @introspect.command("compare")
@@ -154,22 +154,16 @@ def compare(
     setup_logging(verbose)
     if (prompt_b is None) == (model_b is None):
         fail("give exactly one of --prompt-b (same model) or --model-b (same prompt)")
-    every = all_layers or (layer_strategy is None and layers is None)
-    config = build_config(layer_strategy, every, layer_step, layers, track or [], top_k, None, raw)
-    if output is not None:
-        check_writable(output)
+    config = _depth_config(layer_strategy, all_layers, layer_step, layers, track or [], top_k, raw)
     from lazarus_cli import render
     from lazarus_mcp.introspection import ModelAnalyzer
 
-    async def work() -> Any:
-        where = device.value if device else None
-        async with ModelAnalyzer.from_pretrained(model, dtype=dtype.value, device=where) as a:
-            other = None
-            if model_b is not None:
-                other = await ModelAnalyzer.from_pretrained(
-                    model_b, dtype=dtype.value, device=where
-                )
-            return await a.compare(prompt, config, prompt_b=prompt_b, other=other)
+    async def call(a: ModelAnalyzer) -> CompareResult:
+        other = None
+        if model_b is not None:
+            where = device.value if device else None
+            other = await ModelAnalyzer.from_pretrained(model_b, dtype=dtype.value, device=where)
+        return await a.compare(prompt, config, prompt_b=prompt_b, other=other)
 
-    result = _run(work)
-    _emit(result, render.compare(result), output, json_out)
+    result = _run_on_model(model, dtype, device, output, call)
+    emit(result, render.compare(result), output, json_out)

@@ -6,21 +6,22 @@ Heavy imports (MLX, mlx-lm, transformers) happen inside the commands, so ``--hel
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from lazarus_cli.outcome import check_writable, emit, emit_text, fail, run_core, write_files
 from lazarus_mcp.server.main import serve_and_run
+from lazarus_mcp.server.usage import OneLineGroup
 
 if TYPE_CHECKING:
     from lazarus_mcp.schema import AnalysisConfig
 
 app = typer.Typer(
+    cls=OneLineGroup,
     help="Logit-lens introspection of language models on MLX.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -50,11 +51,6 @@ class Device(str, Enum):
     gpu = "gpu"
 
 
-def fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def parse_layers(text: str) -> list[int]:
     try:
         layers = [int(part) for part in text.replace(" ", "").split(",") if part]
@@ -63,34 +59,6 @@ def parse_layers(text: str) -> list[int]:
     if not layers:
         fail("--layers is empty: give block indices such as 0,4,-1")
     return layers
-
-
-def check_writable(path: Path) -> None:
-    parent = path.expanduser().resolve().parent
-    if path.is_dir():
-        fail(f"cannot write {path}: it is a directory")
-    if not parent.is_dir():
-        fail(f"cannot write {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        fail(f"cannot write {path}: directory {parent} is not writable")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside the target, then rename: never a half-written file."""
-    path = path.expanduser()
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    # mkstemp makes the file private (0600); the result should be as readable as any file the
-    # user writes (0666 less the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_config(
@@ -102,20 +70,25 @@ def build_config(
     top_k: int,
     embedding_scale: float | None,
     raw: bool,
+    *,
+    every_by_default: bool = False,
 ) -> AnalysisConfig:
+    """The core's config from the layer options; invalid values end the command (exit 2)."""
     from pydantic import ValidationError
 
-    from lazarus_mcp.lens.layers import choose_strategy
     from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
+    from lazarus_mcp.server.fields import layer_config
 
     custom = parse_layers(layers) if layers is not None else None
     wanted = LayerStrategy(strategy.value) if strategy is not None else None
-    chosen = choose_strategy(wanted, custom, all_layers)
     try:
-        return AnalysisConfig(
-            layer_strategy=chosen,
+        return layer_config(
+            AnalysisConfig,
+            wanted,
+            custom,
+            all_layers=all_layers,
+            every_by_default=every_by_default,
             layer_step=layer_step,
-            custom_layers=custom,
             top_k=top_k,
             track_tokens=track,
             use_chat_template=not raw,
@@ -302,52 +275,35 @@ def analyze(
     config = config.model_copy(update={"positions": spec, "include_embeddings": include_embeddings})
     for path in [p for p in (output, plot, plot_tracks) if p is not None]:
         check_writable(path)
-    import anyio
-
     from lazarus_cli import render
     from lazarus_cli.progress import TerminalProgress
     from lazarus_mcp.introspection import ModelAnalyzer
-    from lazarus_mcp.schema import to_json
+    from lazarus_mcp.schema import AnalysisResult, to_json
 
     bar = TerminalProgress()
 
-    async def run_analysis():  # type: ignore[no-untyped-def]
+    async def run_analysis() -> list[AnalysisResult]:
         opening = ModelAnalyzer.from_pretrained(
             model, dtype=dtype.value, device=device.value if device else None
         )
         analyzer = await bar.wait(f"loading {model}", opening)
         return await analyzer.analyze_batch(texts, config, on_progress=bar.update)
 
+    results = run_core(run_analysis, on_error=bar.clear)
     try:
-        results = anyio.run(run_analysis)
         drawn = pictures.draw(figures, results)
     except LazarusError as exc:
         bar.clear()
         fail(str(exc))
-    single = len(results) == 1
-    data = (
-        to_json(results[0])
-        if single
-        else b"".join(to_json(r, indent=False) + b"\n" for r in results)
-    )
-    written = [*drawn]
-    if output is not None:
-        written.insert(0, output)
-    try:
-        if output is not None:
-            write_atomic(output, data)
-        for path, content in drawn.items():
-            write_atomic(path, content)
-    except OSError as exc:
-        fail(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}")
-    if json_out:
-        sys.stdout.write(data.decode() + ("\n" if single else ""))
+    if len(results) == 1:
+        data = to_json(results[0])
+        shown = data + b"\n"
     else:
-        typer.echo(render.batch(results))
-        if written:
-            typer.echo("")
-        for path in written:
-            typer.echo(f"Wrote {path}")
+        data = shown = b"".join(to_json(r, indent=False) + b"\n" for r in results)
+    files = {} if output is None else {output: data}
+    files.update(drawn)
+    write_files(files)
+    emit_text(shown, render.batch(results), list(files), json_out)
 
 
 @introspect.command("info")
@@ -360,27 +316,17 @@ def info(
 ) -> None:
     """Load a model and describe it: family, layers, vocab, tying, scale, soft-cap, quantization."""
     setup_logging(verbose)
-    import anyio
-
     from lazarus_cli import render
-    from lazarus_mcp.errors import LazarusError
     from lazarus_mcp.introspection import ModelAnalyzer
-    from lazarus_mcp.schema import to_json
 
-    async def load():  # type: ignore[no-untyped-def]
+    async def load() -> ModelAnalyzer:
         opening = ModelAnalyzer.from_pretrained(
             model, dtype=dtype.value, device=device.value if device else None
         )
         return await opening
 
-    try:
-        analyzer = anyio.run(load)
-    except LazarusError as exc:
-        fail(str(exc))
-    if json_out:
-        sys.stdout.write(to_json(analyzer.info).decode() + "\n")
-    else:
-        typer.echo(render.model_info(analyzer.info))
+    analyzer = run_core(load)
+    emit(analyzer.info, render.model_info(analyzer.info), None, json_out)
 
 
 @app.command("diagnostics")
@@ -389,8 +335,9 @@ def diagnostics(
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Show what computes here: the BLAS behind MLX's CPU matmuls, its threads, the device and
-    the dtype --dtype auto picks on it."""
+    """Show what computes here: BLAS, threads, device, the dtype --dtype auto picks.
+
+    The BLAS library behind MLX's CPU matmuls and its threads, the MLX device, its dtype."""
     setup_logging(verbose)
     from lazarus_mcp.accel.diagnostics import collect, render
     from lazarus_mcp.schema import to_json

@@ -34,6 +34,7 @@ from lazarus_mcp.schema.batch import AnalysisBatch
 from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones, TopChange
 from lazarus_mcp.schema.model import ModelInfo, QuantizationInfo
+from lazarus_mcp.schema.prompt import PromptRun
 
 __all__ = [
     "CUSTOM_NEEDS_LAYERS",
@@ -54,6 +55,7 @@ __all__ = [
     "Milestones",
     "ModelInfo",
     "PositionLens",
+    "PromptRun",
     "QuantizationInfo",
     "SublayerPrediction",
     "TokenAtLayer",

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
-from lazarus_mcp.schema.model import ModelInfo
+from lazarus_mcp.schema.prompt import PromptRun
 
 # The one message for a custom strategy without layers, whichever interface asked.
 CUSTOM_NEEDS_LAYERS = (
@@ -149,16 +149,9 @@ class PositionLens(BaseModel):
     token_evolutions: list[TokenEvolution]
 
 
-class AnalysisResult(BaseModel):
+class AnalysisResult(PromptRun):
     """The logit lens of one prompt at its last position."""
 
-    model: ModelInfo
-    prompt: str
-    text_seen: str = Field(description="The text that was tokenized (after the chat template).")
-    chat_template_applied: bool
-    tokens: list[str]
-    token_ids: list[int]
-    position: int = Field(description="Index of the analyzed token (the last one).")
     embedding_scale: float | None = Field(
         description="The embedding scale used for this run (the model's own unless overridden)."
     )

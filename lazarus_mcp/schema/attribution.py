@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from lazarus_mcp.schema.analysis import AnalysisConfig, LayerPrediction, TokenProbability
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
-from lazarus_mcp.schema.model import ModelInfo
+from lazarus_mcp.schema.prompt import PromptRun
 
 
 class AttributionConfig(AnalysisConfig):
@@ -41,36 +41,26 @@ class AttributionComponent(BaseModel):
     logits: list[float] = Field(description="Direct contribution to each target's logit.")
 
 
-class TrackedProbability(BaseModel):
-    token: str
-    token_id: int
-    probability: float
+class TrackedProbability(TokenProbability):
     rank: int = Field(description="1-based rank over the whole vocabulary.")
 
 
-class SublayerPrediction(LayerPrediction):
+class _TrackedLayerPrediction(LayerPrediction):
+    tracked: list[TrackedProbability]
+
+
+class SublayerPrediction(_TrackedLayerPrediction):
     """The lens of the residual stream after block layer_idx's attention sub-layer (before its
     MLP), with the targets' (and foil's) probability and rank there."""
 
-    tracked: list[TrackedProbability]
 
-
-class BlockPrediction(LayerPrediction):
+class BlockPrediction(_TrackedLayerPrediction):
     """The lens after the whole block, with the targets' (and foil's) probability and rank."""
 
-    tracked: list[TrackedProbability]
 
-
-class AttributionResult(BaseModel):
+class AttributionResult(PromptRun):
     """Direct logit attribution and the sub-layer lens at the prompt's last position."""
 
-    model: ModelInfo
-    prompt: str
-    text_seen: str
-    chat_template_applied: bool
-    tokens: list[str]
-    token_ids: list[int]
-    position: int
     config: AttributionConfig
     targets: list[AttributionTarget]
     foil: AttributionTarget | None

@@ -7,19 +7,12 @@ from pydantic import BaseModel, Field
 from lazarus_mcp.schema.analysis import AnalysisConfig, TokenProbability
 from lazarus_mcp.schema.attribution import TrackedProbability
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
-from lazarus_mcp.schema.model import ModelInfo
+from lazarus_mcp.schema.prompt import PromptRun
 
 
-class CompareSide(BaseModel):
+class CompareSide(PromptRun):
     """One run: what it saw and what it finally predicted."""
 
-    model: ModelInfo
-    prompt: str
-    text_seen: str
-    chat_template_applied: bool
-    tokens: list[str]
-    token_ids: list[int]
-    position: int = Field(description="Index of the analyzed token (the last one).")
     final_prediction: list[TokenProbability]
     fidelity: Fidelity
     milestones: Milestones

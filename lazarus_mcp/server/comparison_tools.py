@@ -6,37 +6,51 @@ introspect compare`` map their options, so the same arguments give the same resu
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
-from lazarus_mcp.lens.layers import choose_strategy
-from lazarus_mcp.schema import AnalysisConfig, AttributionConfig, LayerStrategy
-from lazarus_mcp.server.tools import _LAYERS, _MODEL, _PROMPT, _RAW, _Input
+from lazarus_mcp.schema import AnalysisConfig, AttributionConfig
+from lazarus_mcp.server.fields import (
+    Config,
+    EveryStrategyField,
+    Input,
+    LayersField,
+    LayerStepField,
+    ModelField,
+    PromptField,
+    RawField,
+    TopKField,
+    layer_config,
+)
 
 
-class _LayerOptions(_Input):
-    layer_strategy: LayerStrategy | None = Field(
-        None,
-        description="Which blocks to read: 'all'; 'evenly_spaced' (blocks 0, layer_step, ... plus "
-        "the last); 'first_last'; 'custom' (the blocks in layers). Default: 'custom' when layers "
-        "is given, else 'all'.",
-    )
-    layer_step: int = Field(4, ge=1, description="Spacing for 'evenly_spaced'.")
-    layers: list[int] | None = Field(
-        None, min_length=1, description=f"Blocks for 'custom'. {_LAYERS}"
-    )
-    top_k: int = Field(5, ge=1, le=100, description="Top tokens listed per layer.")
-    raw: bool = Field(False, description=_RAW)
+class _DepthOptions(Input):
+    """The layer options of the calls about depth: every block unless asked otherwise."""
 
-    def _strategy(self) -> LayerStrategy:
-        # Attribution and comparison are about depth: every block unless asked otherwise.
-        chosen = choose_strategy(self.layer_strategy, self.layers)
-        explicit = self.layer_strategy is not None or self.layers
-        return chosen if explicit else LayerStrategy.ALL
+    layer_strategy: EveryStrategyField = None
+    layer_step: LayerStepField = 4
+    layers: LayersField = None
+    top_k: TopKField = 5
+    raw: RawField = False
+
+    def _layer_config(self, tokens: list[str], config_type: type[Config], **extra: Any) -> Config:
+        return layer_config(
+            config_type,
+            self.layer_strategy,
+            self.layers,
+            every_by_default=True,
+            layer_step=self.layer_step,
+            top_k=self.top_k,
+            track_tokens=tokens,
+            use_chat_template=not self.raw,
+            **extra,
+        )
 
 
-class AttributeInput(_LayerOptions):
-    model: str = Field(min_length=1, description=_MODEL)
-    prompt: str = Field(min_length=1, description=_PROMPT)
+class AttributeInput(_DepthOptions):
+    model: ModelField
+    prompt: PromptField
     targets: list[str] = Field(
         default_factory=list,
         max_length=16,
@@ -51,20 +65,12 @@ class AttributeInput(_LayerOptions):
     )
 
     def config(self) -> AttributionConfig:
-        return AttributionConfig(
-            layer_strategy=self._strategy(),
-            layer_step=self.layer_step,
-            custom_layers=self.layers,
-            top_k=self.top_k,
-            track_tokens=self.targets,
-            use_chat_template=not self.raw,
-            foil=self.foil,
-        )
+        return self._layer_config(self.targets, AttributionConfig, foil=self.foil)
 
 
-class CompareInput(_LayerOptions):
-    model: str = Field(min_length=1, description=_MODEL)
-    prompt: str = Field(min_length=1, description=_PROMPT)
+class CompareInput(_DepthOptions):
+    model: ModelField
+    prompt: PromptField
     prompt_b: str | None = Field(
         None, min_length=1, description="Run B's prompt on the same model (a counterfactual)."
     )
@@ -87,14 +93,7 @@ class CompareInput(_LayerOptions):
         return self
 
     def config(self) -> AnalysisConfig:
-        return AnalysisConfig(
-            layer_strategy=self._strategy(),
-            layer_step=self.layer_step,
-            custom_layers=self.layers,
-            top_k=self.top_k,
-            track_tokens=self.track_tokens,
-            use_chat_template=not self.raw,
-        )
+        return self._layer_config(self.track_tokens, AnalysisConfig)
 
 
 ATTRIBUTE_DOC = """\

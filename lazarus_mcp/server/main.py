@@ -131,8 +131,11 @@ def serve(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    """MCP server for logit-lens introspection: tools analyze, track_tokens, model_info,
-    loaded_models. Logs go to stderr. Limits and the threat model: docs/security.md."""
+    """MCP server for logit-lens introspection, on stdio or streamable HTTP.
+
+    Tools: analyze, track_tokens, attribute, compare, model_info, loaded_models.
+
+    Logs go to stderr. Limits and the threat model: docs/security.md."""
     allowed = list(allow_model or [])
     allowed += [p for p in os.environ.get(ALLOW_ENV, "").split(os.pathsep) if p]
     options = ServerOptions(
@@ -178,8 +181,10 @@ def command() -> Any:
 
 
 def _app() -> typer.Typer:
+    from lazarus_mcp.server.usage import OneLineCommand
+
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(serve)
+    app.command(cls=OneLineCommand)(serve)
     return app
 
 

@@ -10,53 +10,38 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from lazarus_mcp.lens.layers import choose_strategy
 from lazarus_mcp.plots.grid import Metric
 from lazarus_mcp.schema import (
     AnalysisBatch,
     AnalysisConfig,
     AnalysisResult,
     Fidelity,
-    LayerStrategy,
     Milestones,
     ModelInfo,
     TokenEvolution,
 )
+from lazarus_mcp.server.fields import (
+    LAYERS_HELP,
+    PROMPT_HELP,
+    Input,
+    LayersField,
+    LayerStepField,
+    ModelField,
+    PromptField,
+    RawField,
+    SampledStrategyField,
+    TopKField,
+    layer_config,
+)
 from lazarus_mcp.server.summaries import milestone_lines
 
-_MODEL = (
-    "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
-    "tokenizer), a Hugging Face id such as 'Qwen/Qwen3-0.6B' (taken from the local cache, "
-    "downloaded if missing), or 'demo' for the bundled demo model. Use the same spelling on every "
-    "call: a loaded model is found again by this exact string."
-)
-_PROMPT = (
-    "The text to analyze. The lens reads the prediction for the token that would follow the "
-    "last token of the prompt (after the chat template, unless raw)."
-)
-_RAW = (
-    "false (default): wrap the prompt in the model's chat template as one user message plus the "
-    "assistant turn's opening, as a chat model sees a question. true: tokenize the text as given "
-    "(with the tokenizer's BOS), for completions such as 'The capital of France is'. Models "
-    "without a chat template always see the text as given."
-)
-_LAYERS = (
-    "Block indices, 0-based; negative ones count from the end (-1 = the last block, whose lens is "
-    "the model's own output)."
-)
 
-
-class _Input(BaseModel):
-    # An unknown argument is a typo the agent should hear about, not a silently ignored option.
-    model_config = ConfigDict(extra="forbid")
-
-
-class AnalyzeInput(_Input):
-    model: str = Field(min_length=1, description=_MODEL)
+class AnalyzeInput(Input):
+    model: ModelField
     prompt: str | None = Field(
-        None, min_length=1, description=f"{_PROMPT} Give prompt or prompts, not both."
+        None, min_length=1, description=f"{PROMPT_HELP} Give prompt or prompts, not both."
     )
     prompts: list[str] | None = Field(
         None,
@@ -65,19 +50,10 @@ class AnalyzeInput(_Input):
         description="Several texts to analyze together (one padded forward pass per group of "
         "similar length); the result is {results: [one analysis per prompt, in order]}.",
     )
-    layer_strategy: LayerStrategy | None = Field(
-        None,
-        description="Which blocks to read: 'all'; 'evenly_spaced' (blocks 0, layer_step, "
-        "2*layer_step, ... plus the last); 'first_last'; 'custom' (the blocks in layers). "
-        "Default: 'custom' when layers is given, else 'evenly_spaced'.",
-    )
-    layer_step: int = Field(4, ge=1, description="Spacing for 'evenly_spaced'.")
-    layers: list[int] | None = Field(
-        None, min_length=1, description=f"Blocks for 'custom'. {_LAYERS}"
-    )
-    top_k: int = Field(
-        5, ge=1, le=100, description="How many of the most likely next tokens to list per layer."
-    )
+    layer_strategy: SampledStrategyField = None
+    layer_step: LayerStepField = 4
+    layers: LayersField = None
+    top_k: TopKField = 5
     track_tokens: list[str] = Field(
         default_factory=list,
         max_length=32,
@@ -85,7 +61,7 @@ class AnalyzeInput(_Input):
         "the model spells them: ' Paris' (leading space) is the word after a space, 'Paris' the "
         "word at the start of a text. A string of several tokens tracks its first token.",
     )
-    raw: bool = Field(False, description=_RAW)
+    raw: RawField = False
     embedding_scale: float | None = Field(
         None,
         gt=0,
@@ -128,10 +104,11 @@ class AnalyzeInput(_Input):
 
     def config(self) -> AnalysisConfig:
         """The core's config, chosen exactly as ``lazarus introspect analyze`` chooses it."""
-        return AnalysisConfig(
-            layer_strategy=choose_strategy(self.layer_strategy, self.layers),
+        return layer_config(
+            AnalysisConfig,
+            self.layer_strategy,
+            self.layers,
             layer_step=self.layer_step,
-            custom_layers=self.layers,
             top_k=self.top_k,
             track_tokens=self.track_tokens,
             use_chat_template=not self.raw,
@@ -141,9 +118,9 @@ class AnalyzeInput(_Input):
         )
 
 
-class TrackTokensInput(_Input):
-    model: str = Field(min_length=1, description=_MODEL)
-    prompt: str = Field(min_length=1, description=_PROMPT)
+class TrackTokensInput(Input):
+    model: ModelField
+    prompt: PromptField
     tokens: list[str] = Field(
         min_length=1,
         max_length=32,
@@ -152,25 +129,27 @@ class TrackTokensInput(_Input):
         "several tokens tracks its first token (the result says so).",
     )
     layers: list[int] | None = Field(
-        None, min_length=1, description=f"Blocks to read; default every block. {_LAYERS}"
+        None, min_length=1, description=f"Blocks to read; default every block. {LAYERS_HELP}"
     )
-    raw: bool = Field(False, description=_RAW)
+    raw: RawField = False
 
     def config(self) -> AnalysisConfig:
-        return AnalysisConfig(
-            layer_strategy=LayerStrategy.CUSTOM if self.layers else LayerStrategy.ALL,
-            custom_layers=self.layers,
+        return layer_config(
+            AnalysisConfig,
+            None,
+            self.layers,
+            every_by_default=True,
             top_k=1,
             track_tokens=self.tokens,
             use_chat_template=not self.raw,
         )
 
 
-class ModelInfoInput(_Input):
-    model: str = Field(min_length=1, description=_MODEL)
+class ModelInfoInput(Input):
+    model: ModelField
 
 
-class LoadedModelsInput(_Input):
+class LoadedModelsInput(Input):
     pass
 
 
