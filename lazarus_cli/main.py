@@ -76,8 +76,8 @@ def build_config(
     """The core's config from the layer options; invalid values end the command (exit 2)."""
     from pydantic import ValidationError
 
+    from lazarus_mcp.lens.layers import layer_config
     from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
-    from lazarus_mcp.server.fields import layer_config
 
     custom = parse_layers(layers) if layers is not None else None
     wanted = LayerStrategy(strategy.value) if strategy is not None else None

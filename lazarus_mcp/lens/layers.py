@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 
@@ -16,6 +18,27 @@ def choose_strategy(
     if strategy is not None:
         return strategy
     return LayerStrategy.CUSTOM if custom_layers else LayerStrategy.EVENLY_SPACED
+
+
+Config = TypeVar("Config", bound=AnalysisConfig)
+
+
+def layer_config(
+    config_type: type[Config],
+    strategy: LayerStrategy | None,
+    layers: list[int] | None,
+    *,
+    all_layers: bool = False,
+    every_by_default: bool = False,
+    **fields: Any,
+) -> Config:
+    """The core's config from an interface's layer options: ``all_layers`` (or, for the
+    depth-reading calls, no layer option at all) means every block; otherwise
+    :func:`choose_strategy` decides. Raises pydantic's ``ValidationError`` on invalid values."""
+    every = all_layers or (every_by_default and strategy is None and not layers)
+    return config_type(
+        layer_strategy=choose_strategy(strategy, layers, every), custom_layers=layers, **fields
+    )
 
 
 def normalize_layer(index: int, num_layers: int) -> int:

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from lazarus_mcp.lens.layers import Config, layer_config
 from lazarus_mcp.schema import AnalysisConfig, AttributionConfig
 from lazarus_mcp.server.fields import (
-    Config,
     EveryStrategyField,
     Input,
     LayersField,
@@ -21,7 +21,6 @@ from lazarus_mcp.server.fields import (
     PromptField,
     RawField,
     TopKField,
-    layer_config,
 )
 
 

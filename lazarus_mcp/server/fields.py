@@ -2,19 +2,18 @@
 
 ``analyze``, ``track_tokens``, ``attribute`` and ``compare`` take the same model, prompt, layer
 and template options; defining each field once keeps their JSON schemas (what an agent reads)
-from drifting apart. :func:`layer_config` is also what ``lazarus introspect`` calls, so a tool
-call and a command with the same options choose the same blocks through the core's
-:func:`~lazarus_mcp.lens.layers.choose_strategy`.
+from drifting apart. The core's :func:`~lazarus_mcp.lens.layers.layer_config` turns their layer
+options into a config, as ``lazarus introspect`` does, so a tool call and a command with the
+same options choose the same blocks.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lazarus_mcp.lens.layers import choose_strategy
-from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
+from lazarus_mcp.schema import LayerStrategy
 
 MODEL_HELP = (
     "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
@@ -67,24 +66,3 @@ EveryStrategyField = Annotated[LayerStrategy | None, Field(description=_strategy
 class Input(BaseModel):
     # An unknown argument is a typo the agent should hear about, not a silently ignored option.
     model_config = ConfigDict(extra="forbid")
-
-
-Config = TypeVar("Config", bound=AnalysisConfig)
-
-
-def layer_config(
-    config_type: type[Config],
-    strategy: LayerStrategy | None,
-    layers: list[int] | None,
-    *,
-    all_layers: bool = False,
-    every_by_default: bool = False,
-    **fields: Any,
-) -> Config:
-    """The core's config from an interface's layer options: ``all_layers`` (or, for the
-    depth-reading calls, no layer option at all) means every block; otherwise
-    :func:`choose_strategy` decides. Raises pydantic's ``ValidationError`` on invalid values."""
-    every = all_layers or (every_by_default and strategy is None and not layers)
-    return config_type(
-        layer_strategy=choose_strategy(strategy, layers, every), custom_layers=layers, **fields
-    )

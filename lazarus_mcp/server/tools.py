@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from lazarus_mcp.lens.layers import layer_config
 from lazarus_mcp.plots.grid import Metric
 from lazarus_mcp.schema import (
     AnalysisBatch,
@@ -33,7 +34,6 @@ from lazarus_mcp.server.fields import (
     RawField,
     SampledStrategyField,
     TopKField,
-    layer_config,
 )
 from lazarus_mcp.server.summaries import milestone_lines
 
