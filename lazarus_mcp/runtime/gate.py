@@ -87,7 +87,8 @@ def check_request(request: Request) -> None:
         return
     if type(config.top_k) is not int or not 1 <= config.top_k <= lim.max_top_k:
         raise limits.LimitExceededError(
-            f"top_k must be an integer from 1 to {lim.max_top_k}, not {config.top_k!r}"
+            f"top_k must be an integer from 1 to {lim.max_top_k} (--max-top-k), "
+            f"not {config.top_k!r}"
         )
     if config.custom_layers is not None:
         limits.check_count("layers listed", len(config.custom_layers), lim.max_layers_listed)
