@@ -314,6 +314,16 @@ def call_deadline(seconds: float | None = None) -> Iterator[Interrupt]:
         _call.reset(token)
 
 
+@contextmanager
+def within(job: Interrupt) -> Iterator[Interrupt]:
+    """Continue ``job``'s call (its serialization, its pictures) after its block has ended."""
+    token = _call.set(job)
+    try:
+        yield job
+    finally:
+        _call.reset(token)
+
+
 def check_interrupt_of_call() -> None:
     """Between the steps of a call off the worker (serialization, pictures): stop past its
     deadline or once cancelled."""

@@ -121,7 +121,7 @@ def _strip_titles(node: Any) -> Any:
 
 
 def input_schema(spec: ToolSpec) -> dict[str, Any]:
-    return _strip_titles(spec.inputs.model_json_schema(by_alias=True))  # type: ignore[no-any-return]
+    return _strip_titles(spec.inputs.model_json_schema(by_alias=True))
 
 
 _SIMPLE = ("string", "integer", "number", "boolean")
