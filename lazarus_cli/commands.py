@@ -53,7 +53,7 @@ class Extras:
     )
 
 
-def _cli(info: Any) -> Cli:
+def cli_of(info: Any) -> Cli:
     found = [m for m in info.metadata if isinstance(m, Cli)]
     return found[0] if found else Cli()
 
@@ -84,7 +84,7 @@ def _field_options(spec: ToolSpec) -> tuple[list[inspect.Parameter], dict[str, C
     params: list[inspect.Parameter] = []
     parsers: dict[str, Cli] = {}
     for name, info in spec.inputs.model_fields.items():
-        cli = _cli(info)
+        cli = cli_of(info)
         if cli.hidden:
             continue
         parsers[name] = cli

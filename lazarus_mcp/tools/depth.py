@@ -157,6 +157,7 @@ async def compare(session: Session, params: CompareInput) -> CompareResult:
 
 ATTRIBUTE = ToolSpec(
     name="attribute",
+    example={"model": "demo", "prompt": "The capital of France is", "raw": True},
     doc=ATTRIBUTE_DOC,
     inputs=AttributeInput,
     result=AttributionResult,
@@ -165,6 +166,12 @@ ATTRIBUTE = ToolSpec(
 )
 COMPARE = ToolSpec(
     name="compare",
+    example={
+        "model": "demo",
+        "prompt": "The capital of France is",
+        "prompt_b": "The capital of Italy is",
+        "raw": True,
+    },
     doc=COMPARE_DOC,
     inputs=CompareInput,
     result=CompareResult,

@@ -386,6 +386,7 @@ def render_tracking(tracking: TokenTracking) -> str:
 
 ANALYZE = ToolSpec(
     name="analyze",
+    example={"model": "demo", "prompt": "The capital of France is", "raw": True},
     doc=ANALYZE_DOC,
     inputs=AnalyzeInput,
     result=AnalysisResult | AnalysisBatch,
@@ -396,6 +397,7 @@ ANALYZE = ToolSpec(
 )
 TRACK_TOKENS = ToolSpec(
     name="track_tokens",
+    example={"model": "demo", "prompt": "The capital of France is", "tokens": [" Paris"]},
     doc=TRACK_DOC,
     inputs=TrackTokensInput,
     result=TokenTracking,

@@ -110,6 +110,7 @@ def _loads(cache: ModelCache, params: ModelInfoInput) -> bool:
 
 MODEL_INFO = ToolSpec(
     name="model_info",
+    example={"model": "demo"},
     doc=INFO_DOC,
     inputs=ModelInfoInput,
     result=ModelStatus,

@@ -16,7 +16,7 @@ pass the request gate and the call's deadline (``runtime/gate.py``), so no tool 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -93,6 +93,9 @@ class ToolSpec:
     output_schema: Callable[[], dict[str, Any]] | None = None
     # PNG images of a result for the MCP image content (``analyze``'s heatmap).
     images: Callable[[Any, Any], list[bytes]] | None = None
+    # Arguments of a good call on the demo model: the docs' example, and what the hostile tests
+    # start from (they parametrize over every tool of the registry, so a new tool is covered).
+    example: dict[str, Any] = field(default_factory=dict)
 
     @property
     def command_name(self) -> str | None:
