@@ -10,10 +10,13 @@ seconds, and the same server answers the tool's good call right after.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,6 +26,7 @@ from mcp.client.stdio import stdio_client
 
 from lazarus_mcp.tools import TOOLS
 from lazarus_mcp.tools.spec import ToolSpec
+from tests.checkpoints import build_checkpoint
 from tests.conftest import PARITY, console_script
 from tests.test_http import http_server
 
@@ -102,3 +106,86 @@ async def test_every_tool_over_http() -> None:
         async with Client(url) as client:
             for spec in COMPUTING:
                 await run_cases(client, spec)
+
+
+SLOW_TEMPLATE = (
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    "{{ messages[0]['content'] }}"
+)
+
+
+def slow_model(tmp_path: Path) -> str:
+    """A checkpoint whose chat template runs for hours: a call that applies it runs past any
+    deadline; the same model raw is quick."""
+    path = build_checkpoint(tmp_path / "slow", chat_template=True)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config["chat_template"] = SLOW_TEMPLATE
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+async def run_deadline(client: ClientSession | Client, spec: ToolSpec, model: str) -> None:
+    """Past the deadline (1 s): a one-line timeout within 2x the limit (plus a load), and the
+    next good call on the same server is answered, not charged for the overrun."""
+    slow = {**example(spec), "model": model, "raw": False}
+    if "model_b" in slow:
+        slow["model_b"] = model
+    with anyio.fail_after(90):  # the server preloads it; a cold load takes longer than 1 s
+        while (await client.call_tool("model_info", {"model": model})).is_error:
+            await anyio.sleep(0.5)
+    for _ in range(2):
+        began = time.monotonic()
+        with anyio.fail_after(30):
+            reply = await client.call_tool(spec.name, slow)
+        took = time.monotonic() - began
+        assert reply.is_error
+        text = reply.content[0].text  # type: ignore[union-attr]
+        assert "time limit of 1 s" in text and "\n" not in text, text
+        assert took < 2 * 1 + 1.5, f"{spec.name}: the timeout came after {took:.1f} s"
+        with anyio.fail_after(30):
+            good = await client.call_tool(spec.name, {**slow, "raw": True})
+        assert not good.is_error, good.content
+
+
+@pytest.mark.parametrize("spec", COMPUTING, ids=lambda t: t.name)
+async def test_every_tool_past_its_deadline_over_stdio(spec: ToolSpec, tmp_path: Path) -> None:
+    model = slow_model(tmp_path)
+    args = ("--log-level", "WARNING", "--call-timeout", "1", "--preload", model)
+    async with spawned(*args) as session:
+        await run_deadline(session, spec, model)
+
+
+async def test_every_tool_past_its_deadline_over_http(tmp_path: Path) -> None:
+    model = slow_model(tmp_path)
+    with http_server("--call-timeout", "1", "--preload", model) as url:
+        async with Client(url) as client:
+            for spec in COMPUTING:
+                await run_deadline(client, spec, model)
+
+
+@pytest.mark.parametrize("spec", COMPUTING, ids=lambda t: t.name)
+def test_every_command_past_its_deadline_exits_2_and_writes_nothing(
+    spec: ToolSpec, tmp_path: Path
+) -> None:
+    from lazarus_cli.commands import cli_of
+
+    model = slow_model(tmp_path / "model")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [console_script("lazarus"), "introspect", str(spec.command_name)]
+    for name, value in {**example(spec), "model": model, "raw": False}.items():
+        cli = cli_of(spec.inputs.model_fields[name])
+        flag = "-p" if name == "prompt" else (cli.flags or ("--" + name.replace("_", "-"),))[0]
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                argv += [flag, str(item)]
+    argv += ["--call-timeout", "1", "-o", str(out / "result.json")]
+    began = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: the call ran past its time limit of 1 s"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert list(out.iterdir()) == []
+    assert time.monotonic() - began < 60
