@@ -41,7 +41,7 @@ ENTRY_BYTES = 112
 ROW_BYTES = 320
 TOKEN_BYTES = 48  # a prompt token: its text and id, in tokens and token_ids
 # The lens working set: the grid's chunk of [rows, chunk, V] float32 arrays, about a dozen alive.
-LENS_CHUNK_BYTES = 32 << 20
+LENS_CHUNK_BYTES = 32 << 20  # lens/cells.py CHUNK_BYTES
 LENS_ARRAYS = 12
 
 
@@ -107,28 +107,29 @@ def check_request(request: Request) -> None:
 # With the model loaded, on the worker ------------------------------------------------------
 
 
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+
+
 def context_length(loaded: LoadedModel) -> tuple[int | None, str]:
-    """The model's own context (positions it was trained for) and the config key it came from.
+    """The model's own context (positions it was trained for) and the config key stating it.
 
-    Through the family registry when it says (``modeling.families.context_length``); until then
-    the keys transformers' configs use for it, read from the built model's arguments."""
-    try:
-        from lazarus_mcp.modeling import families
-
-        accessor = getattr(families, "context_length", None)
-        if accessor is not None:
-            found = accessor(loaded)
-            if isinstance(found, tuple):
-                return found[0], str(found[1])
-            if isinstance(found, int) or found is None:
-                return found, "max_position_embeddings"
-    except ImportError:  # pragma: no cover - the registry is part of the package
-        pass
+    Through the family registry where the loaded model reads it so (``loaded.context_length``,
+    ``modeling/model_config.py`` on branch harden); else the keys transformers' configs use,
+    from the built model's arguments."""
+    config = getattr(loaded, "config", None)
     args = getattr(loaded.model, "args", None)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        value = getattr(args, key, None)
+
+    def stated(key: str) -> object:
+        return config.get(key) if isinstance(config, dict) else getattr(args, key, None)
+
+    key = next((k for k in _CONTEXT_KEYS if stated(k) is not None), "")
+    registry = getattr(loaded, "context_length", None)
+    if isinstance(registry, int) and not isinstance(registry, bool) and registry > 0:
+        return registry, key or "the model's context"
+    for name in _CONTEXT_KEYS:
+        value = getattr(args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value, key
+            return value, name
     return None, ""
 
 
@@ -139,6 +140,12 @@ def _arg(loaded: LoadedModel, *names: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def _known(loaded: LoadedModel, name: str) -> int | None:
+    """A number the loaded model reads through the registry (harden's properties), if any."""
+    value = getattr(loaded, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def forward_bytes(
@@ -153,8 +160,12 @@ def forward_bytes(
     and the lens working set (a dozen arrays of one chunk of [rows, cells, V])."""
     info = loaded.info
     hidden, vocab = info.hidden_size, info.vocab_size
-    heads = _arg(loaded, "num_attention_heads", "n_head") or 1
-    inter = _arg(loaded, "intermediate_size", "n_inner") or 4 * hidden
+    heads = _known(loaded, "num_heads") or _arg(loaded, "num_attention_heads", "n_head") or 1
+    inter = (
+        _known(loaded, "intermediate_size")
+        or _arg(loaded, "intermediate_size", "n_inner")
+        or 4 * hidden
+    )
     activations = batch * length * (4 * hidden + 3 * inter) * 4
     attention = 3 * batch * heads * length * length * 4
     kept = taps * cells * hidden * 4
@@ -180,21 +191,14 @@ class Admission:
 
 
 def _encode_count(loaded: LoadedModel, prompt: str, chat: bool) -> int:
-    from lazarus_mcp.lens.tokens import encode_prompt
+    from lazarus_mcp.analyses.prompts import encode_prompt
 
     return len(encode_prompt(loaded.tokenizer, prompt, chat).token_ids)
 
 
 def _check_tokens(loaded: LoadedModel, count: int) -> None:
     context, key = context_length(loaded)
-    try:
-        limits.check_prompt_tokens(count, context)
-    except limits.LimitExceededError as exc:
-        if key and key != "max_position_embeddings":
-            raise limits.LimitExceededError(
-                str(exc).replace("(max_position_embeddings)", f"({key})")
-            ) from exc
-        raise
+    limits.check_prompt_tokens(count, context, context_key=key)
 
 
 def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
@@ -262,7 +266,7 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
 def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int) -> int:
     """The largest padded group of a batch (``lens.batch.plan_groups`` groups by length)."""
     try:
-        from lazarus_mcp.lens.batch import plan_groups
+        from lazarus_mcp.analyses.batch import plan_groups
     except ImportError:  # pragma: no cover - the batch planner moved
         groups = [list(range(len(counts)))]
     else:

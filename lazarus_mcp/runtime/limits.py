@@ -131,13 +131,21 @@ def check_prompt_chars(prompt: str, limits: Limits | None = None) -> None:
         )
 
 
-def check_prompt_tokens(count: int, context: int | None, limits: Limits | None = None) -> None:
-    """Refuse a prompt beyond the model's context or the server's limit, naming both."""
+def check_prompt_tokens(
+    count: int,
+    context: int | None,
+    limits: Limits | None = None,
+    *,
+    context_key: str = "max_position_embeddings",
+) -> None:
+    """Refuse a prompt beyond the model's context or the server's limit, naming both (and the
+    config key the context comes from: GPT-2 says n_positions)."""
     limit = (limits or current()).max_prompt_tokens
     bounds = [b for b in (context, limit) if b is not None]
     if not bounds or count <= min(bounds):
         return
-    model = f"the model's context is {context:,} (max_position_embeddings)" if context else ""
+    where = f" ({context_key})" if context_key else ""
+    model = f"the model's context is {context:,}{where}" if context else ""
     server = f"this server's limit is {limit:,} (--max-prompt-tokens)" if limit else ""
     both = "; ".join(part for part in (model, server) if part)
     raise LimitExceededError(f"the prompt is {count:,} tokens, too long: {both}; shorten it")
