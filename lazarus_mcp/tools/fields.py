@@ -19,20 +19,18 @@ from lazarus_mcp.schema import LayerStrategy
 from lazarus_mcp.tools.spec import Cli
 
 MODEL_HELP = (
-    "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
-    "tokenizer), a Hugging Face id such as 'Qwen/Qwen3-0.6B' (taken from the local cache, "
-    "downloaded if missing), or 'demo' for the bundled demo model. Use the same spelling on every "
-    "call: a loaded model is found again by this exact string."
+    "The model: a local Hugging Face checkpoint directory, a Hugging Face id such as "
+    "'Qwen/Qwen3-0.6B' (the local cache first), or 'demo'. Spell it the same on every call: a "
+    "loaded model is found by this exact string."
 )
 PROMPT_HELP = (
-    "The text to analyze. The lens reads the prediction for the token that would follow the "
-    "last token of the prompt (after the chat template, unless raw)."
+    "The text to analyze; the lens reads the prediction of the token after its last token (after "
+    "the chat template, unless raw)."
 )
 RAW_HELP = (
-    "false (default): wrap the prompt in the model's chat template as one user message plus the "
-    "assistant turn's opening, as a chat model sees a question. true: tokenize the text as given "
-    "(with the tokenizer's BOS), for completions such as 'The capital of France is'. Models "
-    "without a chat template always see the text as given."
+    "false (default): the prompt as a user message in the model's chat template (a chat model "
+    "answering a question). true: the text as given, with the tokenizer's BOS (a completion such "
+    "as 'The capital of France is'). Models without a template always see the text as given."
 )
 LAYERS_HELP = (
     "Block indices, 0-based; negative ones count from the end (-1 = the last block, whose lens is "
