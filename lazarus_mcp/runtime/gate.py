@@ -34,11 +34,14 @@ if TYPE_CHECKING:
 
 Kind = Literal["lens", "attribute", "compare", "model"]
 
-# Bytes of JSON per entry of a result, measured on indented results of the demo and the tiny
-# checkpoints (``to_json``, which the CLI writes; MCP's compact JSON is ~40% smaller): a top-k or
-# tracked entry (token, id, probability or rank) ~90-110 bytes, a lens row's own fields ~300.
-ENTRY_BYTES = 112
-ROW_BYTES = 320
+# Bytes of JSON per entry of a result, measured on indented results (``to_json``, which the CLI
+# writes; MCP's compact JSON is about half): a top-k or tracked entry at its depth in a grid
+# ~130 bytes, a lens row's own fields ~400, a tracked token's evolution per column ~400 beside
+# its entries. On the llama parity checkpoint, 183 positions x 6 rows, top_k 50, 3 tracked:
+# 9.5 MiB written, 9.5 MiB estimated; top_k 5: 1.16 MiB written, 1.3 MiB estimated.
+ENTRY_BYTES = 136
+ROW_BYTES = 400
+EVOLUTION_BYTES = 400
 TOKEN_BYTES = 48  # a prompt token: its text and id, in tokens and token_ids
 # The lens working set: the grid's chunk of [rows, chunk, V] float32 arrays, about a dozen alive.
 LENS_CHUNK_BYTES = 32 << 20  # lens/cells.py CHUNK_BYTES
@@ -179,7 +182,7 @@ def lens_result_bytes(
 ) -> int:
     """JSON bytes of one analysis: its rows at the last position, its grid columns if any."""
     row = ROW_BYTES + ENTRY_BYTES * (top_k + tracked)
-    column = rows * row + ENTRY_BYTES * top_k
+    column = rows * row + ENTRY_BYTES * top_k + EVOLUTION_BYTES * tracked
     return 2 * TOKEN_BYTES * tokens + column + (positions * (column + ROW_BYTES) if grid else 0)
 
 
