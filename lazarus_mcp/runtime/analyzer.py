@@ -204,7 +204,9 @@ class ModelAnalyzer:
         ``call_timeout`` (or ``interrupt``'s deadline), or when the awaiting task is cancelled."""
         config = config or AnalysisConfig()
         request = gate.Request("lens", [prompt], config, plot=plot)
-        return await self.compute(request, _analyze, self._loaded, prompt, config, interrupt=interrupt)
+        return await self.compute(
+            request, _analyze, self._loaded, prompt, config, interrupt=interrupt
+        )
 
     async def compare(
         self,
