@@ -91,3 +91,15 @@ def test_vocab_and_width_are_checked_for_gpt2_and_neox(
     _tamper(path, **{vocab_key: config[vocab_key], hidden_key: config[hidden_key] * 2})
     with pytest.raises(ModelLoadError, match=hidden_key):
         worker.run_sync(load, str(path))
+
+
+def test_exaone4_without_head_dim_loads_as_transformers_would(tmp_path: Path) -> None:
+    """transformers computes head_dim = hidden / heads when the config has none."""
+    path = build_checkpoint(tmp_path / "exaone4", "exaone4")
+    config = json.loads((path / "config.json").read_text())
+    assert config["head_dim"] == config["hidden_size"] // config["num_attention_heads"]
+    del config["head_dim"]
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = worker.run_sync(load, str(path))
+    result = worker.run_sync(analyze_loaded, loaded, "one two three", AnalysisConfig())
+    assert result.layer_predictions and result.fidelity.max_abs_prob_diff <= 1e-5

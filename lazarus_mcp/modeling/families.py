@@ -166,6 +166,7 @@ class FamilySpec:
             out = {"text_config": {**text_config, **spec.mlx_overrides(text_config)}}
         else:
             out = hf_config.rope_overrides(config)
+            out.update(hf_config.derived_sizes(config, self.names.hidden, self.names.heads))
         if self.translate is not None:
             out.update(self.translate(config))
         return out
