@@ -1,0 +1,56 @@
+"""The CLI's files and arguments at their edges: output targets that are not files, prompt files
+that are not files, bytes that are not UTF-8. Each ends in one ``error:`` line with exit 2 and
+leaves what was there untouched. Only temp dirs are used (a FIFO stands in for a device node)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lazarus_cli.main import app
+
+runner = CliRunner()
+ANALYZE = ["introspect", "analyze", "-m", "demo", "--raw"]
+
+
+def _one_line_error(result: object) -> str:
+    code, err = result.exit_code, result.stderr  # type: ignore[attr-defined]
+    assert code == 2, (code, err, result.stdout)  # type: ignore[attr-defined]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("option", "suffix"), [("-o", ".json"), ("--plot", ".html")])
+@pytest.mark.parametrize("via_symlink", [False, True])
+def test_output_onto_a_non_regular_file_is_refused(
+    tmp_path: Path, option: str, suffix: str, via_symlink: bool
+) -> None:
+    """A FIFO stands for /dev/full: renaming a new file over it would replace the node."""
+    fifo = tmp_path / f"node{suffix}"
+    os.mkfifo(fifo)
+    target = fifo
+    if via_symlink:
+        target = tmp_path / f"link{suffix}"
+        target.symlink_to(fifo)
+    result = runner.invoke(app, [*ANALYZE, "-p", "The capital of France is", option, str(target)])
+    line = _one_line_error(result)
+    assert "not a regular file" in line
+    assert stat.S_ISFIFO(target.stat().st_mode)  # still the FIFO, not replaced by a file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({fifo.name, target.name})
+
+
+def test_output_onto_a_regular_file_and_a_symlink_to_one_still_works(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    for target in (real, link):
+        result = runner.invoke(app, [*ANALYZE, "-p", "The capital of", "-o", str(target)])
+        assert result.exit_code == 0, result.stderr
+        assert target.read_text().startswith("{")
