@@ -54,3 +54,30 @@ def test_output_onto_a_regular_file_and_a_symlink_to_one_still_works(tmp_path: P
         result = runner.invoke(app, [*ANALYZE, "-p", "The capital of", "-o", str(target)])
         assert result.exit_code == 0, result.stderr
         assert target.read_text().startswith("{")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink_to_fifo", "directory", "too_large"])
+def test_prompts_file_is_read_only_as_a_regular_file_within_a_cap(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--prompts-file /dev/zero`` was read without end; a FIFO stands in for the device."""
+    from lazarus_cli import inputs
+
+    target = tmp_path / "prompts.txt"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink_to_fifo":
+        os.mkfifo(tmp_path / "node")
+        target.symlink_to(tmp_path / "node")
+    elif kind == "directory":
+        target.mkdir()
+    else:
+        monkeypatch.setattr(inputs, "MAX_PROMPTS_FILE_BYTES", 1000)
+        target.write_text("The capital of France is\n" * 100)
+    result = runner.invoke(app, [*ANALYZE, "--prompts-file", str(target)])
+    line = _one_line_error(result)
+    assert "prompts.txt" in line
+    if kind == "too_large":
+        assert "larger than 1,000 bytes" in line
+    else:
+        assert "regular file" in line or "directory" in line.lower()
