@@ -73,3 +73,19 @@ def numbered(path: Path, index: int, count: int) -> Path:
     if count == 1:
         return path
     return path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+def undecodable_argument(argv: list[str]) -> str | None:
+    """Why a command-line argument cannot be used, if one is not UTF-8.
+
+    Python hands such bytes on as lone surrogates (``\\udcff``), which the tokenizer rejects
+    with a ``TypeError`` and no JSON encoder can write: refused before the command runs."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = os.fsencode(arg)
+            shown = repr(raw[:60])[1:] + ("..." if len(raw) > 60 else "")
+            byte = ord(arg[exc.start]) & 0xFF  # surrogateescape: U+DC80..U+DCFF is 0x80..0xFF
+            return f"an argument is not UTF-8 text (byte 0x{byte:02x}): {shown}"
+    return None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,19 @@ def test_prompts_file_is_read_only_as_a_regular_file_within_a_cap(
         assert "larger than 1,000 bytes" in line
     else:
         assert "regular file" in line or "directory" in line.lower()
+
+
+@pytest.mark.parametrize("option", ["-p", "-t", "-m"])
+def test_an_argument_that_is_not_utf8_is_a_one_line_error(option: str) -> None:
+    """Bytes from the shell that are not UTF-8 ended in the tokenizer's TypeError traceback."""
+    args = {"-p": "The capital of", "-t": " Paris", "-m": "demo"}
+    args[option] = b"The capital \xff of"  # type: ignore[assignment]
+    command = [sys.executable, "-m", "lazarus_cli.main", "introspect", "analyze", "--raw"]
+    for name, value in args.items():
+        command += [name, value]
+    done = subprocess.run(command, capture_output=True, timeout=120)
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, err
+    assert err.strip().splitlines() == [
+        "error: an argument is not UTF-8 text (byte 0xff): 'The capital \\xff of'"
+    ]
