@@ -220,9 +220,44 @@ def _registry_layer_keys() -> tuple[str, ...]:
     return tuple(dict.fromkeys(spec.names.layers for spec in FAMILIES.values()))
 
 
+def _quantization_block(config: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    for key in ("quantization", "quantization_config"):
+        block = config.get(key)
+        if isinstance(block, dict) and ("bits" in block or "group_size" in block):
+            return key, block
+    return None
+
+
+def check_quantization(path: Path, config: dict[str, Any]) -> None:
+    """The quantization block's numbers are what MLX can use (``"bits": "abc"`` reached
+    ``int()`` after the load, a traceback; a missing ``group_size`` a bare KeyError)."""
+    found = _quantization_block(config)
+    if found is None:
+        return
+    key, block = found
+    # mlx-lm's own format needs both; a transformers quantization_config may state either.
+    required = ("bits", "group_size") if key == "quantization" else ()
+    for name, low, high in (("bits", 1, 8), ("group_size", 1, 2**16)):
+        value = block.get(name)
+        if value is None and name not in required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ModelLoadError(
+                f"config.json in {path} has an invalid {key}: {name} must be an integer from "
+                f"{low} to {high}, not {str(value)[:40]!r}"
+            )
+    mode = block.get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise ModelLoadError(
+            f"config.json in {path} has an invalid {key}: mode must be a string such as "
+            f"'affine', not {str(mode)[:40]!r}"
+        )
+
+
 def check_weights(path: Path, config: dict[str, Any], limits: Limits | None = None) -> int:
     """Check the weights against the config and the memory budget; their loaded bytes."""
     limits = limits or current()
+    check_quantization(path, config)
     names = model_config.names_and_text(config)[0]
     summary = summarize(path, limits, names)
     check_against_config(path, config, summary, names)
