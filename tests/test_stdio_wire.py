@@ -99,3 +99,38 @@ def test_a_line_past_the_cap_is_answered_at_the_cap(wire: Wire) -> None:
     assert "longer than" in reply["error"]["message"]
     wire.send(b"y" * (MAX_LINE_BYTES + 4096))  # the rest of that line, then its end
     _ping(wire, 2)
+
+
+BAD_IDS = [{"a": 1}, [1], 1.5, None, True, False]
+
+
+def test_a_request_with_an_id_that_is_not_a_string_or_integer_gets_32600(wire: Wire) -> None:
+    """Such a request validated as a notification and got no reply at all."""
+    wire.initialize()
+    for bad_id in BAD_IDS:
+        wire.send({"jsonrpc": "2.0", "id": bad_id, "method": "ping"})
+        reply = wire.read()
+        assert reply["id"] is None, bad_id
+        assert reply["error"]["code"] == -32600, bad_id
+        assert "id must be a string or an integer" in reply["error"]["message"]
+    _ping(wire, 7)
+
+
+def test_initialize_comes_first_and_once(wire: Wire) -> None:
+    """A request before initialize got a misleading -32602; a second initialize was accepted."""
+    wire.send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    reply = wire.read()
+    assert reply["id"] == 1 and reply["error"]["code"] == -32600
+    assert "send initialize first" in reply["error"]["message"]
+    _ping(wire, 2)  # ping is allowed any time
+    # An initialize the session rejects may be retried.
+    wire.send({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {"x": 1}})
+    assert "error" in wire.read()
+    wire.initialize()
+    wire.send({"jsonrpc": "2.0", "id": 4, "method": "tools/list"})
+    assert wire.read()["result"]["tools"]
+    wire.send({**INIT, "id": 5})
+    reply = wire.read()
+    assert reply["id"] == 5 and reply["error"]["code"] == -32600
+    assert "already initialized" in reply["error"]["message"]
+    _ping(wire, 6)

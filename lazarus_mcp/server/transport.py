@@ -34,6 +34,8 @@ from mcp.types import (
     PARSE_ERROR,
     ErrorData,
     JSONRPCError,
+    JSONRPCRequest,
+    JSONRPCResponse,
     jsonrpc_message_adapter,
 )
 
@@ -74,6 +76,12 @@ def parse_line(line: bytes) -> SessionMessage | JSONRPCError | None:
         return _error(None, PARSE_ERROR, "parse error: the line is not valid JSON text")
     request_id = data.get("id") if isinstance(data, dict) else None
     if not _valid_id(request_id):
+        # An object, array, float, null or bool id would validate as a notification, which
+        # gets no reply: the client would wait for its own timeout.
+        if isinstance(data, dict) and "method" in data and "id" in data:
+            return _error(
+                None, INVALID_REQUEST, "invalid request: id must be a string or an integer"
+            )
         request_id = None
     if isinstance(data, list):
         return _error(None, INVALID_REQUEST, "invalid request: batches are not supported")
@@ -85,6 +93,48 @@ def parse_line(line: bytes) -> SessionMessage | JSONRPCError | None:
 
 def _valid_id(value: Any) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+class Handshake:
+    """The session's order, which the SDK does not enforce over stdio: ``initialize`` first and
+    once (``ping`` any time). Before, a request ahead of ``initialize`` got a misleading -32602
+    ("Invalid request parameters") and a second ``initialize`` was answered as the first."""
+
+    ANYTIME = ("ping",)
+
+    def __init__(self) -> None:
+        self.pending: str | int | None = None  # the id of the initialize being answered
+        self.done = False
+
+    def refuse(self, message: SessionMessage) -> JSONRPCError | None:
+        """The error answering a request out of order, or None to pass it to the session."""
+        request = message.message
+        if not isinstance(request, JSONRPCRequest) or request.method in self.ANYTIME:
+            return None
+        if request.method == "initialize":
+            if self.done or self.pending is not None:
+                return _error(
+                    request.id,
+                    INVALID_REQUEST,
+                    "invalid request: the session is already initialized",
+                )
+            self.pending = request.id
+            return None
+        if not self.done and self.pending is None:
+            return _error(
+                request.id,
+                INVALID_REQUEST,
+                f"invalid request: {request.method[:80]} before initialize; send initialize first",
+            )
+        return None
+
+    def answered(self, message: Any) -> None:
+        """Note the session's reply to ``initialize``: success ends the handshake, an error lets
+        the client try again."""
+        if self.pending is None or getattr(message, "id", None) != self.pending:
+            return
+        self.done = isinstance(message, JSONRPCResponse)
+        self.pending = None
 
 
 def _error(request_id: str | int | None, code: int, message: str) -> JSONRPCError:
@@ -123,6 +173,7 @@ async def stdio_transport(
     replies_in, replies = anyio.create_memory_object_stream[JSONRPCError](16)
     source = _buffered(wire_in)
     sink = wire_out
+    handshake = Handshake()
 
     async def read_lines() -> None:
         async with reader_in, replies_in:
@@ -133,6 +184,8 @@ async def stdio_transport(
                 if not line:
                     return  # EOF: the client is gone
                 parsed = parse_line(line)
+                if isinstance(parsed, SessionMessage):
+                    parsed = handshake.refuse(parsed) or parsed
                 if isinstance(parsed, JSONRPCError):
                     logger.warning("answered a malformed message: %s", parsed.error.message)
                     await replies_in.send(parsed)
@@ -152,6 +205,7 @@ async def stdio_transport(
     async def write_messages() -> None:
         async with writer_out:
             async for session_message in writer_out:
+                handshake.answered(session_message.message)
                 await write(session_message.message)
 
     async def write_replies() -> None:
