@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from lazarus_mcp.errors import ModelLoadError
+from lazarus_mcp.errors import ModelLoadError, UnsupportedModelError
 from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.lens.attribution import attribute_loaded
 from lazarus_mcp.lens.head import backbone, unembedding_module
 from lazarus_mcp.modeling import model_config
 from lazarus_mcp.modeling.families import FAMILIES
-from lazarus_mcp.modeling.loading import load
+from lazarus_mcp.modeling.loading import LoadedModel, load
 from lazarus_mcp.runtime import worker
 from lazarus_mcp.runtime.limits import LimitExceededError
-from lazarus_mcp.schema import AnalysisConfig
+from lazarus_mcp.schema import AnalysisConfig, AttributionConfig
 from tests.checkpoints import FAMILY_CONFIGS, build_checkpoint, family_config
 
 LONG_PROMPT = " ".join(["one two three four five"] * 16)  # 80 words, over 80 tokens
@@ -103,3 +104,38 @@ def test_exaone4_without_head_dim_loads_as_transformers_would(tmp_path: Path) ->
     loaded = worker.run_sync(load, str(path))
     result = worker.run_sync(analyze_loaded, loaded, "one two three", AnalysisConfig())
     assert result.layer_predictions and result.fidelity.max_abs_prob_diff <= 1e-5
+
+
+# attribute on a model outside the registry (self-checked), as analyze serves it -------------
+
+
+def _minicpm(tmp_path: Path, dim_model_base: int) -> LoadedModel:
+    # MiniCPM divides the last hidden state by hidden_size / dim_model_base before its head.
+    config = {"dim_model_base": dim_model_base, "scale_depth": 1.4, "scale_emb": 12.0}
+    path = build_checkpoint(tmp_path / f"minicpm{dim_model_base}", "minicpm", **config)
+    loaded = worker.run_sync(load, str(path))
+    assert loaded.info.support == "self-checked"
+    return loaded
+
+
+def test_attribute_serves_a_self_checked_model_whose_head_splits(tmp_path: Path) -> None:
+    """dim_model_base == hidden: the head is the final norm and lm_head; the components sum
+    to the model's own logit."""
+    loaded = _minicpm(tmp_path, 64)
+    config = AttributionConfig(use_chat_template=False)
+    result = worker.run_sync(attribute_loaded, loaded, "The capital of France is", config)
+    target = result.targets[0]
+    assert abs(target.component_sum - target.logit_precap) <= 1e-3 * max(1, abs(target.logit))
+    assert result.fidelity.max_abs_prob_diff <= 1e-4
+
+
+def test_attribute_refuses_a_self_checked_head_it_cannot_split_saying_why(
+    tmp_path: Path,
+) -> None:
+    loaded = _minicpm(tmp_path, 16)
+    config = AttributionConfig(use_chat_template=False)
+    with pytest.raises(UnsupportedModelError, match="self-checked") as caught:
+        worker.run_sync(attribute_loaded, loaded, "The capital of France is", config)
+    message = str(caught.value)
+    assert "more than a final norm and a linear unembedding" in message
+    assert "analyze and track_tokens serve it" in message and "\n" not in message

@@ -51,6 +51,14 @@ class LoadedModel:
     sliding_windows: dict[int, int] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # config.json, as the model was built
 
+    def mid_residual_module(self, block: Any) -> str | None:
+        """The block's submodule that receives the post-attention residual stream (the family
+        registry's name; outside it, derived from the block's module names), or None."""
+        spec = FAMILIES.get(self.info.family)
+        if spec is None:
+            spec = FamilySpec(self.info.family, support="self-checked")
+        return spec.text(self.config)[0].mid_residual_module(block)
+
     @property
     def context_length(self) -> int | None:
         return model_config.context_length(self.config)
