@@ -122,6 +122,9 @@ def test_attribute_serves_a_self_checked_model_whose_head_splits(tmp_path: Path)
     """dim_model_base == hidden: the head is the final norm and lm_head; the components sum
     to the model's own logit."""
     loaded = _minicpm(tmp_path, 64)
+    # Outside the registry the head is found by kind: the linear layer as wide as the vocabulary.
+    assert unembedding_module(loaded.model) is loaded.model["lm_head"]
+    assert not loaded.info.tied_embeddings
     config = AttributionConfig(use_chat_template=False)
     result = worker.run_sync(attribute_loaded, loaded, "The capital of France is", config)
     target = result.targets[0]

@@ -108,10 +108,12 @@ def unembedding_module(model: nn.Module, name: str | None = None) -> Any:
             if name in owner and isinstance(owner[name], nn.Module):
                 return owner[name]
         return None
-    for value in text_model(model).values():
-        if isinstance(value, (nn.Linear, nn.QuantizedLinear)):
-            return value
-    return None
+    linear = [
+        v for v in text_model(model).values() if isinstance(v, (nn.Linear, nn.QuantizedLinear))
+    ]
+    # The one mapping to as many rows as the token embedding has (the vocabulary), if any.
+    rows = embedding(model).weight.shape[0]
+    return next((v for v in linear if v.weight.shape[0] == rows), linear[0] if linear else None)
 
 
 def final_norm(model: nn.Module, name: str | None = None) -> Any:
