@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from lazarus_mcp.analyses.analysis import analyze_loaded
+from lazarus_mcp.analyses.attribution import attribute_loaded
 from lazarus_mcp.errors import ModelLoadError, UnsupportedModelError
-from lazarus_mcp.lens.analysis import analyze_loaded
-from lazarus_mcp.lens.attribution import attribute_loaded
 from lazarus_mcp.lens.head import backbone, unembedding_module
 from lazarus_mcp.modeling import model_config
 from lazarus_mcp.modeling.families import FAMILIES
