@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from lazarus_cli.main import app
@@ -19,9 +20,9 @@ runner = CliRunner()
 ANALYZE = ["introspect", "analyze", "-m", "demo", "--raw"]
 
 
-def _one_line_error(result: object) -> str:
-    code, err = result.exit_code, result.stderr  # type: ignore[attr-defined]
-    assert code == 2, (code, err, result.stdout)  # type: ignore[attr-defined]
+def _one_line_error(result: Result) -> str:
+    code, err = result.exit_code, result.stderr
+    assert code == 2, (code, err, result.stdout)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
