@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
+
+# Far beyond any batch the limits let through (prompts of at most 100,000 characters each);
+# ``/dev/zero`` was read until memory ran out.
+MAX_PROMPTS_FILE_BYTES = 64 * 2**20
 
 
 class PromptsFileError(ValueError):
     pass
 
 
+def _read_capped(path: Path, cap: int) -> bytes:
+    """A regular file's bytes, at most ``cap``; a device, FIFO or directory is refused (opened
+    non-blocking, so a FIFO cannot hang the command before it is refused)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PromptsFileError(f"cannot read {path}: it is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(cap + 1)
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise PromptsFileError(f"cannot read {path}: it is larger than {cap:,} bytes")
+    return data
+
+
 def read_prompts_file(path: Path) -> list[str]:
     """One prompt per non-blank line; if the first one is a JSON object, every line must be a
     JSON object with a string ``prompt`` (JSON Lines), so prompts may hold newlines."""
     try:
-        text = path.expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PromptsFileError(f"cannot read {path}: {exc}") from exc
+        text = _read_capped(path.expanduser(), MAX_PROMPTS_FILE_BYTES).decode("utf-8")
+    except OSError as exc:
+        raise PromptsFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PromptsFileError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from exc
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise PromptsFileError(f"{path} holds no prompt")
@@ -49,3 +73,19 @@ def numbered(path: Path, index: int, count: int) -> Path:
     if count == 1:
         return path
     return path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+def undecodable_argument(argv: list[str]) -> str | None:
+    """Why a command-line argument cannot be used, if one is not UTF-8.
+
+    Python hands such bytes on as lone surrogates (``\\udcff``), which the tokenizer rejects
+    with a ``TypeError`` and no JSON encoder can write: refused before the command runs."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = os.fsencode(arg)
+            shown = repr(raw[:60])[1:] + ("..." if len(raw) > 60 else "")
+            byte = ord(arg[exc.start]) & 0xFF  # surrogateescape: U+DC80..U+DCFF is 0x80..0xFF
+            return f"an argument is not UTF-8 text (byte 0x{byte:02x}): {shown}"
+    return None

@@ -85,6 +85,11 @@ app.command("serve")(serve_and_run)
 
 
 def run() -> None:
+    from lazarus_cli.inputs import undecodable_argument
+
+    if (reason := undecodable_argument(sys.argv[1:])) is not None:
+        typer.echo(f"error: {reason}", err=True)
+        raise SystemExit(2)
     app()
 
 

@@ -8,6 +8,7 @@ whole or not at all, and prints ``--json`` exactly as the file holds it.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,11 +28,27 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _not_a_file(path: Path) -> str | None:
+    """Why an existing target must not be replaced: a write renames a new file over it, which
+    would turn a device node (``-o /dev/full``, as root), a FIFO or a socket into a file."""
+    try:
+        mode = path.expanduser().stat().st_mode  # through symlinks: what the name reaches
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISDIR(mode):
+        return "it is a directory"
+    if not stat.S_ISREG(mode):
+        return "it exists and is not a regular file"
+    return None
+
+
 def check_writable(path: Path) -> None:
     """Refuse an output path before the (slow) analysis rather than after it."""
     parent = path.expanduser().resolve().parent
-    if path.is_dir():
-        fail(f"cannot write {path}: it is a directory")
+    if (reason := _not_a_file(path)) is not None:
+        fail(f"cannot write {path}: {reason}")
     if not parent.is_dir():
         fail(f"cannot write {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
@@ -72,6 +89,8 @@ def run_core(work: Callable[[], Awaitable[T]], on_error: Callable[[], None] | No
 
 def write_files(files: Mapping[Path, bytes]) -> None:
     for path, content in files.items():
+        if (reason := _not_a_file(path)) is not None:
+            fail(f"cannot write {path}: {reason}")
         try:
             write_atomic(path, content)
         except OSError as exc:

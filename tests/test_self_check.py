@@ -42,7 +42,9 @@ def test_unregistered_architecture_is_served_self_checked(tmp_path: Path) -> Non
         captured, final = forward_with_taps(loaded.model, ids, [0, 3])
         own = loaded.head(mx.stack([captured[0], captured[3]]))
         ratio = 64 / 16  # hidden_size / dim_model_base
-        explicit = build_head(loaded.model, logit_divisor=ratio)(captured[0][None])[0]
+        explicit = build_head(loaded.model, logit_divisor=ratio, norm_name="norm")(
+            captured[0][None]
+        )[0]
         return (
             float(mx.max(mx.abs(own[1] - final))),
             float(mx.max(mx.abs(own[0] - explicit))),

@@ -8,8 +8,33 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 from tests.conftest import ROOT
+
+
+def soak_reports(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The soak's reports, once its exit status says it finished: a soak that crashed has no
+    JSON, and its stderr (not a JSONDecodeError on empty stdout) is what says why."""
+    try:
+        reports: list[dict[str, Any]] | None = json.loads(proc.stdout)
+    except ValueError:
+        reports = None
+    assert proc.returncode == 0, (reports or proc.stdout[-2000:], proc.stderr[-2000:])
+    assert reports is not None, f"the soak exited 0 without its JSON: {proc.stdout[-2000:]!r}"
+    return reports
+
+
+def test_a_crashed_soak_reports_its_exit_status_and_stderr() -> None:
+    crashed = subprocess.CompletedProcess(["soak"], 1, stdout="", stderr="Traceback: boom")
+    with pytest.raises(AssertionError) as caught:
+        soak_reports(crashed)
+    assert "boom" in str(caught.value)
+    failed = subprocess.CompletedProcess(["soak"], 1, stdout='[{"lost": 3}]', stderr="")
+    with pytest.raises(AssertionError, match="'lost': 3"):
+        soak_reports(failed)
 
 
 def test_a_short_soak_loses_nothing_and_does_not_grow() -> None:
@@ -20,8 +45,7 @@ def test_a_short_soak_loses_nothing_and_does_not_grow() -> None:
         text=True,
         timeout=600,
     )
-    reports = json.loads(proc.stdout)
-    assert proc.returncode == 0, (reports, proc.stderr[-2000:])
+    reports = soak_reports(proc)
     assert {r["transport"] for r in reports} == {"stdio", "http"}
     for report in reports:
         assert report["calls"] >= 30 and report["good"] > 0 and report["bad_inputs"] > 0

@@ -18,12 +18,12 @@ from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.lens.cells import CellSpec, Column, cell_stats, check_top_k
 from lazarus_mcp.lens.decompose import component_logits, decompose, own_precap
 from lazarus_mcp.lens.fidelity import fidelities
+from lazarus_mcp.lens.head import LensHead, build_head
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.readout import lens_name, make_lens
 from lazarus_mcp.lens.subtaps import forward_sublayers
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText
-from lazarus_mcp.modeling.families import family_spec
 from lazarus_mcp.schema.attribution import (
     AttributionComponent,
     AttributionConfig,
@@ -78,6 +78,36 @@ def _resolve(loaded: LoadedModel, query: str) -> ResolvedToken:
     return token
 
 
+# As modeling/self_check.py proves a self-checked model's own head.
+_SELF_CHECK_TOLERANCE = 1e-4
+
+
+def _decomposable_head(loaded: LoadedModel, final: mx.array) -> LensHead:
+    """The head to split the logit over: a final norm and a linear unembedding. A registry
+    family's head is that. A self-checked model's head is its own code after the last block,
+    which cannot be split; its final norm and unembedding, found by kind, serve instead where
+    they give its own output on this very stream, and otherwise the call is refused, saying so."""
+    if loaded.info.support != "self-checked":
+        return loaded.head
+    family = loaded.info.family
+    try:
+        head = build_head(loaded.model)
+        own = mx.softmax(loaded.head(final[None]).astype(mx.float32), axis=-1)
+        split = mx.softmax(head(final[None]), axis=-1)
+        diff = float(mx.max(mx.abs(own - split)))
+    except (UnsupportedModelError, ValueError) as exc:
+        diff, reason = float("inf"), str(exc)
+    else:
+        reason = f"max |Δp| = {diff:.2g} between them and its own output"
+    if not diff <= _SELF_CHECK_TOLERANCE:
+        raise UnsupportedModelError(
+            f"attribute cannot split the logit of '{family}' (self-checked, outside the family "
+            f"registry): its head is more than a final norm and a linear unembedding ({reason}); "
+            "analyze and track_tokens serve it"
+        )
+    return head
+
+
 def attribute_loaded(
     loaded: LoadedModel,
     prompt: str,
@@ -94,10 +124,10 @@ def attribute_loaded(
     text = loaded.token_text
     queried = [_resolve(loaded, q) for q in config.track_tokens]
     foil = _resolve(loaded, config.foil) if config.foil is not None else None
-    model, head = loaded.model, loaded.head
+    model = loaded.model
     lens = make_lens(loaded, lens_name(config))
     blocks = block_list(model)
-    mid_name = family_spec(info.family).mid_residual_module(blocks[0])
+    mid_name = loaded.mid_residual_module(blocks[0])
     if mid_name is None:
         raise UnsupportedModelError(
             f"{info.family}: its blocks have no residual state between attention and MLP to read"
@@ -124,8 +154,9 @@ def attribute_loaded(
         else:
             queried = [ResolvedToken(f"#{t}", t, [text(t)]) for t in target_ids]
         shown = target_ids + ([foil.token_id] if foil else [])
-        contrib = component_logits(head, parts, states.left[-1].dtype)
-        precap = own_precap(head, parts.final)
+        split = _decomposable_head(loaded, parts.final)
+        contrib = component_logits(split, parts, states.left[-1].dtype)
+        precap = own_precap(split, parts.final)
         picked = [contrib[:, mx.array(shown)], precap[mx.array(shown)], own[mx.array(shown)]]
         mx.eval(*picked)
         # The lens after each sub-layer: no row of it is the model's own output (last=None).

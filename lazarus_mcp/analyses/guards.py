@@ -11,7 +11,7 @@ H * T^2 * 4 bytes (times three: scores, mask, softmax), and the lens projection
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,11 +21,6 @@ from lazarus_mcp.runtime import limits
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
     from lazarus_mcp.schema import AnalysisConfig
-
-
-def _arg(model: Any, name: str) -> int | None:
-    value = getattr(getattr(model, "args", None), name, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def check_request(prompt: str, config: AnalysisConfig) -> None:
@@ -43,8 +38,9 @@ def check_config(config: AnalysisConfig) -> None:
 
 def forward_bytes(loaded: LoadedModel, tokens: int, layers: int) -> int:
     info = loaded.info
-    heads = _arg(loaded.model, "num_attention_heads") or 1
-    inter = _arg(loaded.model, "intermediate_size") or 4 * info.hidden_size
+    # The config's keys differ by family; the registry names them (modeling/model_config.py).
+    heads = loaded.num_heads or 1
+    inter = loaded.intermediate_size or 4 * info.hidden_size
     activations = tokens * (4 * info.hidden_size + 3 * inter) * 4
     attention = 3 * heads * tokens * tokens * 4
     lens = 4 * (layers + 1) * info.vocab_size * 4
@@ -53,8 +49,7 @@ def forward_bytes(loaded: LoadedModel, tokens: int, layers: int) -> int:
 
 def check_encoded(loaded: LoadedModel, tokens: int, layers: int) -> None:
     """Before the forward pass: the prompt's tokens and the pass's estimated peak memory."""
-    context = _arg(loaded.model, "max_position_embeddings")
-    limits.check_prompt_tokens(tokens, context)
+    limits.check_prompt_tokens(tokens, loaded.context_length)
     limits.check_memory("this forward pass", forward_bytes(loaded, tokens, layers))
 
 

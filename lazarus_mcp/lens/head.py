@@ -22,9 +22,9 @@ import mlx.nn as nn
 
 from lazarus_mcp.errors import UnsupportedModelError
 
-NORM_NAMES = ("norm", "final_layernorm", "ln_f", "norm_f", "final_layer_norm", "final_norm")
-EMBEDDING_NAMES = ("embed_tokens", "wte", "embed_in", "word_embeddings", "tok_embeddings")
-UNEMBEDDING_NAMES = ("lm_head", "embed_out", "output")
+# Module names are the family registry's (``modeling/families.py``, ``Names``), passed in by
+# the load; unnamed, a module is found by its kind (for models outside the registry).
+_NORM_KINDS = (nn.RMSNorm, nn.LayerNorm)
 
 
 def text_model(model: nn.Module) -> Any:
@@ -74,30 +74,59 @@ def backbone(model: nn.Module) -> Any:
     return _located(model)[0]
 
 
-def embedding_slot(model: nn.Module) -> tuple[Any, str]:
-    """(module, key) of the token embedding, so a forward can swap it for one call."""
+def _is_embedding(value: Any) -> bool:
+    kinds = (nn.Embedding, nn.QuantizedEmbedding)
+    return isinstance(value, kinds) or callable(getattr(value, "as_linear", None))
+
+
+def embedding_slot(model: nn.Module, name: str | None = None) -> tuple[Any, str]:
+    """(module, key) of the token embedding, so a forward can swap it for one call: the
+    backbone's module ``name``, or unnamed its first embedding table (the registry's name is
+    checked to be that one at load)."""
     inner = backbone(model)
-    for name in EMBEDDING_NAMES:
+    if name is not None:
         if name in inner:
             return inner, name
-    for name, value in inner.items():
-        if isinstance(value, (nn.Embedding, nn.QuantizedEmbedding)):
-            return inner, name
+        raise UnsupportedModelError(f"unsupported model: no token embedding '{name}' found")
+    for key, value in inner.items():
+        if _is_embedding(value):
+            return inner, key
     raise UnsupportedModelError("unsupported model: no token embedding found")
 
 
-def embedding(model: nn.Module) -> Any:
-    holder, key = embedding_slot(model)
+def embedding(model: nn.Module, name: str | None = None) -> Any:
+    holder, key = embedding_slot(model, name)
     return holder[key]
 
 
-def unembedding_module(model: nn.Module) -> Any:
-    """The module whose rows are the output vocabulary, or None where it is the tied embedding."""
-    for owner in (text_model(model), backbone(model)):
-        for name in UNEMBEDDING_NAMES:
+def unembedding_module(model: nn.Module, name: str | None = None) -> Any:
+    """The module whose rows are the output vocabulary (``name``, on the language model or its
+    backbone; unnamed, the language model's own linear layer), or None where it is the tied
+    embedding."""
+    if name is not None:
+        for owner in (text_model(model), backbone(model)):
             if name in owner and isinstance(owner[name], nn.Module):
                 return owner[name]
-    return None
+        return None
+    linear = [
+        v for v in text_model(model).values() if isinstance(v, (nn.Linear, nn.QuantizedLinear))
+    ]
+    # The one mapping to as many rows as the token embedding has (the vocabulary), if any.
+    rows = embedding(model).weight.shape[0]
+    return next((v for v in linear if v.weight.shape[0] == rows), linear[0] if linear else None)
+
+
+def final_norm(model: nn.Module, name: str | None = None) -> Any:
+    """The backbone's final norm: module ``name``, or unnamed its one norm module."""
+    inner = backbone(model)
+    if name is not None:
+        if name in inner:
+            return inner[name]
+        raise UnsupportedModelError(f"unsupported model: no final norm '{name}' found")
+    norms = [value for value in inner.values() if isinstance(value, _NORM_KINDS)]
+    if len(norms) != 1:
+        raise UnsupportedModelError("unsupported model: no single final norm found")
+    return norms[0]
 
 
 @dataclass(frozen=True)
@@ -134,18 +163,15 @@ def build_head(
     logit_divisor: float | None = None,
     logit_multiplier: float | None = None,
     norm_name: str | None = None,
+    unembedding_name: str | None = None,
+    embedding_name: str | None = None,
 ) -> LensHead:
-    """The head from the model's own final norm (``norm_name``, or the usual names) and
-    unembedding, plus the given transform."""
-    inner = backbone(model)
-    names = (norm_name,) if norm_name else NORM_NAMES
-    norm = next((getattr(inner, n) for n in names if n in inner), None)
-    if norm is None:
-        raise UnsupportedModelError("unsupported model: no final norm found")
-    head = unembedding_module(model)
-    unembed = head if head is not None else embedding(model).as_linear
+    """The head from the model's own final norm and unembedding (named as the family registry
+    names them), plus the given transform."""
+    head = unembedding_module(model, unembedding_name)
+    unembed = head if head is not None else embedding(model, embedding_name).as_linear
     return LensHead(
-        norm=norm,
+        norm=final_norm(model, norm_name),
         unembed=unembed,
         softcap=softcap,
         logit_divisor=logit_divisor,

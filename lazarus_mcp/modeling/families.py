@@ -36,6 +36,44 @@ _AND_PARITY = VERIFIED_ON + "; shared parity references"
 
 
 @dataclass(frozen=True)
+class Names:
+    """What an architecture calls things: its config keys and its modules.
+
+    Config keys are read in transformers' config.json (the first key present wins); module names
+    are those of mlx-lm's port, on the module that holds the block list; ``block_lists`` are the
+    names of the block list in checkpoint tensor names (``model.layers.3.…``, ``h.3.…``)."""
+
+    context: tuple[str, ...] = ("max_position_embeddings",)
+    heads: str = "num_attention_heads"
+    layers: str = "num_hidden_layers"
+    hidden: str = "hidden_size"
+    intermediate: str = "intermediate_size"
+    block_lists: tuple[str, ...] = ("layers",)
+    embedding: str = "embed_tokens"
+    final_norm: str = "norm"
+    unembedding: str = "lm_head"
+
+
+GPT2_NAMES = Names(
+    context=("n_positions", "n_ctx"),
+    heads="n_head",
+    layers="n_layer",
+    hidden="n_embd",
+    intermediate="n_inner",
+    block_lists=("h",),
+    embedding="wte",
+    final_norm="ln_f",
+)
+# transformers names the blocks ``gpt_neox.layers``; mlx-lm's port saves them as ``model.h``.
+NEOX_NAMES = Names(
+    block_lists=("layers", "h"),
+    embedding="embed_in",
+    final_norm="final_layer_norm",
+    unembedding="embed_out",
+)
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """What one architecture needs from lazarus."""
 
@@ -49,8 +87,9 @@ class FamilySpec:
     logit_multiplier_key: str | None = None
     # Config key of the final soft-cap c in c * tanh(logits / c) (Gemma 2).
     softcap_key: str | None = "final_logit_softcapping"
-    # The backbone's final norm where its name is not one of the usual ones (head.NORM_NAMES).
-    final_norm: str | None = None
+    # Config keys and module names (the lens head, the weights check and the request limits
+    # read them here).
+    names: Names = Names()
     # Per-layer attention when the config has no ``layer_types`` (None: all full attention).
     default_layer_types: Callable[[Config, int], list[str] | None] | None = None
     # Extra mlx-lm config keys beyond the generic RoPE translation.
@@ -103,8 +142,8 @@ class FamilySpec:
         value = config.get(key) if key else None
         return float(value) if value is not None and float(value) != 1.0 else None
 
-    def final_norm_name(self, config: Config) -> str | None:
-        return self.text(config)[0].final_norm
+    def final_norm_name(self, config: Config) -> str:
+        return self.text(config)[0].names.final_norm
 
     def layer_types(self, config: Config) -> list[str] | None:
         spec, config = self.text(config)
@@ -127,6 +166,7 @@ class FamilySpec:
             out = {"text_config": {**text_config, **spec.mlx_overrides(text_config)}}
         else:
             out = hf_config.rope_overrides(config)
+            out.update(hf_config.derived_sizes(config, self.names.hidden, self.names.heads))
         if self.translate is not None:
             out.update(self.translate(config))
         return out
@@ -283,15 +323,17 @@ _SPECS = (
         "gpt2",
         translate=_gpt2_translate,
         build_fixes=_fixes("strip_transformer_prefix"),
+        names=GPT2_NAMES,
         mid_residual_input="ln_2",
     ),
     FamilySpec(
         "gpt_neox",
         translate=_neox_translate,
         build_fixes=_fixes("neox_mlp"),
+        names=NEOX_NAMES,
         parallel_residual=True,  # Pythia's use_parallel_residual
     ),
-    FamilySpec("phi", parallel_residual=True),
+    FamilySpec("phi", parallel_residual=True, names=Names(final_norm="final_layernorm")),
     FamilySpec("mixtral", default_layer_types=_window_on_all),
     FamilySpec("qwen2_moe"),
     FamilySpec("qwen3_moe", translate=_experts_translate),
@@ -320,7 +362,7 @@ _SPECS = (
     FamilySpec(
         "lfm2",
         translate=_lfm2_translate,
-        final_norm="embedding_norm",
+        names=Names(final_norm="embedding_norm"),
         mid_residual_input="ffn_norm",
     ),
     FamilySpec(

@@ -54,6 +54,21 @@ def rope_overrides(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def derived_sizes(config: dict[str, Any], hidden_key: str, heads_key: str) -> dict[str, Any]:
+    """Sizes transformers derives when a config leaves them out, as its models do:
+    ``head_dim = hidden // heads`` (a transformers-saved EXAONE 4 config has no ``head_dim``,
+    which mlx-lm's port requires)."""
+    hidden: Any = config.get(hidden_key)
+    heads: Any = config.get(heads_key)
+    if config.get("head_dim") is not None or not (_size(hidden) and _size(heads)):
+        return {}
+    return {"head_dim": hidden // heads}
+
+
+def _size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def explicit_layer_types(config: dict[str, Any]) -> list[str] | None:
     """The config's own ``layer_types``, checked against its layer count."""
     types = config.get("layer_types")

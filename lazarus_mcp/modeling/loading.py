@@ -22,12 +22,14 @@ from lazarus_mcp.lens.head import (
     blocks,
     build_head,
     embedding,
+    embedding_slot,
     unembedding_module,
 )
 from lazarus_mcp.lens.taps import applied_embedding_scale
 from lazarus_mcp.lens.tokens import TokenText, has_chat_template
+from lazarus_mcp.modeling import model_config
 from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path
-from lazarus_mcp.modeling.families import FAMILIES, FamilySpec
+from lazarus_mcp.modeling.families import FAMILIES, FamilySpec, Names
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.modeling.safe_files import check_checkpoint_files
 from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
@@ -47,6 +49,27 @@ class LoadedModel:
     applied_embedding_scale: float
     nbytes: int
     sliding_windows: dict[int, int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # config.json, as the model was built
+
+    def mid_residual_module(self, block: Any) -> str | None:
+        """The block's submodule that receives the post-attention residual stream (the family
+        registry's name; outside it, derived from the block's module names), or None."""
+        spec = FAMILIES.get(self.info.family)
+        if spec is None:
+            spec = FamilySpec(self.info.family, support="self-checked")
+        return spec.text(self.config)[0].mid_residual_module(block)
+
+    @property
+    def context_length(self) -> int | None:
+        return model_config.context_length(self.config)
+
+    @property
+    def num_heads(self) -> int | None:
+        return model_config.num_heads(self.config)
+
+    @property
+    def intermediate_size(self) -> int | None:
+        return model_config.intermediate_size(self.config)
 
     def embedding_factor(self, override: float | None) -> float:
         """Factor on the embedding lookup that makes the forward use the wanted scale."""
@@ -154,11 +177,20 @@ def _nbytes(model: Any) -> int:
     return params + bf16_linear.packed_bytes(model)
 
 
-def _vocab_rows(model: Any) -> int:
-    module = unembedding_module(model)
+def _vocab_rows(model: Any, names: Names | None) -> int:
+    module = unembedding_module(model, names.unembedding if names else None)
     if module is None:
-        module = embedding(model)
+        module = embedding(model, names.embedding if names else None)
     return int(module.weight.shape[0])
+
+
+def _check_embedding(model: Any, names: Names) -> None:
+    """The registry's embedding is the one a tapped forward swaps (found unnamed, by kind)."""
+    if embedding_slot(model) != embedding_slot(model, names.embedding):
+        raise UnsupportedModelError(
+            f"unsupported model: its first embedding table is not the token embedding "
+            f"'{names.embedding}' the family registry names"
+        )
 
 
 def _model_classes(spec: FamilySpec | None, config: dict[str, Any]) -> Any:
@@ -259,10 +291,12 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
     fixes = build_notes + (spec.apply_port_fixes(model, config) if spec else [])
     backbone(model)  # a clear refusal for a model without a block list
-    text = spec.text(config)[1] if spec else config
-    hidden = int(text.get("hidden_size") or text.get("n_embd") or embedding(model).weight.shape[-1])
-    vocab = _vocab_rows(model)
-    tied = unembedding_module(model) is None
+    names = spec.text(config)[0].names if spec else None
+    if names is not None:
+        _check_embedding(model, names)
+    hidden = model_config.hidden_size(config) or int(embedding(model).weight.shape[-1])
+    vocab = _vocab_rows(model, names)
+    tied = unembedding_module(model, names.unembedding if names else None) is None
     stored = _stored_dtype(model)
     quantization = _quantization(config)
     plan = plan_compute(options, device, stored, quantization)
@@ -280,6 +314,8 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
             spec.logit_divisor(config),
             spec.logit_multiplier(config),
             spec.final_norm_name(config),
+            spec.text(config)[0].names.unembedding,
+            spec.text(config)[0].names.embedding,
         )
     else:
         head = self_checked_head(family, model, probe_ids(tokenizer, vocab))
@@ -321,4 +357,5 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
         applied_embedding_scale=applied,
         nbytes=_nbytes(model),
         sliding_windows=windows,
+        config=config,
     )

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lazarus_mcp.errors import ModelLoadError
+from lazarus_mcp.modeling import model_config
+from lazarus_mcp.modeling.families import FAMILIES, Names
 from lazarus_mcp.modeling.safe_files import check_file, checkpoint_root, nesting_depth
 from lazarus_mcp.runtime.limits import Limits, check_memory, current
 
@@ -28,9 +30,10 @@ _ITEM_BYTES = {
     "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
     "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
 }  # fmt: skip
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 _TOWER = re.compile(r"vision|visual|audio|encoder|mm_projector|multi_modal")
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+# A model outside the registry: its block list by the names registry families use, or these.
+_OTHER_BLOCK_LISTS = ("blocks",)
+_OTHER_LAYER_KEYS = ("num_layers",)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,20 @@ def read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def summarize(path: Path, limits: Limits | None = None) -> WeightsSummary:
+def _layer_pattern(names: Names | None) -> re.Pattern[str]:
+    lists = names.block_lists if names else (*_registry_block_lists(), *_OTHER_BLOCK_LISTS)
+    alternatives = "|".join(re.escape(name) for name in lists)
+    return re.compile(rf"(?:^|\.)(?:{alternatives})\.(\d+)\.")
+
+
+def _registry_block_lists() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n for spec in FAMILIES.values() for n in spec.names.block_lists))
+
+
+def summarize(
+    path: Path, limits: Limits | None = None, names: Names | None = None
+) -> WeightsSummary:
+    """The weights' shapes; ``names``: the family's (None: outside the registry)."""
     limits = limits or current()
     files = sorted(path.glob("*.safetensors"))
     if not files:
@@ -126,8 +142,11 @@ def summarize(path: Path, limits: Limits | None = None) -> WeightsSummary:
             dtypes[name] = entry["dtype"]
             stored += entry["data_offsets"][1] - entry["data_offsets"][0]
     # A multimodal container's vision or audio tower has its own numbered layers.
+    pattern = _layer_pattern(names)
     layers = {
-        int(m.group(1)) for name in shapes if (m := _LAYER.search(name)) and not _TOWER.search(name)
+        int(m.group(1))
+        for name in shapes
+        if (m := pattern.search(name)) and not _TOWER.search(name)
     }
     return WeightsSummary(shapes, dtypes, stored, max(layers) + 1 if layers else 0)
 
@@ -141,21 +160,31 @@ def _positive_int(config: dict[str, Any], key: str, path: Path) -> int | None:
     return value
 
 
-def _embedding(summary: WeightsSummary) -> tuple[int, ...] | None:
+def _embedding(summary: WeightsSummary, names: Names | None) -> tuple[int, ...] | None:
+    suffix = f"{names.embedding if names else 'embed_tokens'}.weight"
     for name, shape in summary.shapes.items():
-        if name.endswith("embed_tokens.weight"):
+        if (name == suffix or name.endswith("." + suffix)) and not _TOWER.search(name):
             return shape
     return None
 
 
-def check_against_config(path: Path, config: dict[str, Any], summary: WeightsSummary) -> None:
-    """The config's sizes match the weights' shapes (mlx-lm allocates from the config)."""
+def _key(names: Names | None, field: str, default: str) -> str:
+    return str(getattr(names, field)) if names else default
+
+
+def check_against_config(
+    path: Path, config: dict[str, Any], summary: WeightsSummary, names: Names | None = None
+) -> None:
+    """The config's sizes match the weights' shapes (mlx-lm allocates from the config).
+
+    ``names``: the family's config keys and embedding name (None: outside the registry)."""
     text = config.get("text_config")
     config = {**config, **text} if isinstance(text, dict) else config
-    found = [_positive_int(config, key, path) for key in _LAYER_KEYS if key in config]
+    layer_keys = (names.layers,) if names else (*_registry_layer_keys(), *_OTHER_LAYER_KEYS)
+    found = [_positive_int(config, key, path) for key in layer_keys if key in config]
     layers = found[0] if found else None
     if layers is None:
-        raise ModelLoadError(f"config.json in {path} has no num_hidden_layers")
+        raise ModelLoadError(f"config.json in {path} has no {layer_keys[0]}")
     # Fewer blocks in the weights than the config claims is the allocation bomb; more is normal
     # (DeepSeek's multi-token-prediction block is stored as one extra layer).
     if summary.num_layers and layers > summary.num_layers:
@@ -163,11 +192,16 @@ def check_against_config(path: Path, config: dict[str, Any], summary: WeightsSum
             f"config.json in {path} says {layers} layers but the weights hold "
             f"{summary.num_layers}; the checkpoint is inconsistent"
         )
-    hidden = _positive_int(config, "hidden_size", path)
+    hidden_key = _key(names, "hidden", "hidden_size")
+    hidden = _positive_int(config, hidden_key, path)
     vocab = _positive_int(config, "vocab_size", path)
-    for key in ("intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim"):
+    sizes = (
+        _key(names, "intermediate", "intermediate_size"),
+        _key(names, "heads", "num_attention_heads"),
+    )
+    for key in (*sizes, "num_key_value_heads", "head_dim"):
         _positive_int(config, key, path)
-    embedding = _embedding(summary)
+    embedding = _embedding(summary, names)
     if embedding is None or len(embedding) != 2:
         return
     rows, width = embedding
@@ -178,15 +212,55 @@ def check_against_config(path: Path, config: dict[str, Any], summary: WeightsSum
     quantized = isinstance(config.get("quantization") or config.get("quantization_config"), dict)
     if hidden is not None and not quantized and width != hidden:
         raise ModelLoadError(
-            f"config.json in {path} says hidden_size {hidden} but the embedding is {width} wide"
+            f"config.json in {path} says {hidden_key} {hidden} but the embedding is {width} wide"
+        )
+
+
+def _registry_layer_keys() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(spec.names.layers for spec in FAMILIES.values()))
+
+
+def _quantization_block(config: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    for key in ("quantization", "quantization_config"):
+        block = config.get(key)
+        if isinstance(block, dict) and ("bits" in block or "group_size" in block):
+            return key, block
+    return None
+
+
+def check_quantization(path: Path, config: dict[str, Any]) -> None:
+    """The quantization block's numbers are what MLX can use (``"bits": "abc"`` reached
+    ``int()`` after the load, a traceback; a missing ``group_size`` a bare KeyError)."""
+    found = _quantization_block(config)
+    if found is None:
+        return
+    key, block = found
+    # mlx-lm's own format needs both; a transformers quantization_config may state either.
+    required = ("bits", "group_size") if key == "quantization" else ()
+    for name, low, high in (("bits", 1, 8), ("group_size", 1, 2**16)):
+        value = block.get(name)
+        if value is None and name not in required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ModelLoadError(
+                f"config.json in {path} has an invalid {key}: {name} must be an integer from "
+                f"{low} to {high}, not {str(value)[:40]!r}"
+            )
+    mode = block.get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise ModelLoadError(
+            f"config.json in {path} has an invalid {key}: mode must be a string such as "
+            f"'affine', not {str(mode)[:40]!r}"
         )
 
 
 def check_weights(path: Path, config: dict[str, Any], limits: Limits | None = None) -> int:
     """Check the weights against the config and the memory budget; their loaded bytes."""
     limits = limits or current()
-    summary = summarize(path, limits)
-    check_against_config(path, config, summary)
+    check_quantization(path, config)
+    names = model_config.names_and_text(config)[0]
+    summary = summarize(path, limits, names)
+    check_against_config(path, config, summary, names)
     quant = config.get("quantization") or config.get("quantization_config")
     bits = quant.get("bits") if isinstance(quant, dict) else None
     need = summary.loaded_bytes(bits if isinstance(bits, int) and 0 < bits <= 32 else None)

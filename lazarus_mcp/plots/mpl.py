@@ -23,8 +23,8 @@ def _figure_class() -> Any:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise InvalidRequestError(
-            "PNG and SVG plots need matplotlib: pip install 'lazarus-mcp[plots]' "
-            "(an .html plot needs nothing more)"
+            "PNG and SVG plots need matplotlib, a dependency of lazarus-mcp that is missing "
+            "here: pip install matplotlib (an .html plot needs nothing more)"
         ) from exc
     return Figure
 
@@ -45,10 +45,10 @@ def _clamp(x: float, low: float, high: float) -> float:
 
 
 def heatmap(grid: PlotGrid, fmt: str) -> bytes:
+    figure = _figure_class()  # first: without matplotlib, the one-line error, not a traceback
     import numpy as np
     from matplotlib.colors import LogNorm, Normalize
 
-    figure = _figure_class()
     rows, cols = len(grid.row_labels), len(grid.positions)
     cell_w = _clamp(40.0 / cols, 0.3, 0.9)
     cell_h = _clamp(20.0 / rows, 0.22, 0.42)

@@ -15,6 +15,7 @@ it (401 otherwise). See docs/security.md.
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import os
@@ -33,12 +34,17 @@ from mcp.types import (
     PARSE_ERROR,
     ErrorData,
     JSONRPCError,
+    JSONRPCRequest,
+    JSONRPCResponse,
     jsonrpc_message_adapter,
 )
 
 logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 16 * 2**20
+# Unbuffered, readline() made one read syscall per byte: a 17 MiB line took 53 s to reject,
+# 200 MB took 222 s. Buffered, a line is read in chunks of this size.
+READ_BUFFER = 2**20
 MAX_JSON_DEPTH = 64
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -69,7 +75,13 @@ def parse_line(line: bytes) -> SessionMessage | JSONRPCError | None:
     except (UnicodeError, ValueError, RecursionError):
         return _error(None, PARSE_ERROR, "parse error: the line is not valid JSON text")
     request_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+    if not _valid_id(request_id):
+        # An object, array, float, null or bool id would validate as a notification, which
+        # gets no reply: the client would wait for its own timeout.
+        if isinstance(data, dict) and "method" in data and "id" in data:
+            return _error(
+                None, INVALID_REQUEST, "invalid request: id must be a string or an integer"
+            )
         request_id = None
     if isinstance(data, list):
         return _error(None, INVALID_REQUEST, "invalid request: batches are not supported")
@@ -79,6 +91,52 @@ def parse_line(line: bytes) -> SessionMessage | JSONRPCError | None:
         return _error(request_id, INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 message")
 
 
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+class Handshake:
+    """The session's order, which the SDK does not enforce over stdio: ``initialize`` first and
+    once (``ping`` any time). Before, a request ahead of ``initialize`` got a misleading -32602
+    ("Invalid request parameters") and a second ``initialize`` was answered as the first."""
+
+    ANYTIME = ("ping",)
+
+    def __init__(self) -> None:
+        self.pending: str | int | None = None  # the id of the initialize being answered
+        self.done = False
+
+    def refuse(self, message: SessionMessage) -> JSONRPCError | None:
+        """The error answering a request out of order, or None to pass it to the session."""
+        request = message.message
+        if not isinstance(request, JSONRPCRequest) or request.method in self.ANYTIME:
+            return None
+        if request.method == "initialize":
+            if self.done or self.pending is not None:
+                return _error(
+                    request.id,
+                    INVALID_REQUEST,
+                    "invalid request: the session is already initialized",
+                )
+            self.pending = request.id
+            return None
+        if not self.done and self.pending is None:
+            return _error(
+                request.id,
+                INVALID_REQUEST,
+                f"invalid request: {request.method[:80]} before initialize; send initialize first",
+            )
+        return None
+
+    def answered(self, message: Any) -> None:
+        """Note the session's reply to ``initialize``: success ends the handshake, an error lets
+        the client try again."""
+        if self.pending is None or getattr(message, "id", None) != self.pending:
+            return
+        self.done = isinstance(message, JSONRPCResponse)
+        self.pending = None
+
+
 def _error(request_id: str | int | None, code: int, message: str) -> JSONRPCError:
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
 
@@ -86,7 +144,7 @@ def _error(request_id: str | int | None, code: int, message: str) -> JSONRPCErro
 def _claim_stdio() -> tuple[BinaryIO, BinaryIO]:
     """Private duplicates of stdin and stdout for the protocol; fd 0 then reads /dev/null and
     fd 1 writes to stderr, so nothing else in the process can read or corrupt the wire."""
-    wire_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    wire_in = os.fdopen(os.dup(0), "rb", buffering=READ_BUFFER)
     wire_out = os.fdopen(os.dup(1), "wb", buffering=0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -113,8 +171,9 @@ async def stdio_transport(
     reader_in, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, writer_out = anyio.create_memory_object_stream[SessionMessage](0)
     replies_in, replies = anyio.create_memory_object_stream[JSONRPCError](16)
-    source = wire_in
+    source = _buffered(wire_in)
     sink = wire_out
+    handshake = Handshake()
 
     async def read_lines() -> None:
         async with reader_in, replies_in:
@@ -124,14 +183,17 @@ async def stdio_transport(
                 )
                 if not line:
                     return  # EOF: the client is gone
-                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-                    await anyio.to_thread.run_sync(_skip_line, source, abandon_on_cancel=True)
                 parsed = parse_line(line)
+                if isinstance(parsed, SessionMessage):
+                    parsed = handshake.refuse(parsed) or parsed
                 if isinstance(parsed, JSONRPCError):
                     logger.warning("answered a malformed message: %s", parsed.error.message)
                     await replies_in.send(parsed)
                 elif parsed is not None:
                     await reader_in.send(parsed)
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    # Answered at the cap; the rest of the line is read and dropped after.
+                    await anyio.to_thread.run_sync(_skip_line, source, abandon_on_cancel=True)
 
     async def write(message: Any) -> None:
         data = message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
@@ -143,6 +205,7 @@ async def stdio_transport(
     async def write_messages() -> None:
         async with writer_out:
             async for session_message in writer_out:
+                handshake.answered(session_message.message)
                 await write(session_message.message)
 
     async def write_replies() -> None:
@@ -156,6 +219,13 @@ async def stdio_transport(
         tg.start_soon(write_replies)
         yield read_stream, write_stream
         tg.cancel_scope.cancel()
+
+
+def _buffered(wire: BinaryIO) -> BinaryIO:
+    """A buffered reader over ``wire`` (whose readline would otherwise read byte by byte)."""
+    if isinstance(wire, io.RawIOBase):
+        return io.BufferedReader(wire, READ_BUFFER)
+    return wire
 
 
 def _skip_line(source: BinaryIO) -> None:
