@@ -30,6 +30,23 @@ class ModelInfo(BaseModel):
         None, description="c in logits = c * tanh(logits / c), applied to every layer's lens."
     )
     quantization: QuantizationInfo | None = None
+    format: Literal["safetensors", "gguf"] = Field(
+        "safetensors",
+        description="The checkpoint's file format: a model directory of "
+        "safetensors, or one GGUF file (llama.cpp, Ollama, LM Studio).",
+    )
+    file_type: str | None = Field(
+        None,
+        description="GGUF only: what the file calls its quantization (e.g. Q4_K_M, Q8_0).",
+        exclude_if=lambda v: v is None,
+    )
+    tensor_types: dict[str, int] | None = Field(
+        None,
+        description="GGUF only: how many tensors the file stores in each type (e.g. "
+        "{'Q4_K': 96, 'Q6_K': 17, 'F32': 49}); Q4_0, Q4_1 and Q8_0 stay quantized, other "
+        "quantized types are dequantized at load.",
+        exclude_if=lambda v: v is None,
+    )
     dtype: str = Field(description="The dtype of the checkpoint's weights as stored.")
     compute_dtype: str = Field(
         description="The dtype of the activations (the residual stream) here."
