@@ -31,10 +31,32 @@ def architecture(header: GGUFHeader) -> GGUFArchitecture:
     return arch
 
 
+# Keys llama.cpp writes that transformers' table drops (its loader then builds the model with
+# the config class's defaults, e.g. Qwen2-MoE's expert width 1408 whatever the file says).
+EXTRA_KEYS: dict[str, dict[str, str]] = {
+    "qwen2_moe": {
+        "expert_feed_forward_length": "moe_intermediate_size",
+        "expert_shared_feed_forward_length": "shared_expert_intermediate_size",
+    },
+    "qwen3": {"attention.key_length": "head_dim"},
+    "qwen3_moe": {"expert_feed_forward_length": "moe_intermediate_size"},
+    "gemma2": {
+        "attn_logit_softcapping": "attn_logit_softcapping",
+        "final_logit_softcapping": "final_logit_softcapping",
+    },
+    "starcoder2": {"rope.freq_base": "rope_theta"},
+    "stablelm": {"rope.freq_base": "rope_theta"},
+    "gpt2": {"context_length": "n_positions"},
+}
+
+
 def _raw_config(header: GGUFHeader, arch: GGUFArchitecture) -> dict[str, Any]:
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
 
-    table = GGUF_CONFIG_MAPPING[arch.config_table or arch.model_type]
+    table = {
+        **GGUF_CONFIG_MAPPING[arch.config_table or arch.model_type],
+        **EXTRA_KEYS.get(arch.model_type, {}),
+    }
     tokenizer_table = GGUF_CONFIG_MAPPING["tokenizer"]
     prefix = header.architecture + "."
     config: dict[str, Any] = {}
