@@ -204,6 +204,8 @@ def write_gguf(directory: Path, family: str, qtype: str, seed: int = 0) -> Path:
             array = _llama_permute(array, heads)
         elif arch.permute_qk and ".attn_k." in gguf_name:
             array = _llama_permute(array, kv_heads)
+        if ".ffn_gate_inp_shexp." in gguf_name:  # llama.cpp keeps Qwen2-MoE's (1, n) gate 1-D
+            array = array.reshape(-1)
         if arch.norm_offset and gguf_name.endswith("norm.weight"):
             array = array + arch.norm_offset
         data, raw_type = _stored(array, qtype, rng)

@@ -144,7 +144,10 @@ class _Reader:
         n = int(self.scalar("<Q", what))
         # Each item takes at least min_item_bytes of the file: a count the file cannot hold lies.
         if n > cap or n * min_item_bytes > self.size - self.pos:
-            raise _fail(self.path, f"{what} claims {n:,} entries, more than the file can hold")
+            raise _fail(
+                self.path,
+                f"{what} claims {n:,} entries, more than the file can hold (truncated or corrupt)",
+            )
         return n
 
     def string(self, what: str, cap: int = MAX_STRING) -> str:

@@ -94,6 +94,8 @@ def _check_layers(header: GGUFHeader, config: dict[str, Any]) -> None:
 def read(path: Path, memory_need: Any) -> tuple[GGUFHeader, dict[str, Any]]:
     """The checked header and the config; ``memory_need(header)`` checked against the budget."""
     header = read_header(path)
+    if not header.tensors:
+        raise ModelLoadError(f"the GGUF file {path.name[:120]} holds no tensors")
     config = gguf_config.hf_config(header)
     _check_layers(header, config)
     check_memory("loading this model", memory_need(header))
@@ -176,7 +178,7 @@ def build(
     missing = []
     from mlx.utils import tree_flatten
 
-    for mlx_name, _ in tree_flatten(model.parameters()):
+    for mlx_name, expected in tree_flatten(model.parameters()):
         module, _, part = mlx_name.rpartition(".")
         gguf_name = names.get(f"{module}.weight" if part in ("scales", "biases") else mlx_name)
         if gguf_name is None:
@@ -188,7 +190,11 @@ def build(
         if value is None:
             missing.append(gguf_name)
             continue
-        weights.append((mlx_name, _undo_converter(arch, config, gguf_name, value)))
+        value = _undo_converter(arch, config, gguf_name, value)
+        if value.shape != expected.shape and value.size == expected.size and part == "weight":
+            # llama.cpp drops unit dimensions (Qwen2-MoE's shared-expert gate is stored 1-D).
+            value = value.reshape(expected.shape)
+        weights.append((mlx_name, value))
     if missing:
         raise ModelLoadError(
             f"the GGUF file {header.path.name[:120]} lacks tensors the {arch.model_type} model "
