@@ -79,9 +79,9 @@ def metadata(family: str, config: dict[str, Any]) -> dict[str, Any]:
     values["rope_theta"] = values["rope_theta"] or rope.get("rope_theta")
     values.setdefault("partial_rotary_factor", rope.get("partial_rotary_factor"))
     values["num_experts"] = values.get("num_experts") or values.get("num_local_experts")
-    table = {**GGUF_CONFIG_MAPPING[spec.config_table or family], **EXTRA_KEYS.get(family, {})}
+    tables = (GGUF_CONFIG_MAPPING[spec.config_table or family], EXTRA_KEYS.get(family, {}))
     out: dict[str, Any] = {}
-    for key, target in table.items():
+    for key, target in [item for table in tables for item in table.items()]:
         value = values.get(target) if target else None
         if target == "head_dim" and value is None:
             value = values["hidden_size"] // values["num_attention_heads"]

@@ -53,22 +53,23 @@ EXTRA_KEYS: dict[str, dict[str, str]] = {
 def _raw_config(header: GGUFHeader, arch: GGUFArchitecture) -> dict[str, Any]:
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
 
-    table = {
-        **GGUF_CONFIG_MAPPING[arch.config_table or arch.model_type],
-        **EXTRA_KEYS.get(arch.model_type, {}),
-    }
+    tables = (
+        GGUF_CONFIG_MAPPING[arch.config_table or arch.model_type],
+        EXTRA_KEYS.get(arch.model_type, {}),
+    )
     tokenizer_table = GGUF_CONFIG_MAPPING["tokenizer"]
     prefix = header.architecture + "."
     config: dict[str, Any] = {}
     for key, value in header.metadata.items():
         if key.startswith(prefix):
-            target = table.get(key[len(prefix) :])
+            targets = [table.get(key[len(prefix) :]) for table in tables]
         elif key.startswith("tokenizer."):
-            target = tokenizer_table.get(key.removeprefix("tokenizer."))
+            targets = [tokenizer_table.get(key.removeprefix("tokenizer."))]
         else:
             continue
-        if target:
-            config[target] = value
+        for target in targets:
+            if target:
+                config[target] = value
     config["tie_word_embeddings"] = "output.weight" not in header.tensors
     for key, value in GGUF_CONFIG_DEFAULTS_MAPPING.get(arch.model_type, {}).items():
         config.setdefault(key, value)
