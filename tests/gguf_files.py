@@ -153,9 +153,7 @@ def _stored(array: np.ndarray, qtype_name: str, rng: np.random.Generator) -> tup
 def _llama_permute(w: np.ndarray, heads: int) -> np.ndarray:
     # llama.cpp's convert_hf_to_gguf.py LlamaModel.permute
     return (
-        w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(w.shape)
+        w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
     )
 
 
@@ -229,6 +227,8 @@ def _add(writer: Any, key: str, value: Any) -> None:
     elif isinstance(value, str):
         writer.add_string(key, value)
     elif isinstance(value, list) and value and isinstance(value[0], int):
-        writer.add_key_value(key, value, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.INT32)
+        writer.add_key_value(
+            key, value, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.INT32
+        )
     else:
         writer.add_array(key, value)

@@ -138,8 +138,6 @@ def test_smollm2_says_paris() -> None:
     )  # fmt: skip
     assert info.tensor_types == {"F32": 61, "Q4_1": 210, "Q8_0": 1}
     assert loaded.nbytes <= path.stat().st_size
-    result = worker.run_sync(
-        analyze_loaded, loaded, "The capital of France is", RAW
-    )
+    result = worker.run_sync(analyze_loaded, loaded, "The capital of France is", RAW)
     assert result.layer_predictions[-1].top_token == " Paris"
     assert result.fidelity.max_abs_prob_diff <= 1e-4

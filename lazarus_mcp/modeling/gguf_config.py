@@ -135,7 +135,7 @@ def tokenizer(header: GGUFHeader) -> Any:
     for name, key in _SPECIAL.items():
         token_id = meta.get(f"tokenizer.ggml.{key}")
         valid = isinstance(token_id, int) and 0 <= token_id < len(tokens)
-        tokenizer_config[name] = tokens[token_id] if valid else None
+        tokenizer_config[name] = tokens[token_id] if valid and token_id is not None else None
     try:
         backend, extra = convert_gguf_tokenizer(header.architecture, tokenizer_dict)
         return PreTrainedTokenizerFast(tokenizer_object=backend, **tokenizer_config, **extra)

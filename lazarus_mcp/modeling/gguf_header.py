@@ -13,6 +13,7 @@ Measured: the 98 MB SmolLM2-135M Q4_1 file's header (33 keys, a 49,152-token voc
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import stat
@@ -249,7 +250,7 @@ def read_header(path: Path, max_header_bytes: int = MAX_HEADER_BYTES) -> GGUFHea
             raise _fail(path, f"tensor {name[:80]!r} is listed twice")
         tensors[name] = TensorInfo(name, shape, type_id, start, nbytes)
     spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors.values())
-    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+    for (_, end, first), (begin, _, second) in itertools.pairwise(spans):
         if begin < end:
             raise _fail(path, f"tensors {first[:60]!r} and {second[:60]!r} overlap")
     counts = Counter(t.type_name for t in tensors.values())

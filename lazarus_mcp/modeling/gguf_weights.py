@@ -94,8 +94,8 @@ def load_tensors(header: GGUFHeader, dtype: Any) -> dict[str, mx.array]:
     """Every tensor of the file under its GGUF name (quantized ones split in three, see the
     module docstring); what is not kept quantized in ``dtype``."""
     if mlx_reads_all(header):
-        loaded = mx.load(str(header.path), return_metadata=True)[0]
-        assert isinstance(loaded, dict)
+        read: Any = mx.load(str(header.path), return_metadata=True)
+        loaded: dict[str, mx.array] = read[0]
         return {
             name: value if not mx.issubdtype(value.dtype, mx.floating) or name.endswith(
                 (".scales", ".biases")) or _is_packed(name, loaded) else value.astype(dtype)
