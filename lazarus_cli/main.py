@@ -131,7 +131,16 @@ def setup_logging(verbose: bool) -> None:
 
 
 ModelOpt = Annotated[
-    str, typer.Option("-m", "--model", help="Local directory, Hugging Face id, or 'demo'.")
+    str,
+    typer.Option("-m", "--model", help="Local directory, .gguf file, Hugging Face id, or 'demo'."),
+]
+RequantizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--requantize",
+        help="GGUF: make the dequantized (K-quant) layers MLX affine at 4 or 8 bits; the "
+        "lens's change is measured at load and reported in the model info.",
+    ),
 ]
 DtypeOpt = Annotated[
     Dtype,
@@ -144,6 +153,13 @@ DtypeOpt = Annotated[
         "native: as stored, MLX's own ops.",
     ),
 ]
+
+
+def check_requantize(bits: int | None) -> None:
+    if bits not in (None, 4, 8):
+        fail(f"--requantize must be 4 or 8, not {bits}")
+
+
 DeviceOpt = Annotated[Device | None, typer.Option("--device", help="MLX device (default: MLX's).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs on stderr.")]
 
@@ -231,6 +247,7 @@ def analyze(
     ] = None,
     dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = None,
+    requantize: RequantizeOpt = None,
     verbose: VerboseOpt = False,
     max_prompt_tokens: Annotated[
         int | None,
@@ -246,6 +263,7 @@ def analyze(
 ) -> None:
     """Run the logit lens on prompts: what each layer would predict for the next token."""
     setup_logging(verbose)
+    check_requantize(requantize)
     raise_limits(
         max_prompt_tokens=max_prompt_tokens,
         max_prompt_chars=max_prompt_chars,
@@ -284,7 +302,10 @@ def analyze(
 
     async def run_analysis() -> list[AnalysisResult]:
         opening = ModelAnalyzer.from_pretrained(
-            model, dtype=dtype.value, device=device.value if device else None
+            model,
+            dtype=dtype.value,
+            device=device.value if device else None,
+            requantize=requantize,
         )
         analyzer = await bar.wait(f"loading {model}", opening)
         return await analyzer.analyze_batch(texts, config, on_progress=bar.update)
@@ -312,16 +333,21 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print ModelInfo as JSON.")] = False,
     dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = None,
+    requantize: RequantizeOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Load a model and describe it: family, layers, vocab, tying, scale, soft-cap, quantization."""
     setup_logging(verbose)
+    check_requantize(requantize)
     from lazarus_cli import render
     from lazarus_mcp.introspection import ModelAnalyzer
 
     async def load() -> ModelAnalyzer:
         opening = ModelAnalyzer.from_pretrained(
-            model, dtype=dtype.value, device=device.value if device else None
+            model,
+            dtype=dtype.value,
+            device=device.value if device else None,
+            requantize=requantize,
         )
         return await opening
 

@@ -141,3 +141,41 @@ def test_smollm2_says_paris() -> None:
     result = worker.run_sync(analyze_loaded, loaded, "The capital of France is", RAW)
     assert result.layer_predictions[-1].top_token == " Paris"
     assert result.fidelity.max_abs_prob_diff <= 1e-4
+
+
+def test_requantize_makes_k_quants_affine_and_reports_the_cost(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path, "qwen3", "Q6_K")
+    dequantized = _load(path)
+    assert dequantized.info.requantization is None
+    for bits in (4, 8):
+        loaded = _load(path, requantize=bits)
+        info = loaded.info
+        assert info.requantization is not None and info.requantization.bits == bits
+        assert info.quantization is not None and info.quantization.bits == bits
+        assert type(loaded.model.model.layers[0].mlp.down_proj).__name__ == "QuantizedLinear"
+        assert loaded.nbytes < dequantized.nbytes / 2
+        # The reported cost is the lens's real change against the dequantized model.
+        before, after = _probabilities(_lens(dequantized)), _probabilities(_lens(loaded))
+        seen = max(abs(a[k] - b.get(k, 0.0)) for a, b in zip(after, before, strict=True) for k in a)
+        assert info.requantization.max_abs_prob_diff < (0.05 if bits == 4 else 0.005)
+        assert seen < (0.05 if bits == 4 else 0.005)
+    with pytest.raises(ValueError, match="requantize"):
+        LoadOptions(requantize=3)
+
+
+def test_compare_with_a_gguf_model_b(tmp_path: Path) -> None:
+    import anyio
+
+    from lazarus_mcp.introspection import ModelAnalyzer
+
+    f32 = write_gguf(tmp_path / "a", "llama", "F32")
+    q8 = write_gguf(tmp_path / "b", "llama", "Q8_0")
+
+    async def run() -> Any:
+        async with ModelAnalyzer.from_pretrained(str(f32)) as a:
+            b = await ModelAnalyzer.from_pretrained(str(q8))
+            return await a.compare(PROMPT, ALL, other=b)
+
+    result = anyio.run(run)
+    assert result.b.model.format == "gguf" and result.b.model.file_type == "Q8_0"
+    assert result.final_js_divergence < 1e-3  # Q8_0 is close to the F32 weights

@@ -362,6 +362,24 @@ def _describe(
         scale: float | None = _round_to(intended, getattr(mx, compute))
     else:
         scale = None if math.isclose(applied, 1.0, rel_tol=1e-6) else applied
+    requantized = None
+    if options.requantize is not None and built.gguf is not None and spec is not None:
+        from lazarus_mcp.modeling.requantize import requantize
+
+        head, requantized = requantize(
+            model,
+            lambda: build_head(
+                model,
+                spec.softcap(config),
+                spec.logit_divisor(config),
+                spec.logit_multiplier(config),
+                spec.final_norm_name(config),
+            ),
+            probe_ids(tokenizer, vocab),
+            options.requantize,
+            1.0 if scale is None else scale / applied,
+        )
+        quantization = QuantizationInfo(bits=requantized.bits, group_size=requantized.group_size)
     info = ModelInfo(
         model_id=model_id,
         path=str(path),
@@ -381,6 +399,7 @@ def _describe(
         has_chat_template=has_chat_template(tokenizer),
         corrections=fixes,
         support=spec.support if spec else "self-checked",
+        requantization=requantized,
         **_format_fields(built.gguf),
     )
     logger.debug("loaded %s (BLAS: %s): %s", model_id, blas.status(), info.model_dump())
