@@ -17,7 +17,8 @@ from lazarus_mcp.schema import LayerStrategy
 
 MODEL_HELP = (
     "The model: a local directory holding a Hugging Face checkpoint (config.json, *.safetensors, "
-    "tokenizer), a Hugging Face id such as 'Qwen/Qwen3-0.6B' (taken from the local cache, "
+    "tokenizer), a GGUF file (e.g. '/models/qwen2.5-0.5b-instruct-q4_k_m.gguf', or a directory "
+    "holding one), a Hugging Face id such as 'Qwen/Qwen3-0.6B' (taken from the local cache, "
     "downloaded if missing), or 'demo' for the bundled demo model. Use the same spelling on every "
     "call: a loaded model is found again by this exact string."
 )
