@@ -6,15 +6,17 @@ table read backwards, plus the keys it drops that lazarus reads); the tokenizer 
 byte-level BPE as a ``gpt2`` GGUF vocabulary; the weights are random, named as llama.cpp names
 them, with its converter's changes made (q/k rows permuted for Llama, Gemma's norms + 1).
 
-Quantization: Q8_0 and Q4_0 by the ``gguf`` package's own numpy quantizers. It has none for the
-K-quants (it only dequantizes them), so a K-quant tensor is written as random blocks with scales
-chosen to give weights of the usual size; every reader dequantizes the same blocks, which is
-what the comparison needs. Rows that are not whole blocks stay F32, as llama.cpp falls back.
+Quantization: Q8_0, Q4_0 and Q4_1 by the ``gguf`` package's own numpy quantizers. It has none
+for the K-quants (it only dequantizes them), so a K-quant tensor is written as random blocks
+with scales chosen to give weights of the usual size; every reader dequantizes the same blocks,
+which is what the comparison needs. Rows that are not whole blocks stay F32 (llama.cpp too
+falls back to another type there).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ GGUF_ARCH = {
     "stablelm": "stablelm",
 }  # fmt: skip
 FAMILIES = tuple(GGUF_ARCH)
-QTYPES = ("F32", "Q8_0", "Q4_0", "Q4_K", "Q6_K")
+QTYPES = ("F32", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
 # The K-quant each family is tested in (both kinds covered across the families).
 K_QUANT = {family: ("Q4_K" if i % 2 == 0 else "Q6_K") for i, family in enumerate(FAMILIES)}
 
@@ -145,7 +147,7 @@ def _stored(array: np.ndarray, qtype_name: str, rng: np.random.Generator) -> tup
     block = GGML_QUANT_SIZES[qtype][0]
     if qtype_name == "F32" or array.ndim < 2 or array.shape[-1] % block:
         return array.astype(np.float32), None
-    if qtype_name in ("Q8_0", "Q4_0"):
+    if qtype_name in ("Q8_0", "Q4_0", "Q4_1"):
         return quantize(array.astype(np.float32), qtype), qtype
     return _k_blocks(array.shape, qtype, rng), qtype
 
@@ -172,16 +174,24 @@ def tiny_config(family: str, vocab: int, wide: bool) -> dict[str, Any]:
     return config
 
 
-def write_gguf(directory: Path, family: str, qtype: str, seed: int = 0) -> Path:
-    """A tiny GGUF file of the family in ``qtype``; also returns nothing else: the file's
-    weights are what every reader dequantizes from it."""
+def write_gguf(
+    directory: Path,
+    family: str,
+    qtype: str,
+    seed: int = 0,
+    by_name: dict[str, str] | None = None,
+    wide: bool | None = None,
+) -> Path:
+    """A tiny GGUF file of the family in ``qtype``. ``by_name``: another type for the tensors
+    whose GGUF name matches the regular expression (llama.cpp keeps ``output.weight`` in Q6_K
+    in a Q4_0 file). K-quant files are written 256 wide (``wide``)."""
     import gguf
 
     from lazarus_mcp.modeling.gguf_architectures import architecture_of, gguf_tensor_name
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = build_tokenizer(directory)
-    config = tiny_config(family, vocab, wide=qtype.endswith("_K"))
+    config = tiny_config(family, vocab, wide=qtype.endswith("_K") if wide is None else wide)
     meta = metadata(family, config)
     arch = architecture_of(GGUF_ARCH[family], meta["general.name"])
     assert arch is not None
@@ -193,7 +203,7 @@ def write_gguf(directory: Path, family: str, qtype: str, seed: int = 0) -> Path:
     writer = gguf.GGUFWriter(str(path), GGUF_ARCH[family])
     for key, value in {**meta, **_tokenizer_metadata(directory)}.items():
         _add(writer, key, value)
-    file_type = {"F32": 0, "Q8_0": 7, "Q4_0": 2, "Q4_K": 15, "Q6_K": 18}[qtype]
+    file_type = {"F32": 0, "Q8_0": 7, "Q4_0": 2, "Q4_1": 3, "Q4_K": 15, "Q6_K": 18}[qtype]
     writer.add_uint32("general.file_type", file_type)
     for name, array in random_weights(config, seed).items():
         gguf_name = gguf_tensor_name(arch, layers, name)
@@ -206,7 +216,8 @@ def write_gguf(directory: Path, family: str, qtype: str, seed: int = 0) -> Path:
             array = array.reshape(-1)
         if arch.norm_offset and gguf_name.endswith("norm.weight"):
             array = array + arch.norm_offset
-        data, raw_type = _stored(array, qtype, rng)
+        chosen = next((t for key, t in (by_name or {}).items() if re.search(key, gguf_name)), qtype)
+        data, raw_type = _stored(array, chosen, rng)
         writer.add_tensor(gguf_name, data, raw_dtype=raw_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

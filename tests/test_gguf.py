@@ -80,8 +80,8 @@ def test_f32_gguf_equals_the_safetensors_checkpoint(tmp_path: Path, family: str)
         assert max(abs(a[k] - b[k]) for k in a) <= 1e-5
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
-def test_q8_0_and_q4_0_stay_quantized(tmp_path: Path, qtype: str) -> None:
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1"])
+def test_q8_0_q4_0_and_q4_1_stay_quantized(tmp_path: Path, qtype: str) -> None:
     path = write_gguf(tmp_path, "llama", qtype)
     loaded = _load(path)
     info = loaded.info
@@ -96,9 +96,9 @@ def test_q8_0_and_q4_0_stay_quantized(tmp_path: Path, qtype: str) -> None:
     assert result["fidelity"]["max_abs_prob_diff"] <= 1e-4
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1"])
 def test_numpy_repacking_equals_mlx_load(tmp_path: Path, qtype: str) -> None:
-    """Files with K-quants are read in numpy; their Q4_0/Q8_0 tensors become exactly the arrays
+    """Files with K-quants are read in numpy; their Q4_0/Q4_1/Q8_0 tensors become exactly the arrays
     ``mx.load`` makes of them."""
     header = read_header(write_gguf(tmp_path, "qwen2", qtype))
     native = load_tensors(header, mx.float32)
@@ -107,6 +107,17 @@ def test_numpy_repacking_equals_mlx_load(tmp_path: Path, qtype: str) -> None:
     for name, value in native.items():
         assert value.dtype == repacked[name].dtype, name
         assert np.array_equal(np.array(value), np.array(repacked[name])), name
+
+
+def test_a_q4_0_file_with_a_q6_k_output_keeps_its_q4_0_layers(tmp_path: Path) -> None:
+    """llama.cpp's Q4_0 files keep output.weight in Q6_K: ``mx.load`` refuses the whole file,
+    so it is read in numpy, its Q4_0 layers still quantized and only the head dequantized."""
+    path = write_gguf(tmp_path, "llama", "Q4_0", by_name={r"^output\.": "Q6_K"}, wide=True)
+    loaded = _load(path)
+    assert loaded.info.tensor_types is not None and loaded.info.tensor_types["Q6_K"] == 1
+    assert type(loaded.model.model.layers[0].mlp.up_proj).__name__ == "QuantizedLinear"
+    assert type(loaded.model.lm_head).__name__ == "Linear"
+    assert _lens(loaded)["fidelity"]["max_abs_prob_diff"] <= 1e-4
 
 
 def test_k_quant_is_dequantized_in_the_chosen_dtype(tmp_path: Path) -> None:

@@ -88,6 +88,15 @@ def test_gguf_lens_matches_transformers(tmp_path: Path, family: str, qtype: str)
     assert _compare(path, PROMPT) <= PROB_TOL
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2_moe"])
+def test_a_mixed_q4_0_and_k_quant_file_matches_transformers(tmp_path: Path, family: str) -> None:
+    """Q4_0 layers read natively beside K-quant ones (llama.cpp keeps the head, and here the
+    attention values, in Q6_K / Q4_K): the numpy path, quantized rows permuted."""
+    mixed = {r"^output\.": "Q6_K", "attn_v": "Q4_K", "attn_k": "Q8_0"}
+    path = write_gguf(tmp_path, family, "Q4_0", by_name=mixed, wide=True)
+    assert _compare(path, PROMPT) <= PROB_TOL
+
+
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma"])
 def test_config_agrees_with_transformers(tmp_path: Path, family: str) -> None:
     """On every key transformers' GGUF table reads, lazarus's config is transformers'."""
