@@ -114,6 +114,17 @@ CASES: dict[str, tuple[Callable[[Path], bytes], str]] = {
         ),
         "1,000,000,000 entries",
     ),
+    "2 arrays of 600,000 strings": (
+        lambda _: gguf_bytes(
+            [ARCH]
+            + [
+                (f"k{i}", ARRAY, struct.pack("<IQ", STRING, 600_000) + _string("x") * 600_000)
+                for i in range(2)
+            ],
+            [],
+        ),
+        "more than 1,048,576 strings",
+    ),
     "string of 4 GB": (
         lambda _: gguf_bytes([ARCH, ("general.name", STRING, struct.pack("<Q", 1 << 32))], []),
         "4,294,967,296 bytes",
