@@ -148,6 +148,12 @@ CASES: dict[str, tuple[Callable[[Path], bytes], str]] = {
     "not GGUF": (lambda _: b"\x89PNG\r\n" + b"\0" * 100, "bad magic number"),
     "version 99": (lambda _: b"GGUF" + struct.pack("<I", 99) + b"\0" * 64, "version 99"),
     "no tensors": (lambda _: gguf_bytes([ARCH], []), "holds no tensors"),
+    "a part of a split model": (
+        lambda _: gguf_bytes(
+            [ARCH, ("split.count", U32, struct.pack("<I", 3))], [F32_VECTOR], b"\0" * 256
+        ),
+        "one of 3 parts",
+    ),
 }
 
 

@@ -96,6 +96,12 @@ def read(path: Path, memory_need: Any) -> tuple[GGUFHeader, dict[str, Any]]:
     header = read_header(path)
     if not header.tensors:
         raise ModelLoadError(f"the GGUF file {path.name[:120]} holds no tensors")
+    parts = header.metadata.get("split.count")
+    if isinstance(parts, int) and parts > 1:
+        raise ModelLoadError(
+            f"the GGUF file {path.name[:120]} is one of {parts} parts of a split model; merge "
+            "them first (llama-gguf-split --merge FIRST_PART OUT.gguf)"
+        )
     config = gguf_config.hf_config(header)
     _check_layers(header, config)
     check_memory("loading this model", memory_need(header))
