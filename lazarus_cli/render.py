@@ -41,7 +41,7 @@ def model_header(info: ModelInfo) -> list[str]:
             f"top-1 kept at {r.top1_agreement:.0%} of blocks"
         )
     lines.append(f"  Dtype: {info.dtype} (computing in {info.compute_dtype} on {info.device})")
-    if info.matmul != "mlx":
+    if info.matmul != "mlx" or info.weight_dtype != info.compute_dtype:
         lines.append(f"  Linear layers: {info.matmul} on {info.weight_dtype} weights")
     lines.append(f"  Support: {info.support}")
     return lines

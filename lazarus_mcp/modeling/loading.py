@@ -122,6 +122,8 @@ def plan_compute(
 def _weight_dtype(plan: ComputePlan, compute: str, q: QuantizationInfo | None) -> str:
     if plan.matmul == bf16_linear.EXACT and q is not None:
         return f"{q.bits}-bit {q.mode} (scales and biases in float32)"
+    if plan.dtype == "native" and q is not None:
+        return f"{q.bits}-bit {q.mode}, groups of {q.group_size} (as stored)"
     return "bfloat16" if plan.matmul != "mlx" else compute
 
 
@@ -391,7 +393,7 @@ def _describe(
         embedding_scale=scale,
         final_logit_softcap=head.softcap,
         quantization=quantization,
-        dtype=stored,
+        dtype=built.gguf.file_type or stored if built.gguf is not None else stored,
         compute_dtype=compute,
         weight_dtype=_weight_dtype(plan, compute, quantization),
         matmul=plan.matmul,
