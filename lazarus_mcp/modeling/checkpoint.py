@@ -1,5 +1,6 @@
-"""Finding a checkpoint: a local directory, the bundled demo, or a Hugging Face id (local cache,
-the hub when reachable), and reading its config. No MLX here."""
+"""Finding a checkpoint: a local directory, a GGUF file (or a directory holding one), the bundled
+demo, or a Hugging Face id (local cache, the hub when reachable), and reading its config. No MLX
+here."""
 
 from __future__ import annotations
 

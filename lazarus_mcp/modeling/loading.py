@@ -1,4 +1,5 @@
-"""Load a checkpoint with mlx-lm, convert it as planned, correct its port, and describe it.
+"""Load a checkpoint with mlx-lm (or a GGUF file, ``gguf_loading.py``), convert it as planned,
+correct its port, and describe it.
 
 Runs on the MLX worker thread (it creates MLX arrays), inside the model's device scope.
 """
