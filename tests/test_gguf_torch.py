@@ -2,10 +2,10 @@
 (``from_pretrained(..., gguf_file=)``, which dequantizes every tensor): every architecture, in
 F32, Q8_0, Q4_0 and a K-quant, within 2e-3 at every block, the same final top-1.
 
-Skipped where torch is not installed. transformers' GGUF table drops a few keys llama.cpp
-writes (``gguf_config.EXTRA_KEYS``: Qwen-MoE expert widths, Qwen3's head_dim...); lazarus reads
-them, so the reference is given the config lazarus read, and the keys transformers does read are
-checked to agree separately.
+Skipped where torch or accelerate is not installed (the ``bench`` extra). transformers' GGUF
+table drops a few keys llama.cpp writes (``gguf_config.EXTRA_KEYS``: Qwen-MoE expert widths,
+Qwen3's head_dim...); lazarus reads them, so the reference is given the config lazarus read, and
+the keys transformers does read are checked to agree separately.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.parity_check import PROB_TOL, assert_matches_reference
 from tests.test_gguf import smollm2_file
 
 torch = pytest.importorskip("torch")
+pytest.importorskip("accelerate")  # transformers' GGUF loading needs it
 
 from tests.torch_families import PROMPT, reference_lens  # noqa: E402
 
