@@ -156,6 +156,19 @@ _COMMON = [
         ],
     ),
     inspect.Parameter(
+        "requantize",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            int | None,
+            typer.Option(
+                "--requantize",
+                help="GGUF: make the dequantized (K-quant) layers MLX affine at 4 or 8 bits; the "
+                "lens's change is measured at load and reported in the model info.",
+            ),
+        ],
+    ),
+    inspect.Parameter(
         "verbose",
         inspect.Parameter.KEYWORD_ONLY,
         default=False,
@@ -169,13 +182,17 @@ _COMMON_NAMES = {p.name for p in _COMMON}
 class CliSession:
     """Models opened with the command's --dtype and --device; progress on the terminal."""
 
-    def __init__(self, dtype: Dtype, device: Device | None) -> None:
+    def __init__(self, dtype: Dtype, device: Device | None, requantize: int | None = None) -> None:
         from lazarus_cli.progress import TerminalProgress
         from lazarus_mcp.modeling.options import LoadOptions
         from lazarus_mcp.runtime.cache import default_cache
 
+        if requantize not in (None, 4, 8):
+            fail(f"--requantize must be 4 or 8, not {requantize}")
         self._cache = default_cache()
-        self._options = LoadOptions(dtype=dtype.value, device=device.value if device else None)
+        self._options = LoadOptions(
+            dtype=dtype.value, device=device.value if device else None, requantize=requantize
+        )
         self.bar = TerminalProgress()
 
     @property
@@ -279,7 +296,7 @@ def run(
     from lazarus_mcp.schema import to_json
     from lazarus_mcp.tools.calls import invoke
 
-    session = CliSession(given["dtype"], given["device"])
+    session = CliSession(given["dtype"], given["device"], given["requantize"])
     deadline: list[limits.Interrupt] = []
 
     async def work() -> Any:

@@ -31,8 +31,17 @@ def model_header(info: ModelInfo) -> list[str]:
     if info.quantization is not None:
         q = info.quantization
         lines.append(f"  Quantization: {q.bits}-bit {q.mode}, group size {q.group_size}")
+    if info.format == "gguf":
+        types = ", ".join(f"{n} {t}" for t, n in sorted((info.tensor_types or {}).items()))
+        lines.append(f"  Format: GGUF {info.file_type or ''} (tensors: {types})")
+    if info.requantization is not None:
+        r = info.requantization
+        lines.append(
+            f"  Requantized: {r.bits}-bit, lens change max |dp| {r.max_abs_prob_diff:.1e}, "
+            f"top-1 kept at {r.top1_agreement:.0%} of blocks"
+        )
     lines.append(f"  Dtype: {info.dtype} (computing in {info.compute_dtype} on {info.device})")
-    if info.matmul != "mlx":
+    if info.matmul != "mlx" or info.weight_dtype != info.compute_dtype:
         lines.append(f"  Linear layers: {info.matmul} on {info.weight_dtype} weights")
     lines.append(f"  Support: {info.support}")
     return lines

@@ -1,5 +1,6 @@
-"""Finding a checkpoint: a local directory, the bundled demo, or a Hugging Face id (local cache,
-the hub when reachable), and reading its config. No MLX here."""
+"""Finding a checkpoint: a local directory, a GGUF file (or a directory holding one), the bundled
+demo, or a Hugging Face id (local cache, the hub when reachable), and reading its config. No MLX
+here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from lazarus_mcp.errors import ModelNotFoundError
 from lazarus_mcp.runtime.limits import check_model_string, current
 
 DEMO_MODEL = "demo"
+GGUF_SUFFIX = ".gguf"
+MAX_LISTED = 4096
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_FILES = [
     "*.json",
@@ -93,11 +96,36 @@ def _find(model_id: str, download: bool) -> Path:
                     "id (org/name)"
                 )
             path = _hub_snapshot(model_id, download)
+    if path.suffix.lower() == GGUF_SUFFIX and not path.is_dir():
+        return path.resolve()  # read as an untrusted file by gguf_header before anything else
     if not path.is_dir():
-        raise ModelNotFoundError(f"'{model_id}' is a file, not a model directory")
+        raise ModelNotFoundError(f"'{model_id}' is a file, not a model directory or a .gguf file")
     if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"'{model_id}' is not a model directory: it has no config.json")
+        single = _single_gguf(path)
+        if single is not None:
+            return single.resolve()
+        raise ModelNotFoundError(
+            f"'{model_id}' is not a model directory: it has no config.json (nor one .gguf file)"
+        )
     return path.resolve()
+
+
+def _single_gguf(path: Path) -> Path | None:
+    """The one ``.gguf`` file in a directory without config.json (llama.cpp's and LM Studio's
+    layout), or None; several are ambiguous and refused by name."""
+    found = []
+    with os.scandir(path) as entries:
+        for count, entry in enumerate(entries):
+            if count > MAX_LISTED:
+                break
+            if entry.name.lower().endswith(GGUF_SUFFIX):
+                found.append(entry.name)
+    if len(found) > 1:
+        names = ", ".join(sorted(found)[:4])
+        raise ModelNotFoundError(
+            f"'{str(path)[:200]}' holds {len(found)} .gguf files ({names}); name one of them"
+        )
+    return path / found[0] if found else None
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Load a checkpoint with mlx-lm, convert it as planned, correct its port, and describe it.
+"""Load a checkpoint with mlx-lm (or a GGUF file, ``gguf_loading.py``), convert it as planned,
+correct its port, and describe it.
 
 Runs on the MLX worker thread (it creates MLX arrays), inside the model's device scope.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import mlx.core as mx
 
 from lazarus_mcp.accel import bf16_linear, blas, cpu_gemm
-from lazarus_mcp.errors import ModelLoadError, UnsupportedModelError
+from lazarus_mcp.errors import LazarusError, ModelLoadError, UnsupportedModelError
 from lazarus_mcp.lens.head import (
     LensHead,
     backbone,
@@ -27,9 +28,11 @@ from lazarus_mcp.lens.head import (
 )
 from lazarus_mcp.lens.taps import applied_embedding_scale
 from lazarus_mcp.lens.tokens import TokenText, has_chat_template
-from lazarus_mcp.modeling import model_config
+from lazarus_mcp.modeling import gguf_config, gguf_loading, model_config
 from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path
 from lazarus_mcp.modeling.families import FAMILIES, FamilySpec, Names
+from lazarus_mcp.modeling.gguf_header import GGUFHeader
+from lazarus_mcp.modeling.gguf_loading import is_gguf
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.modeling.safe_files import check_checkpoint_files
 from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
@@ -142,6 +145,8 @@ def plan_compute(
 def _weight_dtype(plan: ComputePlan, compute: str, q: QuantizationInfo | None) -> str:
     if plan.matmul == bf16_linear.EXACT and q is not None:
         return f"{q.bits}-bit {q.mode} (scales and biases in float32)"
+    if plan.dtype == "native" and q is not None:
+        return f"{q.bits}-bit {q.mode}, groups of {q.group_size} (as stored)"
     return "bfloat16" if plan.matmul != "mlx" else compute
 
 
@@ -255,10 +260,70 @@ def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
         return _load(model_id, options, device)
 
 
+@dataclass
+class _Built:
+    """A built model before the plan converts it: what either file format gives."""
+
+    model: Any
+    config: dict[str, Any]
+    tokenizer: Any
+    spec: FamilySpec | None
+    build_notes: list[str]
+    gguf: GGUFHeader | None = None
+    plan: ComputePlan | None = None
+
+
+def _format_fields(header: GGUFHeader | None) -> dict[str, Any]:
+    if header is None:
+        return {}
+    return {"format": "gguf", "file_type": header.file_type, "tensor_types": header.type_counts}
+
+
 def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
+    path = resolve_model_path(model_id)
+    built = _build_gguf(path, options, device) if is_gguf(path) else _build(path, options, device)
+    return _describe(model_id, path, built, options, device)
+
+
+def _build_gguf(path: Path, options: LoadOptions, device: str) -> _Built:
+    """One GGUF file (``gguf_loading.py``): the plan is chosen from its header, before anything
+    is built, so the memory estimate is of what the load will hold."""
+    header, config = gguf_loading.read(path, lambda h: _gguf_need(h, options, device))
+    spec = FAMILIES[str(config["model_type"])]
+    plan = _gguf_plan(options, device, _quantization(config))
+    classes, build_notes = _model_classes(spec, config)
+    dtype = gguf_loading.dequantized_dtype(options.dtype, device)
+    try:
+        model, config = gguf_loading.build(header, config, classes, dtype)
+    except LazarusError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(load_failure(path, exc)) from exc
+    tokenizer = gguf_config.tokenizer(header)
+    return _Built(model, config, tokenizer, spec, build_notes, header, plan)
+
+
+def _gguf_plan(options: LoadOptions, device: str, q: QuantizationInfo | None) -> ComputePlan:
+    if q is not None and options.dtype == "auto":
+        # A GGUF file's Q4_0/Q4_1/Q8_0 layers stay quantized, computed by MLX: about the file's
+        # size (SmolLM2 Q4_1: 98 MB). The affine kernel's packing would hold ~3x that, and
+        # float32 8x; --dtype float32 or bfloat16 asks for those.
+        return ComputePlan("native")
+    return plan_compute(options, device, "float32", q)
+
+
+def _gguf_need(header: GGUFHeader, options: LoadOptions, device: str) -> int:
+    itemsize = gguf_loading.dequantized_dtype(options.dtype, device).size
+    q = gguf_loading.quantization_of(header)
+    plan = _gguf_plan(options, device, QuantizationInfo(**q) if q else None)
+    if plan.matmul == "mlx" and plan.dtype not in ("native",) and q is not None:
+        return gguf_loading.loaded_bytes(header, itemsize, quantized_extra=32 * itemsize)
+    return gguf_loading.loaded_bytes(header, itemsize)
+
+
+def _build(path: Path, options: LoadOptions, device: str) -> _Built:
     from mlx_lm.utils import load_model, load_tokenizer
 
-    path = resolve_model_path(model_id)
     config = read_config(path)
     family = str(config.get("model_type"))
     spec = FAMILIES.get(family)
@@ -268,7 +333,6 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     refuse_remote_code(config)
     check_checkpoint_files(path)
     check_weights(path, config)
-    windows = spec.sliding_windows(config) if spec else {}
     classes, build_notes = _model_classes(spec, config)
     try:
         # Lazy when converting: _apply_plan then reads each tensor only when converting it.
@@ -289,7 +353,16 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
             ) from exc
         raise ModelLoadError(load_failure(path, exc)) from exc
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
-    fixes = build_notes + (spec.apply_port_fixes(model, config) if spec else [])
+    return _Built(model, config, tokenizer, spec, build_notes)
+
+
+def _describe(
+    model_id: str, path: Path, built: _Built, options: LoadOptions, device: str
+) -> LoadedModel:
+    model, config, tokenizer, spec = built.model, built.config, built.tokenizer, built.spec
+    family = str(config.get("model_type"))
+    windows = spec.sliding_windows(config) if spec else {}
+    fixes = built.build_notes + (spec.apply_port_fixes(model, config) if spec else [])
     backbone(model)  # a clear refusal for a model without a block list
     names = spec.text(config)[0].names if spec else None
     if names is not None:
@@ -299,7 +372,7 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     tied = unembedding_module(model, names.unembedding if names else None) is None
     stored = _stored_dtype(model)
     quantization = _quantization(config)
-    plan = plan_compute(options, device, stored, quantization)
+    plan = built.plan or plan_compute(options, device, stored, quantization)
     try:
         _apply_plan(model, plan, quantization is not None, tied)
     except Exception as exc:  # lazily loaded weights are only read here
@@ -327,6 +400,24 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
         scale: float | None = _round_to(intended, getattr(mx, compute))
     else:
         scale = None if math.isclose(applied, 1.0, rel_tol=1e-6) else applied
+    requantized = None
+    if options.requantize is not None and built.gguf is not None and spec is not None:
+        from lazarus_mcp.modeling.requantize import requantize
+
+        head, requantized = requantize(
+            model,
+            lambda: build_head(
+                model,
+                spec.softcap(config),
+                spec.logit_divisor(config),
+                spec.logit_multiplier(config),
+                spec.final_norm_name(config),
+            ),
+            probe_ids(tokenizer, vocab),
+            options.requantize,
+            1.0 if scale is None else scale / applied,
+        )
+        quantization = QuantizationInfo(bits=requantized.bits, group_size=requantized.group_size)
     info = ModelInfo(
         model_id=model_id,
         path=str(path),
@@ -338,7 +429,7 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
         embedding_scale=scale,
         final_logit_softcap=head.softcap,
         quantization=quantization,
-        dtype=stored,
+        dtype=built.gguf.file_type or stored if built.gguf is not None else stored,
         compute_dtype=compute,
         weight_dtype=_weight_dtype(plan, compute, quantization),
         matmul=plan.matmul,
@@ -346,6 +437,8 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
         has_chat_template=has_chat_template(tokenizer),
         corrections=fixes,
         support=spec.support if spec else "self-checked",
+        requantization=requantized,
+        **_format_fields(built.gguf),
     )
     logger.debug("loaded %s (BLAS: %s): %s", model_id, blas.status(), info.model_dump())
     return LoadedModel(

@@ -17,9 +17,13 @@ class LoadOptions:
 
     dtype: str = "auto"
     device: str | None = None
+    # GGUF files: quantize the dequantized (K-quant) layers to MLX affine at this many bits.
+    requantize: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if self.device not in (None, "cpu", "gpu"):
             raise ValueError(f"device must be cpu or gpu, not {self.device!r}")
+        if self.requantize not in (None, 4, 8):
+            raise ValueError(f"requantize must be 4 or 8, not {self.requantize!r}")

@@ -109,8 +109,10 @@ class ModelAnalyzer:
         dtype: str = "auto",
         device: str | None = None,
         cache: ModelCache | None = None,
+        requantize: int | None = None,
     ) -> _Opening:
-        return _Opening(model_id, LoadOptions(dtype=dtype, device=device), cache or default_cache())
+        options = LoadOptions(dtype=dtype, device=device, requantize=requantize)
+        return _Opening(model_id, options, cache or default_cache())
 
     @classmethod
     async def load(

@@ -267,7 +267,7 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
 
 
 def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int) -> int:
-    """The largest padded group of a batch (``lens.batch.plan_groups`` groups by length)."""
+    """The largest padded group of a batch (``analyses.batch.plan_groups`` groups by length)."""
     try:
         from lazarus_mcp.analyses.batch import plan_groups
     except ImportError:  # pragma: no cover - the batch planner moved

@@ -33,7 +33,7 @@ from lazarus_mcp.schema.attribution import (
 from lazarus_mcp.schema.batch import AnalysisBatch
 from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones, TopChange
-from lazarus_mcp.schema.model import ModelInfo, QuantizationInfo
+from lazarus_mcp.schema.model import ModelInfo, QuantizationInfo, RequantizationInfo
 from lazarus_mcp.schema.prompt import PromptRun
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "PositionLens",
     "PromptRun",
     "QuantizationInfo",
+    "RequantizationInfo",
     "SublayerPrediction",
     "TokenAtLayer",
     "TokenEvolution",

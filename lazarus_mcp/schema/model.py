@@ -13,6 +13,21 @@ class QuantizationInfo(BaseModel):
     mode: str = "affine"
 
 
+class RequantizationInfo(BaseModel):
+    """What ``requantize`` did: the dequantized (K-quant) layers made MLX affine, and the lens's
+    change it caused, measured at load on a probe prompt, every block."""
+
+    bits: int
+    group_size: int
+    probe_tokens: int
+    max_abs_prob_diff: float = Field(
+        description="Largest |p_requantized - p_dequantized| over every block's lens and the "
+        "whole vocabulary, at the probe's last position."
+    )
+    top1_agreement: float = Field(description="Share of blocks whose lens top-1 is unchanged.")
+    final_top1_agrees: bool = Field(description="The last block's (the model's) top-1 unchanged.")
+
+
 class ModelInfo(BaseModel):
     """What the lens needs to know about a model, read from its config and weights."""
 
@@ -30,6 +45,29 @@ class ModelInfo(BaseModel):
         None, description="c in logits = c * tanh(logits / c), applied to every layer's lens."
     )
     quantization: QuantizationInfo | None = None
+    format: Literal["safetensors", "gguf"] = Field(
+        "safetensors",
+        description="The checkpoint's file format: a model directory of "
+        "safetensors, or one GGUF file (llama.cpp, Ollama, LM Studio).",
+    )
+    file_type: str | None = Field(
+        None,
+        description="GGUF only: what the file calls its quantization (e.g. Q4_K_M, Q8_0).",
+        exclude_if=lambda v: v is None,
+    )
+    requantization: RequantizationInfo | None = Field(
+        None,
+        description="GGUF with requantize: the dequantized layers made MLX affine, and how much "
+        "that moved the lens (measured at load).",
+        exclude_if=lambda v: v is None,
+    )
+    tensor_types: dict[str, int] | None = Field(
+        None,
+        description="GGUF only: how many tensors the file stores in each type (e.g. "
+        "{'Q4_K': 96, 'Q6_K': 17, 'F32': 49}); Q4_0, Q4_1 and Q8_0 stay quantized, other "
+        "quantized types are dequantized at load.",
+        exclude_if=lambda v: v is None,
+    )
     dtype: str = Field(description="The dtype of the checkpoint's weights as stored.")
     compute_dtype: str = Field(
         description="The dtype of the activations (the residual stream) here."

@@ -51,7 +51,8 @@ prompt); use `track_tokens` to follow how likely specific tokens (e.g. a correct
 answer) are at each layer; `attribute` says which block and sub-layer (attention or MLP) wrote a \
 token's logit; `compare` puts two runs side by side (two prompts, or a model and its quantized \
 copy); `model_info` describes a model's architecture; `loaded_models` lists \
-what is in memory. Models are local directories, Hugging Face ids, or 'demo'. The first call on \
+what is in memory. Models are local directories, GGUF files, Hugging Face ids, or 'demo'. The \
+first call on \
 a model loads it (seconds to minutes); later calls reuse it. Probabilities are over the whole \
 vocabulary; ranks are 1-based; layers are 0-based block indices."""
 

@@ -19,7 +19,8 @@ from lazarus_mcp.schema import LayerStrategy
 from lazarus_mcp.tools.spec import Cli
 
 MODEL_HELP = (
-    "The model: a local Hugging Face checkpoint directory, a Hugging Face id such as "
+    "The model: a local Hugging Face checkpoint directory, a GGUF file (or a directory holding "
+    "one), a Hugging Face id such as "
     "'Qwen/Qwen3-0.6B' (the local cache first), or 'demo'. Spell it the same on every call: a "
     "loaded model is found by this exact string."
 )
