@@ -53,6 +53,7 @@ static void *pack_codes_panels(void *arg) {
 
 /* q: [n][k * bits / 32] MLX-packed codes (bits 2, 4 or 8; k even) into bfloat16 panels. */
 void lz_pack_codes(const uint32_t *q, int n, int k, int bits, uint16_t *out, int threads) {
+    if (n <= 0 || k <= 0) return; /* no panels: no job to run */
     int panels = (n + NR - 1) / NR;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
@@ -173,6 +174,7 @@ static AVX512_BF16 void *run_q_job(void *arg) {
 int lz_gemm_affine(const float *x, int m, int k, const uint16_t *codes, const float *scales,
                    const float *biases, int group_size, int n, const float *bias, float *y,
                    int threads) {
+    if (m <= 0 || n <= 0) return 0; /* nothing to multiply: no job to hand the threads */
     size_t kp = (size_t)k / 2;
     int groups = k / group_size;
     size_t blocks = (size_t)(m + MRQ - 1) / MRQ;

@@ -70,6 +70,7 @@ static void *pack_panels(void *arg) {
 
 /* w: [n][k] bfloat16 bits, row-major, into the packed layout above. */
 void lz_pack(const uint16_t *w, int n, int k, uint16_t *out, int threads) {
+    if (n <= 0 || k <= 0) return; /* no panels: no job to run (and none to initialize) */
     int panels = (n + NR - 1) / NR;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
@@ -176,11 +177,12 @@ AVX512_BF16 void pack_x(const float *x, int m, int k, int parts, int rb, uint32_
     uint16_t *hi = scratch, *lo = parts == 2 ? scratch + 2 * kp : NULL;
     for (int r = 0; r < m; r++) {
         split_row(x + (size_t)r * k, k, hi, lo);
-        const uint32_t *hi_pairs = (const uint32_t *)hi, *lo_pairs = (const uint32_t *)lo;
         uint32_t *dst = out + ((size_t)(r / rb) * rb * kp + (r % rb)) * parts;
         for (size_t p = 0; p < kp; p++) {
-            dst[p * rb * parts] = hi_pairs[p];
-            if (lo) dst[p * rb * parts + 1] = lo_pairs[p];
+            /* A pair of bfloat16 as one word: through memcpy (one load), not a uint32_t alias
+             * of the uint16_t rows, which strict aliasing lets the compiler reorder. */
+            memcpy(&dst[p * rb * parts], hi + 2 * p, 4);
+            if (lo) memcpy(&dst[p * rb * parts + 1], lo + 2 * p, 4);
         }
     }
 }
@@ -220,6 +222,7 @@ static AVX512_BF16 void *run_job(void *arg) {
  * Returns 0, or 1 without memory. */
 int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const float *bias,
             float *y, int parts, int threads) {
+    if (m <= 0 || n <= 0) return 0; /* nothing to multiply: no job to hand the threads */
     size_t kp = (size_t)(k + 1) / 2;
     size_t blocks = (size_t)(m + MR - 1) / MR;
     parts = parts == 2 ? 2 : 1;

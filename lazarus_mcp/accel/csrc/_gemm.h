@@ -3,13 +3,16 @@
 #ifndef LAZARUS_GEMM_H
 #define LAZARUS_GEMM_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <Python.h>
 #include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define NR 32 /* output columns per weight panel */
 #define MAX_THREADS 64
