@@ -194,22 +194,24 @@ typedef struct {
     float *y;
     int m, n, parts;
     size_t kp;
-    int panel_begin, panel_end;
+    tiles_t *tiles;
 } job_t;
 
 static AVX512_BF16 void *run_job(void *arg) {
     const job_t *j = (const job_t *)arg;
-    for (int mc = 0; mc < j->m; mc += MC) {
-        int mc_end = j->m < mc + MC ? j->m : mc + MC;
-        for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
+    int block, begin, end;
+    while (take_tiles(j->tiles, &block, &begin, &end)) {
+        int mc = block * MC, mc_end = j->m < mc + MC ? j->m : mc + MC;
+        for (int pi = begin; pi < end; pi++) {
             const uint16_t *w = j->w + (size_t)pi * j->kp * NR * 2;
             int n0 = pi * NR;
             int ncols = j->n - n0 < NR ? j->n - n0 : NR;
             const float *bias = j->bias ? j->bias + n0 : NULL;
             for (int m0 = mc; m0 < mc_end; m0 += MR) {
                 int mr = mc_end - m0 < MR ? mc_end - m0 : MR;
-                kernels[j->parts - 1][mr](j->x + (size_t)m0 * j->kp * j->parts, w, j->kp, j->y + (size_t)m0 * j->n + n0,
-                            (size_t)j->n, ncols, bias);
+                kernels[j->parts - 1][mr](j->x + (size_t)m0 * j->kp * j->parts, w, j->kp,
+                                          j->y + (size_t)m0 * j->n + n0, (size_t)j->n, ncols,
+                                          bias);
             }
         }
     }
@@ -242,12 +244,9 @@ int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const
     if ((double)m * k * n * parts < 5e5) threads = 1;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
-    job_t jobs[MAX_THREADS];
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = (job_t){xp, packed_w, bias, y, m, n, parts, kp, (int)((long)panels * t / threads),
-                          (int)((long)panels * (t + 1) / threads)};
-    }
-    run_threads(run_job, jobs, sizeof(job_t), threads);
+    tiles_t tiles = tiles_for((m + MC - 1) / MC, panels, threads);
+    job_t job = {xp, packed_w, bias, y, m, n, parts, kp, &tiles};
+    run_threads(run_job, &job, 0, threads); /* every thread runs the one job: it takes tiles */
     free(xp);
     return 0;
 }

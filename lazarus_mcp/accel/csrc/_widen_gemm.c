@@ -87,22 +87,23 @@ typedef struct {
     float *y;
     int m, n;
     size_t kp;
-    int panel_begin, panel_end;
+    tiles_t *tiles;
 } job_w_t;
 
 static AVX512_BF16 void *run_job_w(void *arg) {
     const job_w_t *j = (const job_w_t *)arg;
-    for (int mc = 0; mc < j->m; mc += MCW) {
-        int mc_end = j->m < mc + MCW ? j->m : mc + MCW;
-        for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
+    int block, begin, end;
+    while (take_tiles(j->tiles, &block, &begin, &end)) {
+        int mc = block * MCW, mc_end = j->m < mc + MCW ? j->m : mc + MCW;
+        for (int pi = begin; pi < end; pi++) {
             const uint16_t *w = j->w + (size_t)pi * j->kp * NR * 2;
             int n0 = pi * NR;
             int ncols = j->n - n0 < NR ? j->n - n0 : NR;
             const float *bias = j->bias ? j->bias + n0 : NULL;
             for (int m0 = mc; m0 < mc_end; m0 += MRW) {
                 int mr = mc_end - m0 < MRW ? mc_end - m0 : MRW;
-                kernels_w[mr](j->x + (size_t)m0 * j->kp * 2, w, j->kp, j->y + (size_t)m0 * j->n + n0,
-                              (size_t)j->n, ncols, bias);
+                kernels_w[mr](j->x + (size_t)m0 * j->kp * 2, w, j->kp,
+                              j->y + (size_t)m0 * j->n + n0, (size_t)j->n, ncols, bias);
             }
         }
     }
@@ -123,12 +124,9 @@ int lz_gemm_widened(const float *x, int m, int k, const uint16_t *packed_w, int 
     if ((double)m * k * n < 5e5) threads = 1; /* below ~1 MFLOP a thread costs more than it saves */
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
-    job_w_t jobs[MAX_THREADS];
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = (job_w_t){xp, packed_w, bias, y, m, n, kp, (int)((long)panels * t / threads),
-                            (int)((long)panels * (t + 1) / threads)};
-    }
-    run_threads(run_job_w, jobs, sizeof(job_w_t), threads);
+    tiles_t tiles = tiles_for((m + MCW - 1) / MCW, panels, threads);
+    job_w_t job = {xp, packed_w, bias, y, m, n, kp, &tiles};
+    run_threads(run_job_w, &job, 0, threads); /* every thread runs the one job: it takes tiles */
     free(xp);
     return 0;
 }
