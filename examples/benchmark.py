@@ -522,6 +522,7 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=3, help="cold processes per engine")
     parser.add_argument("--cache", type=Path, default=default_dir(), help="checkpoint directory")
     parser.add_argument("--no-write", action="store_true", help="do not update the doc")
+    parser.add_argument("--no-grid", action="store_true", help="skip the grid and batch phase")
     parser.add_argument("--only-grid", action="store_true", help="the grid and batch phase alone")
     parser.add_argument("--grid-runs", type=int, default=3, help="grid and batch rounds")
     parser.add_argument("--bound-worker", action="store_true", help=argparse.SUPPRESS)
@@ -538,7 +539,7 @@ def main() -> None:
     args.cache = args.cache.expanduser()
     argv = " ".join(sys.argv[1:])
     command = f"python examples/benchmark.py{' ' + argv if argv else ''}"
-    grid_text = run_grid_phase(args, command)
+    grid_text = "" if args.no_grid else run_grid_phase(args, command)
     if args.only_grid:
         return
     results = run_benchmark(args)
