@@ -17,6 +17,7 @@ if sys.platform.startswith("linux") and platform.machine().lower() in {"x86_64",
             sources=[
                 "lazarus_mcp/accel/csrc/_bf16_gemm.c",
                 "lazarus_mcp/accel/csrc/_affine_gemm.c",
+                "lazarus_mcp/accel/csrc/_widen_gemm.c",
                 "lazarus_mcp/accel/csrc/_threads.c",
             ],
             depends=["lazarus_mcp/accel/csrc/_gemm.h"],

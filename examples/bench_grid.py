@@ -235,12 +235,14 @@ def grid_report(workers: dict[str, JobWorker]) -> str:
     for name in LAZARUS_ENGINES:
         mine = workers[name]
         speedup = mine.median("singles") / mine.median("batch")
+        f32 = workers["peer float32"]
         ratios.append(
             f"- {name} ({mine.ready['compute_dtype']}, {mine.ready['matmul']} linear layers): "
             f"grid {mine.median('grid') / grid_peer:.2f}x the peer's time (its faster dtype, "
-            f"{grid_dtype}; target <= 1.0x); batch {mine.median('batch') / batch_peer:.2f}x the "
-            f"peer's padded batch (vs {batch_dtype}; target <= 1.0x) and {speedup:.1f}x the "
-            f"throughput of {BATCH} single calls (target >= 4x)"
+            f"{grid_dtype}; target <= 1.0x), {mine.median('grid') / f32.median('grid'):.2f}x its "
+            f"float32; batch {mine.median('batch') / batch_peer:.2f}x the peer's padded batch (vs "
+            f"{batch_dtype}; target <= 1.0x), {mine.median('batch') / f32.median('batch'):.2f}x "
+            f"its float32, and {speedup:.1f}x the throughput of {BATCH} single calls (target >= 4x)"
         )
     return "\n".join(
         [

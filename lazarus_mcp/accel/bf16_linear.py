@@ -10,9 +10,12 @@ the matmul kernel changes.
 
 Two ways to run them (``ModelInfo.matmul``):
 
-- ``lazarus-bf16x2`` (``--dtype auto``): float32-accurate. Inputs are split into two bfloat16
-  parts; bfloat16 weights are used as stored; affine-quantized weights as MLX's GPU kernels use
-  them, scale * (x . q) + bias * sum(x) per group, never rounding scale * q + bias.
+- ``lazarus-bf16x2`` (``--dtype auto``): float32-accurate. bfloat16 weights are used as
+  stored, by the kernel ``dispatch`` picks for the row count: below 32 rows the inputs split
+  into two bfloat16 parts, from 32 rows (long prompts, grids' head projections, batches)
+  float32 FMAs on the weights widened in registers. Affine-quantized weights are used as MLX's
+  GPU kernels use them, scale * (x . q) + bias * sum(x) per group, never rounding
+  scale * q + bias.
 - ``lazarus-bf16`` (``--dtype bfloat16``): inputs rounded to bfloat16, as a bfloat16 model does
   (quantized weights dequantized to bfloat16 by MLX first): the hardware's full speed. On the
   parity models this moved lens probabilities by up to 0.06, where splitting moved them by 1e-4.

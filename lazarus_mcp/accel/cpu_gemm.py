@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from lazarus_mcp.accel import dispatch
+
 _ENV = "LAZARUS_CPU_KERNEL"
 
 
@@ -70,6 +72,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         "lz_packed_elems": (ctypes.c_size_t, [i, i]),
         "lz_pack": (None, [vp, i, i, vp, i]),
         "lz_gemm": (i, [vp, i, i, vp, i, vp, vp, i, i]),
+        "lz_gemm_widened": (i, [vp, i, i, vp, i, vp, vp, i]),
         "lz_pack_codes": (None, [vp, i, i, i, vp, i]),
         "lz_pack_groups": (None, [vp, i, i, vp]),
         "lz_gemm_affine": (i, [vp, i, i, vp, vp, vp, i, i, vp, vp, i]),
@@ -258,6 +261,31 @@ def gemm_bf16(
     return out
 
 
+def gemm_widened(rows: np.ndarray, weights: BF16Weights, bias: np.ndarray | None) -> np.ndarray:
+    """rows [m, k] @ W^T (+ bias) in float32 FMAs, the packed bfloat16 weights widened to
+    float32 in registers (``csrc/_widen_gemm.c``): float32 [m, n], float32-accurate."""
+    weights.check()
+    _check_call(rows, weights.k, bias, weights.n)
+    m = rows.shape[0]
+    out = np.empty((m, weights.n), dtype=np.float32)
+    if m == 0:
+        return out
+    if _lib().lz_gemm_widened(
+        rows.ctypes.data, m, weights.k, weights.packed.ctypes.data, weights.n, _pointer(bias),
+        out.ctypes.data, _threads(),
+    ):  # fmt: skip
+        raise MemoryError("the widened GEMM could not allocate its buffers")
+    return out
+
+
+def gemm_exact(rows: np.ndarray, weights: BF16Weights, bias: np.ndarray | None) -> np.ndarray:
+    """rows [m, k] @ W^T (+ bias), float32-accurate, by the faster kernel for m rows
+    (``dispatch.exact_kernel``)."""
+    if dispatch.exact_kernel(rows.shape[0]) == dispatch.SPLIT:
+        return gemm_bf16(rows, weights, bias, 2)
+    return gemm_widened(rows, weights, bias)
+
+
 def gemm_affine(rows: np.ndarray, weights: AffineWeights, bias: np.ndarray | None) -> np.ndarray:
     """rows [m, k] @ (scale * q + bias)^T (+ the layer's bias): float32 [m, n], accurate."""
     w = weights
@@ -291,9 +319,13 @@ def _pointer(array: np.ndarray | None) -> int | None:
 
 
 def bf16_matmul(x: mx.array, weights: BF16Weights, bias: mx.array | None, parts: int) -> mx.array:
-    """x[..., k] @ W^T (+ bias) for W [n, k] packed by ``pack_bf16``; float32 in and out."""
+    """x[..., k] @ W^T (+ bias) for W [n, k] packed by ``pack_bf16``; float32 in and out.
+    ``parts=1``: x rounded to bfloat16; ``parts=2``: float32-accurate (``gemm_exact``)."""
     rows, lead = _rows(x, weights.k)
-    out = gemm_bf16(rows, weights, _bias(bias), parts)
+    if parts == 2:
+        out = gemm_exact(rows, weights, _bias(bias))
+    else:
+        out = gemm_bf16(rows, weights, _bias(bias), parts)
     return mx.array(out).reshape(*lead, weights.n)
 
 

@@ -76,8 +76,10 @@ class ModelInfo(BaseModel):
     matmul: str = Field(
         description="What computes the linear layers here: 'mlx' (MLX's own matmul; on the CPU "
         "float32 through BLAS), or lazarus's AVX512-BF16 CPU kernel on the stored bfloat16 "
-        "weights with float32 sums: 'lazarus-bf16x2' (inputs split into two bfloat16 parts, "
-        "float32-accurate) or 'lazarus-bf16' (inputs rounded to bfloat16, as a bfloat16 model)."
+        "weights with float32 sums: 'lazarus-bf16x2' (float32-accurate: for a few rows the "
+        "inputs split into two bfloat16 parts, for 32 rows or more float32 arithmetic on the "
+        "weights widened as they are read) or 'lazarus-bf16' (inputs rounded to bfloat16, as a "
+        "bfloat16 model)."
     )
     device: str = Field(description="The MLX device the model runs on (cpu or gpu).")
     has_chat_template: bool

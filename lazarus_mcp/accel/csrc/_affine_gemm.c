@@ -53,6 +53,7 @@ static void *pack_codes_panels(void *arg) {
 
 /* q: [n][k * bits / 32] MLX-packed codes (bits 2, 4 or 8; k even) into bfloat16 panels. */
 void lz_pack_codes(const uint32_t *q, int n, int k, int bits, uint16_t *out, int threads) {
+    if (n <= 0 || k <= 0) return; /* no panels: no job to run */
     int panels = (n + NR - 1) / NR;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
@@ -140,7 +141,7 @@ typedef struct {
     float *y;
     int m, n, groups, pairs;
     size_t kp;
-    int panel_begin, panel_end;
+    tiles_t *tiles;
 } q_job_t;
 
 static AVX512_BF16 void *run_q_job(void *arg) {
@@ -148,9 +149,10 @@ static AVX512_BF16 void *run_q_job(void *arg) {
     /* Blocks of MCQ rows: a long prompt's packed x stays in cache while the weights stream by,
      * instead of being read again from memory for every panel. Tiles (and so results) are the
      * same as without blocks: MCQ is a multiple of MRQ. */
-    for (int mc = 0; mc < j->m; mc += MCQ) {
-        int mc_end = j->m < mc + MCQ ? j->m : mc + MCQ;
-        for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
+    int block, begin, end;
+    while (take_tiles(j->tiles, &block, &begin, &end)) {
+        int mc = block * MCQ, mc_end = j->m < mc + MCQ ? j->m : mc + MCQ;
+        for (int pi = begin; pi < end; pi++) {
             const uint16_t *w = j->codes + (size_t)pi * j->kp * NR * 2;
             const float *s = j->scales + (size_t)pi * j->groups * NR;
             const float *t = j->biases + (size_t)pi * j->groups * NR;
@@ -173,6 +175,7 @@ static AVX512_BF16 void *run_q_job(void *arg) {
 int lz_gemm_affine(const float *x, int m, int k, const uint16_t *codes, const float *scales,
                    const float *biases, int group_size, int n, const float *bias, float *y,
                    int threads) {
+    if (m <= 0 || n <= 0) return 0; /* nothing to multiply: no job to hand the threads */
     size_t kp = (size_t)k / 2;
     int groups = k / group_size;
     size_t blocks = (size_t)(m + MRQ - 1) / MRQ;
@@ -200,13 +203,10 @@ int lz_gemm_affine(const float *x, int m, int k, const uint16_t *codes, const fl
     if ((double)m * k * n * 2 < 5e5) threads = 1;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
-    q_job_t jobs[MAX_THREADS];
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = (q_job_t){xp, xsum, scales, biases, bias, codes, y, m, n, groups,
-                            group_size / 2, kp, (int)((long)panels * t / threads),
-                            (int)((long)panels * (t + 1) / threads)};
-    }
-    run_threads(run_q_job, jobs, sizeof(q_job_t), threads);
+    tiles_t tiles = tiles_for((m + MCQ - 1) / MCQ, panels, threads);
+    q_job_t job = {xp, xsum, scales, biases, bias, codes, y, m, n, groups, group_size / 2, kp,
+                   &tiles};
+    run_threads(run_q_job, &job, 0, threads); /* every thread runs the one job: it takes tiles */
     free(xp);
     free(xsum);
     return 0;

@@ -70,6 +70,7 @@ static void *pack_panels(void *arg) {
 
 /* w: [n][k] bfloat16 bits, row-major, into the packed layout above. */
 void lz_pack(const uint16_t *w, int n, int k, uint16_t *out, int threads) {
+    if (n <= 0 || k <= 0) return; /* no panels: no job to run (and none to initialize) */
     int panels = (n + NR - 1) / NR;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
@@ -176,11 +177,12 @@ AVX512_BF16 void pack_x(const float *x, int m, int k, int parts, int rb, uint32_
     uint16_t *hi = scratch, *lo = parts == 2 ? scratch + 2 * kp : NULL;
     for (int r = 0; r < m; r++) {
         split_row(x + (size_t)r * k, k, hi, lo);
-        const uint32_t *hi_pairs = (const uint32_t *)hi, *lo_pairs = (const uint32_t *)lo;
         uint32_t *dst = out + ((size_t)(r / rb) * rb * kp + (r % rb)) * parts;
         for (size_t p = 0; p < kp; p++) {
-            dst[p * rb * parts] = hi_pairs[p];
-            if (lo) dst[p * rb * parts + 1] = lo_pairs[p];
+            /* A pair of bfloat16 as one word: through memcpy (one load), not a uint32_t alias
+             * of the uint16_t rows, which strict aliasing lets the compiler reorder. */
+            memcpy(&dst[p * rb * parts], hi + 2 * p, 4);
+            if (lo) memcpy(&dst[p * rb * parts + 1], lo + 2 * p, 4);
         }
     }
 }
@@ -192,22 +194,24 @@ typedef struct {
     float *y;
     int m, n, parts;
     size_t kp;
-    int panel_begin, panel_end;
+    tiles_t *tiles;
 } job_t;
 
 static AVX512_BF16 void *run_job(void *arg) {
     const job_t *j = (const job_t *)arg;
-    for (int mc = 0; mc < j->m; mc += MC) {
-        int mc_end = j->m < mc + MC ? j->m : mc + MC;
-        for (int pi = j->panel_begin; pi < j->panel_end; pi++) {
+    int block, begin, end;
+    while (take_tiles(j->tiles, &block, &begin, &end)) {
+        int mc = block * MC, mc_end = j->m < mc + MC ? j->m : mc + MC;
+        for (int pi = begin; pi < end; pi++) {
             const uint16_t *w = j->w + (size_t)pi * j->kp * NR * 2;
             int n0 = pi * NR;
             int ncols = j->n - n0 < NR ? j->n - n0 : NR;
             const float *bias = j->bias ? j->bias + n0 : NULL;
             for (int m0 = mc; m0 < mc_end; m0 += MR) {
                 int mr = mc_end - m0 < MR ? mc_end - m0 : MR;
-                kernels[j->parts - 1][mr](j->x + (size_t)m0 * j->kp * j->parts, w, j->kp, j->y + (size_t)m0 * j->n + n0,
-                            (size_t)j->n, ncols, bias);
+                kernels[j->parts - 1][mr](j->x + (size_t)m0 * j->kp * j->parts, w, j->kp,
+                                          j->y + (size_t)m0 * j->n + n0, (size_t)j->n, ncols,
+                                          bias);
             }
         }
     }
@@ -220,6 +224,7 @@ static AVX512_BF16 void *run_job(void *arg) {
  * Returns 0, or 1 without memory. */
 int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const float *bias,
             float *y, int parts, int threads) {
+    if (m <= 0 || n <= 0) return 0; /* nothing to multiply: no job to hand the threads */
     size_t kp = (size_t)(k + 1) / 2;
     size_t blocks = (size_t)(m + MR - 1) / MR;
     parts = parts == 2 ? 2 : 1;
@@ -239,12 +244,9 @@ int lz_gemm(const float *x, int m, int k, const uint16_t *packed_w, int n, const
     if ((double)m * k * n * parts < 5e5) threads = 1;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
-    job_t jobs[MAX_THREADS];
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = (job_t){xp, packed_w, bias, y, m, n, parts, kp, (int)((long)panels * t / threads),
-                          (int)((long)panels * (t + 1) / threads)};
-    }
-    run_threads(run_job, jobs, sizeof(job_t), threads);
+    tiles_t tiles = tiles_for((m + MC - 1) / MC, panels, threads);
+    job_t job = {xp, packed_w, bias, y, m, n, parts, kp, &tiles};
+    run_threads(run_job, &job, 0, threads); /* every thread runs the one job: it takes tiles */
     free(xp);
     return 0;
 }
