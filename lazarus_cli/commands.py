@@ -259,17 +259,25 @@ def build_command(
     shown = render or spec.render
 
     def command(**given: Any) -> None:
+        from lazarus_mcp.runtime import limits
+
         setup_logging(given["verbose"])
+        # The raised limits are this command's: a process that runs several commands (the
+        # tests, a script calling the app) starts each from the same table.
+        before = limits.current()
         raise_limits(given)
-        values = _values(spec, given, parsers)
-        if extras.before is not None:
-            values = extras.before(values, given)
-        params = _validated(spec, values)
-        paths = [given["output"]] if given["output"] is not None else []
-        paths += extras.paths(given) if extras.paths is not None else []
-        for path in paths:
-            check_writable(path)
-        run(spec, params, given, shown, extras)
+        try:
+            values = _values(spec, given, parsers)
+            if extras.before is not None:
+                values = extras.before(values, given)
+            params = _validated(spec, values)
+            paths = [given["output"]] if given["output"] is not None else []
+            paths += extras.paths(given) if extras.paths is not None else []
+            for path in paths:
+                check_writable(path)
+            run(spec, params, given, shown, extras)
+        finally:
+            limits.configure(before)
 
     names = {p.name for p in fields}
     clash = names & (_COMMON_NAMES | {p.name for p in extras.options})
