@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,19 +212,30 @@ def load_failure(path: Path, exc: Exception) -> str:
     return f"could not load the model in {path}: {text}".splitlines()[0][:500]
 
 
-def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
+def load(
+    model_id: str,
+    options: LoadOptions | None = None,
+    keep: Callable[[Any, FamilySpec | None], None] | None = None,
+) -> LoadedModel:
     """Load a model for the lens. Raises a :class:`LazarusError` for anything the user can fix.
 
     The model is built and converted on its own device (a stream scope, not MLX's process-wide
     default), and every later call on it runs in the same scope (:meth:`LoadedModel.scope`).
+    ``keep`` (a pipeline stage, ``distributed/stage_load.py``) drops the modules this process
+    does not run from the lazily built model before any weight is read.
     """
     options = options or LoadOptions()
     device = _device_name(options)
     with mx.stream(getattr(mx, device)):
-        return _load(model_id, options, device)
+        return _load(model_id, options, device, keep)
 
 
-def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
+def _load(
+    model_id: str,
+    options: LoadOptions,
+    device: str,
+    keep: Callable[[Any, FamilySpec | None], None] | None = None,
+) -> LoadedModel:
     from mlx_lm.utils import load_model, load_tokenizer
 
     path = resolve_model_path(model_id)
@@ -240,7 +252,9 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     classes, build_notes = _model_classes(spec, config)
     try:
         # Lazy when converting: _apply_plan then reads each tensor only when converting it.
-        lazy = not (options.dtype == "native" or (options.dtype == "auto" and device != "cpu"))
+        lazy = keep is not None or not (
+            options.dtype == "native" or (options.dtype == "auto" and device != "cpu")
+        )
         overrides = spec.mlx_overrides(config) if spec else {}
         model, config = load_model(
             path, lazy=lazy, model_config=overrides, get_model_classes=classes
@@ -259,6 +273,8 @@ def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
     tokenizer = getattr(wrapper, "_tokenizer", wrapper)
     fixes = build_notes + (spec.apply_port_fixes(model, config) if spec else [])
     backbone(model)  # a clear refusal for a model without a block list
+    if keep is not None:
+        keep(model, spec)
     text = spec.text(config)[1] if spec else config
     hidden = int(text.get("hidden_size") or text.get("n_embd") or embedding(model).weight.shape[-1])
     vocab = _vocab_rows(model)

@@ -17,9 +17,19 @@ class LoadOptions:
 
     dtype: str = "auto"
     device: str | None = None
+    # Split over processes (lazarus_mcp/distributed): N local ranks, or a hostfile's hosts.
+    shards: int = 1
+    hostfile: str | None = None
+    backend: str | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.shards > 1 or self.hostfile is not None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if self.device not in (None, "cpu", "gpu"):
             raise ValueError(f"device must be cpu or gpu, not {self.device!r}")
+        if not 1 <= self.shards <= 64:
+            raise ValueError(f"shards must be between 1 and 64, not {self.shards}")

@@ -36,16 +36,21 @@ def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> Analys
 
 
 def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> AttributionResult:
+    from lazarus_mcp.distributed.pipeline import refuse
     from lazarus_mcp.lens.attribution import attribute_loaded
 
+    refuse(loaded, "attribute")
     return attribute_loaded(loaded, prompt, config)
 
 
 def _compare(
     a: LoadedModel, b: LoadedModel, prompt_a: str, prompt_b: str, config: AnalysisConfig
 ) -> CompareResult:
+    from lazarus_mcp.distributed.pipeline import refuse
     from lazarus_mcp.lens.compare import compare_loaded
 
+    refuse(a, "compare")
+    refuse(b, "compare")
     return compare_loaded(a, b, prompt_a, prompt_b, config)
 
 

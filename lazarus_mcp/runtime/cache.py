@@ -36,6 +36,10 @@ def _load_on_worker(model_id: str, options: LoadOptions) -> LoadedModel:
     from lazarus_mcp.runtime.process import prepare_process
 
     prepare_process()
+    if options.sharded:
+        from lazarus_mcp.distributed.pipeline import load_sharded
+
+        return load_sharded(model_id, options)
     from lazarus_mcp.modeling.loading import load
 
     return load(model_id, options)
