@@ -56,7 +56,9 @@ class RankState:
         if op == "lens":
             return run_lens(self.group, self.held[request["key"]], request)
         if op == "ping":
-            return wire.to_json({"rank": self.group.rank(), "rss": resident_bytes()})
+            return wire.to_json(
+                {"rank": self.group.rank(), "rss": resident_bytes(), "sent": wire.TRAFFIC.sent}
+            )
         raise ValueError(f"unknown request {op!r}")
 
     def _load(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -157,6 +157,10 @@ class ShardGroup:
         if self.lost is not None:
             raise ShardGroupLost(self._lost_line())
 
+    def traffic(self) -> list[int]:
+        """Bytes each rank has handed to the backend so far (``wire.Traffic``)."""
+        return [int(wire.from_json(r)["sent"]) for r in self.request({"op": "ping"})]
+
     def _exit_words(self, dead: launch.RankProcess) -> str:
         code = dead.exit_code()
         words = dead.last_words()

@@ -107,7 +107,7 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
         )
         width = num_p
         cells = mx.array([b * width + j for b, w in enumerate(wanted) for j in range(len(w))])
-        captured: dict[int | None, mx.array] = dict(tapped.outputs)
+        captured: dict[int | None, mx.array] = {i: h for i, h in tapped.outputs.items()}
         if embeddings:
             captured[None] = tapped.inputs[0]
         hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in captured.items()}

@@ -99,7 +99,7 @@ def load_sharded(model_id: str, options: LoadOptions) -> ShardedModel:
     info = loaded.info.model_copy(update={"model_id": model_id, "sharding": sharding})
     fields = {f: getattr(loaded, f) for f in loaded.__dataclass_fields__}
     fields["info"] = info
-    return ShardedModel(**fields, pipeline=Pipeline(group, key, ranges))  # type: ignore[arg-type]
+    return ShardedModel(**fields, pipeline=Pipeline(group, key, ranges))
 
 
 def analyze_encoded(

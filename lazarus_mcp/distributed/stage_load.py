@@ -27,13 +27,17 @@ _PLAIN = (bool, int, float, str, type(None))
 
 class NotHere(nn.Module):
     """A block another rank runs: no weights, only the plain attributes the model's loop may
-    read (``use_sliding``, ``layer_idx``); calling it is a bug."""
+    read (``use_sliding``, ``layer_idx``, EXAONE 4's ``self_attn.is_local``), its submodules'
+    included; calling it is a bug."""
 
     def __init__(self, block: Any) -> None:
         super().__init__()
         for key, value in vars(block).items():
             if not key.startswith("_") and isinstance(value, _PLAIN):
                 object.__setattr__(self, key, value)
+        for key, child in block.children().items():
+            if isinstance(child, nn.Module):
+                setattr(self, key, NotHere(child))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a block of another pipeline stage was called on this one")

@@ -35,13 +35,10 @@ def _eval(array: mx.array) -> mx.array:
 def broadcast_bytes(group: Any, data: bytes | None) -> bytes:
     """Rank 0's ``data`` on every rank (others pass None): an all-sum with zeros elsewhere."""
     mine = data if group.rank() == 0 and data is not None else b""
-    size = int(
-        _eval(
-            mx.distributed.all_sum(
-                mx.array([len(mine)], dtype=mx.int32), group=group, stream=mx.cpu
-            )
-        ).item()
+    counted = mx.distributed.all_sum(
+        mx.array([len(mine)], dtype=mx.int32), group=group, stream=mx.cpu
     )
+    size = int(np.array(_eval(counted))[0])
     if size == 0:
         return b""
     buffer = np.zeros(size, dtype=np.int32)
@@ -98,7 +95,8 @@ def from_json(data: bytes) -> Any:
 
 def pack(arrays: dict[str, np.ndarray], meta: Any) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, __meta__=np.frombuffer(to_json(meta), dtype=np.uint8), **arrays)
+    named = {"__meta__": np.frombuffer(to_json(meta), dtype=np.uint8), **arrays}
+    np.savez(buffer, **named)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 
