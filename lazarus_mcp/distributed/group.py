@@ -150,7 +150,7 @@ class ShardGroup:
             done.set()
             watcher.join()
             if self.lost is None:
-                self._lose(one_line(exc))
+                self._lose(self._blame(exc))
             raise ShardGroupLost(self._lost_line()) from None
         finally:
             done.set()
@@ -160,6 +160,18 @@ class ShardGroup:
     def traffic(self) -> list[int]:
         """Bytes each rank has handed to the backend so far (``wire.Traffic``)."""
         return [int(wire.from_json(r)["sent"]) for r in self.request({"op": "ping"})]
+
+    def _blame(self, exc: BaseException) -> str:
+        """Why a request failed: a rank that exited (the backend's "peer lost" comes first,
+        the exit is seen a moment later), else the error itself."""
+        assert self.launch is not None
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            dead = self.launch.first_dead()
+            if dead is not None:
+                return f"rank {dead.rank} on {dead.host} exited ({self._exit_words(dead)})"
+            time.sleep(POLL)
+        return one_line(exc)
 
     def _exit_words(self, dead: launch.RankProcess) -> str:
         code = dead.exit_code()
