@@ -22,26 +22,26 @@ from lazarus_mcp.schema import AnalysisConfig
 
 
 def _prompt(analyzer: ModelAnalyzer, tokens: int) -> str:
-    text = analyzer.loaded.token_text
-    words = [text(i) for i in range(10, 10 + 4 * tokens)]
-    prompt = ""
-    for word in words:
-        candidate = prompt + word
-        if len(analyzer.loaded.tokenizer.encode(candidate)) > tokens:
-            break
-        prompt = candidate
-    return prompt
+    """About ``tokens`` tokens of plain text (cut from a longer one, decoded)."""
+    tokenizer = analyzer.loaded.tokenizer
+    text = " ".join(["the quick brown fox jumps over a lazy dog and then it runs"] * tokens)
+    return str(tokenizer.decode(tokenizer.encode(text)[:tokens]))
 
 
-async def _median(analyzer: ModelAnalyzer, prompt: str, runs: int) -> float:
+async def _medians(
+    whole: ModelAnalyzer, split: ModelAnalyzer, prompt: str, runs: int
+) -> tuple[float, float]:
+    """Median seconds of each, runs interleaved (a shared machine's load hits both alike)."""
     config = AnalysisConfig(layer_strategy="all")
-    await analyzer.analyze(prompt, config)  # warm
-    times = []
+    await whole.analyze(prompt, config)  # warm
+    await split.analyze(prompt, config)
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        start = time.perf_counter()
-        await analyzer.analyze(prompt, config)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for analyzer, into in zip((whole, split), times, strict=True):
+            start = time.perf_counter()
+            await analyzer.analyze(prompt, config)
+            into.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 async def main(model: str, shards: int, runs: int) -> None:
@@ -58,9 +58,8 @@ async def main(model: str, shards: int, runs: int) -> None:
     for tokens in (8, 128):
         prompt = _prompt(whole, tokens)
         count = len(whole.loaded.tokenizer.encode(prompt))
-        one = await _median(whole, prompt, runs)
         before = sum(group.traffic())
-        many = await _median(split, prompt, runs)
+        one, many = await _medians(whole, split, prompt, runs)
         after = sum(group.traffic())
         per_call = (after - before) / (runs + 1)
         print(

@@ -114,7 +114,9 @@ class ShardGroup:
             raise ShardGroupLost(self._lost_line())
         assert self.state is not None
         request = {**request, "alive": sorted(self._alive)}
+        assert self.launch is not None
         with self._watch(timeout):
+            self.launch.announce()
             data = wire.broadcast_bytes(self.group, wire.to_json(request))
             mine = self.state.execute(wire.from_json(data))
             return wire.gather_bytes(self.group, mine)

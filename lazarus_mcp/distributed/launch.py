@@ -72,6 +72,16 @@ class Launch:
     def alive(self) -> bool:
         return all(r.exit_code() is None for r in self.ranks)
 
+    def announce(self) -> None:
+        """Wake every rank for the next request (they wait on stdin, not in the backend)."""
+        for r in self.ranks:
+            if r.process.stdin is not None:
+                try:
+                    r.process.stdin.write(b"r\n")
+                    r.process.stdin.flush()
+                except OSError:
+                    pass  # a rank that is gone: the watchdog reports it
+
     def first_dead(self) -> RankProcess | None:
         return next((r for r in self.ranks if r.exit_code() is not None), None)
 
