@@ -196,3 +196,14 @@ def test_each_rank_holds_at_most_six_tenths_of_the_weights(tmp_path: Path) -> No
         assert rank_bytes <= 0.6 * whole, figures
     for weights in figures["rank_weights"]:
         assert weights <= 0.6 * figures["whole_weights"], figures
+
+
+def test_a_rank_checks_only_its_share_against_the_memory_budget() -> None:
+    from lazarus_mcp.distributed.stage_load import share_bytes
+
+    llama = PARITY / "llama"
+    whole = share_bytes(llama, 0, 6)
+    first, second = share_bytes(llama, 0, 3), share_bytes(llama, 3, 6)
+    outside = share_bytes(llama, 0, 0)  # embedding, final norm, head
+    assert 0 < outside < first < whole and 0 < second < whole
+    assert first + second - outside == whole

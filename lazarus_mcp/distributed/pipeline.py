@@ -47,6 +47,18 @@ class Pipeline:
         self.group.hold(self.key)
         weakref.finalize(self, self.group.release, self.key)
 
+    def analyze_encoded(
+        self,
+        loaded: ShardedModel,
+        prompts: list[str],
+        encoded: list[EncodedPrompt],
+        config: AnalysisConfig,
+        plan: LensPlan,
+    ) -> list[AnalysisResult]:
+        """What ``lens.batch.analyze_encoded`` hands a sharded model to (the lens calls this
+        seam without importing this package)."""
+        return analyze_encoded(loaded, prompts, encoded, config, plan)
+
 
 @dataclass
 class ShardedModel(LoadedModel):

@@ -10,6 +10,8 @@ read, so a rank's resident weights are its blocks, the final norm and the unembe
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -18,11 +20,15 @@ import mlx.nn as nn
 from lazarus_mcp.distributed.split import Split, check_splittable, even_split
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.head import embedding_slot, unembedding_module
+from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path
 from lazarus_mcp.modeling.families import FamilySpec
 from lazarus_mcp.modeling.loading import LoadedModel, load
 from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.modeling.weights import WeightsSummary, summarize
+from lazarus_mcp.runtime.limits import check_memory
 
 _PLAIN = (bool, int, float, str, type(None))
+_BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 
 
 class NotHere(nn.Module):
@@ -63,9 +69,10 @@ class KeepStage:
     """The ``keep`` hook of ``loading.load`` for rank ``rank`` of ``ranks``; the split it
     chose from the built model's block count is kept in ``split``."""
 
-    def __init__(self, rank: int, ranks: int) -> None:
+    def __init__(self, rank: int, ranks: int, path: Path) -> None:
         self.rank = rank
         self.ranks = ranks
+        self.path = path
         self.split: Split | None = None
 
     def __call__(self, model: Any, spec: FamilySpec | None) -> None:
@@ -75,6 +82,7 @@ class KeepStage:
         layers = block_list(model)
         self.split = even_split(len(layers), self.ranks)
         a, b = self.split.ranges[self.rank]
+        check_memory("loading this rank's share of the model", share_bytes(self.path, a, b))
         for i in range(len(layers)):
             if not a <= i < b:
                 layers[i] = NotHere(layers[i])
@@ -83,11 +91,27 @@ class KeepStage:
             holder[key] = NoEmbedding(int(holder[key].weight.shape[-1]))
 
 
+def share_bytes(path: Path, first: int, end: int) -> int:
+    """Bytes of the weights a rank running blocks ``first`` .. ``end`` - 1 loads (as the whole
+    model's budget check counts them: float32 on the CPU), from the safetensors headers."""
+    summary = summarize(path)
+    kept = {
+        name: shape
+        for name, shape in summary.shapes.items()
+        if (m := _BLOCK.search(name)) is None or first <= int(m.group(1)) < end
+    }
+    share = WeightsSummary(kept, summary.dtypes, summary.stored_bytes, summary.num_layers)
+    config = read_config(path)
+    quant = config.get("quantization") or config.get("quantization_config")
+    bits = quant.get("bits") if isinstance(quant, dict) else None
+    return share.loaded_bytes(bits if isinstance(bits, int) and 0 < bits <= 32 else None)
+
+
 def load_stage(
     model_id: str, options: LoadOptions, rank: int, ranks: int
 ) -> tuple[LoadedModel, Split]:
     """This rank's share of the model, its weights read and resident, and the split."""
-    keep = KeepStage(rank, ranks)
+    keep = KeepStage(rank, ranks, resolve_model_path(model_id))
     loaded = load(model_id, options, keep=keep)
     check_splittable(loaded.info.family, loaded.info.support)
     holder, key = embedding_slot(loaded.model)

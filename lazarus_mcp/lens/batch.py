@@ -100,11 +100,11 @@ def analyze_encoded(
 
     One prompt at its last position (and any prompt whose multi-token tracked strings are
     scored as continuations) takes the single-position lens, which is what it always was.
-    A model split over processes runs the same lens rank by rank (``distributed.pipeline``)."""
-    if getattr(loaded, "pipeline", None) is not None:
-        from lazarus_mcp.distributed import pipeline
-
-        return pipeline.analyze_encoded(loaded, prompts, encoded, config, plan)  # type: ignore[arg-type]
+    A model split over processes carries its ``pipeline``, which runs the same lens rank by
+    rank (``lazarus_mcp/distributed``)."""
+    pipeline = getattr(loaded, "pipeline", None)
+    if pipeline is not None:
+        return pipeline.analyze_encoded(loaded, prompts, encoded, config, plan)
     if single_position(config) and (len(prompts) == 1 or plan.multi_token):
         return [
             analyze_single(loaded, prompt, enc, config, plan)

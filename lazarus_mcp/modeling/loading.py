@@ -5,6 +5,7 @@ Runs on the MLX worker thread (it creates MLX arrays), inside the model's device
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.modeling.safe_files import check_checkpoint_files
 from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
 from lazarus_mcp.modeling.weights import check_weights
+from lazarus_mcp.runtime.limits import current as current_limits
 from lazarus_mcp.schema import ModelInfo, QuantizationInfo
 
 logger = logging.getLogger(__name__)
@@ -247,7 +249,10 @@ def _load(
     # Before mlx-lm builds anything from the config: the files, the weights' shapes, the budget.
     refuse_remote_code(config)
     check_checkpoint_files(path)
-    check_weights(path, config)
+    # A pipeline stage checks its own share against the budget (``keep``), not the whole model.
+    check_weights(
+        path, config, dataclasses.replace(current_limits(), memory_budget=None) if keep else None
+    )
     windows = spec.sliding_windows(config) if spec else {}
     classes, build_notes = _model_classes(spec, config)
     try:
