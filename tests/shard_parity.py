@@ -1,9 +1,10 @@
 """Run as a script (one shard group per process): ``python -m tests.shard_parity N DIR...``.
 
-Loads each checkpoint whole and over N local ranks, runs the lens three ways (last position,
-every position with the embedding row, a batch of prompts) and prints one JSON line per
-checkpoint: the largest difference of any probability, entropy or KL at any block, whether the
-top-k ids agree, and the error line of a model the pipeline refuses.
+Loads each checkpoint whole and over N local ranks, runs the lens four ways (last position,
+every position with the embedding row, a batch of prompts, some blocks of a batch at every
+position) and prints one JSON line per checkpoint: the largest difference of any probability,
+entropy, KL or fidelity figure at any block, whether the top-k ids, ranks and milestones agree,
+and the error line of a model the pipeline refuses.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def _numbers(result: AnalysisResult) -> tuple[list[float], list[int]]:
             values += [s.probability for s in e.layers] + [e.final_probability]
             ids += [s.rank for s in e.layers]
     values += [t.probability for t in result.final_prediction]
+    values += [result.fidelity.max_abs_prob_diff, result.fidelity.kl_divergence]
+    # Milestones are discrete (blocks, tokens): they must be equal.
+    ids.append(hash(json.dumps(result.milestones.model_dump(), sort_keys=True)))
     return values, ids
 
 
@@ -62,10 +66,12 @@ async def _one(path: str, shards: int) -> dict[str, Any]:
             layer_strategy="all", positions="all", include_embeddings=True, track_tokens=tracked
         ),
         "batch": AnalysisConfig(layer_strategy="all", track_tokens=tracked),
+        # Some blocks only: the milestones still read every block (each on its own rank).
+        "some": AnalysisConfig(layer_strategy="first_last", positions="all"),
     }
     out: dict[str, Any] = {"model": path, "sharding": split.info.sharding.model_dump()}
     for mode, config in configs.items():
-        prompts = PROMPTS if mode == "batch" else PROMPTS[:1]
+        prompts = PROMPTS if mode in ("batch", "some") else PROMPTS[:1]
         a = await whole.analyze_batch(prompts, config)
         b = await split.analyze_batch(prompts, config)
         out[mode] = _diff(a, b)

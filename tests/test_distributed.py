@@ -49,7 +49,7 @@ def _assert_parity(rows: list[dict], count: int, shards: int) -> None:
     for row in rows:
         assert "refused" not in row, row
         assert row["sharding"]["ranks"] == shards
-        for mode in ("last", "grid", "batch"):
+        for mode in ("last", "grid", "batch", "some"):
             worst, same_ids = row[mode]
             assert worst <= TOLERANCE, (row["model"], mode, worst)
             assert same_ids, (row["model"], mode)

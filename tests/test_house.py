@@ -151,7 +151,7 @@ def test_custom_without_layers_says_the_same_everywhere() -> None:
     assert cli.exit_code == 2
     assert CUSTOM_NEEDS_LAYERS in cli.output
 
-    from lazarus_mcp.server.tools import AnalyzeInput
+    from lazarus_mcp.tools.lens import AnalyzeInput
 
     mcp_input = AnalyzeInput(model="demo", prompt="x", layer_strategy=LayerStrategy.CUSTOM)
     with pytest.raises(ValidationError) as mcp:
@@ -211,7 +211,7 @@ def test_loading_leaves_the_default_device_alone() -> None:
 
 @pytest.mark.skipif(not _gpu(), reason="two devices need a GPU (Metal or CUDA)")
 def test_two_models_on_two_devices_each_run_on_their_own() -> None:
-    from lazarus_mcp.lens.analysis import analyze_loaded
+    from lazarus_mcp.analyses.analysis import analyze_loaded
     from lazarus_mcp.modeling.loading import load
     from lazarus_mcp.runtime import worker
 

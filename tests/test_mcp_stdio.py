@@ -24,7 +24,7 @@ from mcp.types import CallToolResult
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache
 from lazarus_mcp.server.main import parse_args, parse_size
-from lazarus_mcp.server.tools import AnalyzeInput
+from lazarus_mcp.tools.lens import AnalyzeInput
 from tests.conftest import PARITY, ROOT, console_script, parity_ref
 from tests.parity_check import assert_matches_reference
 

@@ -1,7 +1,8 @@
 """One rank's part of a lens request: its blocks of the model's own forward (the engine's tapped
-forward with a ``Stage``), then the engine's cell statistics (``lens.grid.lens_grid``) on its own
-blocks only. What it returns is compact: per cell and row the top-k, entropy, KL, tracked
-tokens' probabilities and ranks; never a hidden state.
+forward with a ``Stage``), then the engine's one cell function (``lens.cells.cell_stats``) on its
+own rows only, exactly as ``analyses.prompt_lens.lens_pass`` does for the whole model. What it
+returns is compact: per cell and row the top-k, entropy, KL, the tracked tokens' probabilities
+and ranks; never a hidden state.
 
 On the wire per request (D hidden size, V vocabulary, T padded tokens per prompt, B prompts,
 P kept positions per prompt, N ranks, s the stream's bytes per value):
@@ -13,7 +14,7 @@ P kept positions per prompt, N ranks, s the stream's bytes per value):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import mlx.core as mx
@@ -21,22 +22,11 @@ import numpy as np
 
 from lazarus_mcp.distributed import wire
 from lazarus_mcp.distributed.split import Split
-from lazarus_mcp.lens.batch import _fidelities
-from lazarus_mcp.lens.grid import lens_grid
-from lazarus_mcp.lens.grid_taps import pad_batch, position_index
-from lazarus_mcp.lens.taps import Stage, tapped_forward
+from lazarus_mcp.lens.cells import Cells, CellSpec, Row, cell_stats
+from lazarus_mcp.lens.fidelity import fidelities
+from lazarus_mcp.lens.readout import make_lens
+from lazarus_mcp.lens.taps import Stage, pad_batch, position_index, tapped_forward
 from lazarus_mcp.modeling.loading import LoadedModel
-
-ROW_FIELDS = (
-    "top_ids",
-    "top_probs",
-    "entropy",
-    "kl",
-    "tracked_probs",
-    "tracked_ranks",
-    "final_top_ranks",
-)
-FINAL_FIELDS = ("final_top_ids", "final_top_probs", "final_tracked_probs", "final_tracked_ranks")
 
 
 @dataclass
@@ -47,9 +37,9 @@ class StageModel:
     split: Split
 
 
-def my_rows(rows: list[int | None], rank: int, split: Split) -> list[int | None]:
+def my_rows(rows: list[Row], rank: int, split: Split) -> list[Row]:
     """The rows this rank computes: its blocks among ``rows`` (rank 0: the embedding row too);
-    the last rank always its last block, whose row carries the final statistics."""
+    the last rank always block N-1, whose row is the model's own output."""
     a, b = split.ranges[rank]
     last = split.num_layers - 1
     mine = [r for r in rows if (r is None and rank == 0) or (r is not None and a <= r < b)]
@@ -76,61 +66,86 @@ def _stage(group: Any, rank: int, split: Split, sent: list[mx.array]) -> Stage:
     )
 
 
+def pack_cells(cells: Cells) -> dict[str, np.ndarray]:
+    return {
+        f.name: getattr(cells, f.name)
+        for f in fields(cells)
+        if f.metadata and getattr(cells, f.name) is not None
+    }
+
+
 def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
-    """This rank's statistics for ``request`` (see ``pipeline.lens_request``), packed."""
+    """This rank's statistics for ``request`` (``pipeline.analyze_encoded``), packed: its rows
+    at every wanted cell, its blocks at every prompt's last position (the milestones), and on
+    the last rank the fidelity."""
     loaded, split = held.loaded, held.split
     rank = group.rank()
+    is_last = rank == split.ranks - 1
     last = split.num_layers - 1
-    rows: list[int | None] = request["rows"]
+    first, end = split.ranges[rank]
+    batch: list[list[int]] = request["batch"]
     wanted: list[list[int]] = request["wanted"]
-    mine = my_rows(rows, rank, split)
-    taps = [r for r in mine if r is not None]
-    embeddings = None in mine
+    anchors = [len(ids) - 1 for ids in batch]
+    rows = my_rows(request["rows"], rank, split)
+    blocks = [r for r in rows if r is not None]
+    mine_all = list(range(first, end))
+    needs_every = set(blocks) != set(mine_all)
+    lens = make_lens(loaded, request["lens"])
     sent: list[mx.array] = []
     with loaded.scope():
         tapped = tapped_forward(
             loaded.model,
-            pad_batch(request["batch"], 0),
+            pad_batch(batch),
             position_index(wanted),
-            outputs=taps,
-            inputs=[0] if embeddings else [],
+            outputs=blocks,
+            inputs=[0] if None in rows else [],
             embedding_factor=request["factor"],
             windows=loaded.sliding_windows,
+            every_at=mx.array(anchors, dtype=mx.int32)[:, None, None] if needs_every else None,
             stage=_stage(group, rank, split, sent),
         )
-        mx.eval(*sent, *tapped.outputs.values(), *tapped.inputs.values())
-        is_last = rank == split.ranks - 1
-        num_b, num_p = len(wanted), max(len(w) for w in wanted)
-        own = tapped.logits.astype(mx.float32) if is_last else None
-        final = wire.broadcast_from(
-            group, split.ranks - 1, own, (num_b, num_p, loaded.info.vocab_size), mx.float32
-        )
-        width = num_p
-        cells = mx.array([b * width + j for b, w in enumerate(wanted) for j in range(len(w))])
-        captured: dict[int | None, mx.array] = {i: h for i, h in tapped.outputs.items()}
-        if embeddings:
-            captured[None] = tapped.inputs[0]
-        hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in captured.items()}
-        fidelities = (
-            _fidelities(loaded, tapped.outputs[last], tapped.logits, wanted) if is_last else []
-        )
-        per_cell = [f for f, w in zip(fidelities, wanted, strict=False) for _ in w]
-        lenses = lens_grid(
-            loaded.head,
-            mine,
-            hidden,
-            final.reshape(-1, final.shape[-1]),
-            last,
-            request["top_k"],
-            request["tracked"],
-            per_cell or [None] * int(cells.shape[0]),  # type: ignore[list-item]
-            final_rows=cells,
-        )
-    arrays = {f: np.stack([getattr(lens, f) for lens in lenses]) for f in ROW_FIELDS}
-    if is_last:
-        arrays.update({f: np.stack([getattr(lens, f) for lens in lenses]) for f in FINAL_FIELDS})
+        mx.eval(*sent, *tapped.outputs.values(), *tapped.inputs.values(), *tapped.every.values())
+        num_p = max(len(w) for w in wanted)
+        own_here = tapped.logits.astype(mx.float32) if is_last else None
+        shape = (len(batch), num_p, loaded.info.vocab_size)
+        final = wire.broadcast_from(group, split.ranks - 1, own_here, shape, mx.float32)
+        own = final.reshape(-1, shape[-1])
+        flat = [b * num_p + j for b, w in enumerate(wanted) for j in range(len(w))]
+        starts = [sum(len(w) for w in wanted[:b]) for b in range(len(wanted))]
+        at_anchor = [starts[b] + wanted[b].index(a) for b, a in enumerate(anchors)]
+        cells = mx.array(flat)
+        anchor_cells = mx.array([flat[k] for k in at_anchor])
+        states: dict[Row, mx.array] = {r: tapped.outputs[r] for r in blocks}
+        if None in rows:
+            states[None] = tapped.inputs[0]
+        hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in states.items()}
+        spec = CellSpec(lens, rows, last, request["top_k"], request["tracked"])
+        # A middle rank may hold none of the displayed rows (it still runs its blocks).
+        result = cell_stats(spec, hidden, own, own_rows=cells) if rows else None
+        if needs_every or result is None:
+            every: dict[Row, mx.array] = {i: tapped.every[i][:, 0] for i in mine_all}
+            at_blocks = cell_stats(CellSpec(lens, mine_all, last), every, own, anchor_cells)
+        else:
+            in_order = result.rows_at(mine_all)
+            at_blocks = Cells(
+                rows=in_order.rows,
+                **{
+                    k: np.take(v, at_anchor, axis=1 if k in _ROW_FIELDS else 0)
+                    for k, v in pack_cells(in_order).items()
+                },
+            )
+        fidelity = []
+        if is_last:
+            last_hidden = tapped.outputs[last].reshape(-1, tapped.outputs[last].shape[-1])
+            fidelity = fidelities(lens, last, last_hidden[anchor_cells], own[anchor_cells])
+    arrays = {f"cells.{k}": v for k, v in pack_cells(result).items()} if result else {}
+    arrays |= {f"blocks.{k}": v for k, v in pack_cells(at_blocks).items()}
     meta = {
-        "rows": mine,
-        "fidelity": [f.model_dump() for f in fidelities],
+        "rows": rows,
+        "blocks": mine_all,
+        "fidelity": [f.model_dump() for f in fidelity],
     }
     return wire.pack(arrays, meta)
+
+
+_ROW_FIELDS = {f.name for f in fields(Cells) if f.metadata.get("cell_axis") == 1}

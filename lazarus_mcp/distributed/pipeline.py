@@ -2,7 +2,7 @@
 ``LoadedModel`` every analysis takes, and the lens of a batch over the pipeline.
 
 ``load_sharded`` is what the model cache calls for ``LoadOptions(shards=N)`` (or a hostfile);
-``analyze_encoded`` is what ``lens.batch.analyze_encoded`` hands a sharded model to: the same
+``analyze_encoded`` is what ``analyses.batch.analyze_encoded`` hands a sharded model to: the same
 plan, positions and result building, with the forward and the statistics done rank by rank.
 """
 
@@ -19,13 +19,14 @@ from lazarus_mcp.distributed.merge import merge
 from lazarus_mcp.distributed.split import holds
 from lazarus_mcp.errors import InvalidRequestError, ModelLoadError, UnsupportedModelError
 from lazarus_mcp.lens.positions import select_positions
+from lazarus_mcp.lens.readout import lens_name
 from lazarus_mcp.modeling.checkpoint import resolve_model_path
 from lazarus_mcp.modeling.loading import LoadedModel
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.schema.model import ShardingInfo
 
 if TYPE_CHECKING:
-    from lazarus_mcp.lens.analysis import LensPlan
+    from lazarus_mcp.analyses.analysis import LensPlan
     from lazarus_mcp.lens.tokens import EncodedPrompt
     from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
 
@@ -55,8 +56,8 @@ class Pipeline:
         config: AnalysisConfig,
         plan: LensPlan,
     ) -> list[AnalysisResult]:
-        """What ``lens.batch.analyze_encoded`` hands a sharded model to (the lens calls this
-        seam without importing this package)."""
+        """What ``analyses.batch.analyze_encoded`` hands a sharded model to (it calls this seam
+        without importing this package)."""
         return analyze_encoded(loaded, prompts, encoded, config, plan)
 
 
@@ -121,39 +122,36 @@ def analyze_encoded(
     config: AnalysisConfig,
     plan: LensPlan,
 ) -> list[AnalysisResult]:
-    """``lens.batch.analyze_encoded`` over the pipeline: same positions, same result."""
-    from lazarus_mcp.lens.analysis import build_result
+    """``analyses.batch.analyze_encoded`` over the pipeline: same positions, same result."""
+    from lazarus_mcp.analyses.analysis import build_result
 
     if plan.multi_token:
         raise InvalidRequestError(
             "multi-token track_tokens are not scored over --shards yet: track single tokens"
         )
     assert loaded.pipeline is not None
-    last = loaded.info.num_layers - 1
     wanted = [
         sorted({*select_positions(config.positions, len(e.token_ids)), len(e.token_ids) - 1})
         for e in encoded
     ]
+    lens_request = plan.request
     request: dict[str, Any] = {
         "op": "lens",
         "key": loaded.pipeline.key,
         "batch": [e.token_ids for e in encoded],
         "wanted": wanted,
-        "rows": plan.rows,
-        "layers": sorted({*plan.layers, last}),
-        "factor": plan.factor,
-        "top_k": config.top_k,
-        "tracked": [t.token_id for t in plan.tracked],
+        "rows": lens_request.rows,
+        "lens": lens_name(config),
+        "factor": lens_request.embedding_factor,
+        "top_k": lens_request.top_k,
+        "tracked": list(lens_request.tracked),
     }
     parts = loaded.pipeline.group.request(request)
-    lenses = merge(parts, plan.rows, wanted)
-    results = []
-    start = 0
-    for prompt, enc, positions in zip(prompts, encoded, wanted, strict=True):
-        mine = dict(zip(positions, lenses[start : start + len(positions)], strict=True))
-        start += len(positions)
-        results.append(build_result(loaded, prompt, enc, config, plan, mine))
-    return results
+    lenses = merge(parts, lens_request.rows, wanted, loaded.info.num_layers)
+    return [
+        build_result(loaded, prompt, enc, config, plan, lens)
+        for prompt, enc, lens in zip(prompts, encoded, lenses, strict=True)
+    ]
 
 
 def refuse(loaded: LoadedModel, what: str) -> None:

@@ -1,4 +1,5 @@
-"""Tokens as the model sees them: prompt encoding, display text, and tracked-token resolution."""
+"""Tokens as the model sees them: display text and tracked-token resolution (prompt encoding,
+which runs the checkpoint's chat template, is ``analyses/prompts.py``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from lazarus_mcp.errors import InvalidRequestError, TokenResolutionError
-from lazarus_mcp.modeling.chat_template import render_chat
+from lazarus_mcp.errors import TokenResolutionError
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -142,20 +142,3 @@ class TokenText:
 
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
-
-
-def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> EncodedPrompt:
-    """Tokenize as Hugging Face does: the template's text without a second BOS, or the raw prompt
-    with the tokenizer's special tokens."""
-    if not prompt:
-        raise InvalidRequestError("the prompt is empty: give the text to analyze")
-    if use_chat_template and has_chat_template(tokenizer):
-        # Bounded in time, memory and output: the template is the checkpoint's code.
-        text = render_chat(tokenizer, prompt)
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        encoded = EncodedPrompt(text, list(ids), True)
-    else:
-        encoded = EncodedPrompt(prompt, list(tokenizer.encode(prompt)), False)
-    if not encoded.token_ids:
-        raise InvalidRequestError("the prompt produced no tokens")
-    return encoded

@@ -1,5 +1,10 @@
 """The async analyzer: the one core behind the Python API, the CLI and the MCP server.
 
+Every MCP tool, CLI command and API method that computes reaches the worker through
+:meth:`ModelAnalyzer.compute`, and that is where the request gate (``runtime/gate.py``) runs: the
+static checks before the job is queued, the model-dependent ones as the job's first step. The
+call's one deadline (``limits.call_deadline``) covers all the jobs of the call.
+
 Importing it imports no MLX: process setup (the BLAS preload) happens at the first load, on the
 worker thread, before MLX is imported (see ``runtime/process.py``).
 """
@@ -8,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lazarus_mcp.modeling.options import LoadOptions
-from lazarus_mcp.runtime import limits, worker
+from lazarus_mcp.runtime import gate, limits, worker
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
 from lazarus_mcp.runtime.limits import Interrupt
 from lazarus_mcp.schema import (
@@ -27,17 +32,18 @@ if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
+T = TypeVar("T")
 
 
 def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
-    from lazarus_mcp.lens.analysis import analyze_loaded
+    from lazarus_mcp.analyses.analysis import analyze_loaded
 
     return analyze_loaded(loaded, prompt, config)
 
 
 def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> AttributionResult:
+    from lazarus_mcp.analyses.attribution import attribute_loaded
     from lazarus_mcp.distributed.pipeline import refuse
-    from lazarus_mcp.lens.attribution import attribute_loaded
 
     refuse(loaded, "attribute")
     return attribute_loaded(loaded, prompt, config)
@@ -46,8 +52,8 @@ def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> A
 def _compare(
     a: LoadedModel, b: LoadedModel, prompt_a: str, prompt_b: str, config: AnalysisConfig
 ) -> CompareResult:
+    from lazarus_mcp.analyses.compare import compare_loaded
     from lazarus_mcp.distributed.pipeline import refuse
-    from lazarus_mcp.lens.compare import compare_loaded
 
     refuse(a, "compare")
     refuse(b, "compare")
@@ -55,8 +61,17 @@ def _compare(
 
 
 def _deadline() -> Interrupt:
-    """A job's deadline from the process's ``call_timeout`` (runtime/limits.py)."""
-    return Interrupt.after(limits.current().call_timeout)
+    """The call's deadline: the one of the call in progress (``limits.call_deadline``: a tool
+    call, a CLI command), else a new one from the process's ``call_timeout``."""
+    return limits.current_call() or Interrupt.after(limits.current().call_timeout)
+
+
+def _admitted(
+    models: tuple[LoadedModel, ...], request: gate.Request, fn: Callable[..., T], args: Any
+) -> T:
+    """On the worker: the gate's model checks, then the work."""
+    gate.admit(models, request)
+    return fn(*args)
 
 
 class _Opening:
@@ -116,20 +131,43 @@ class ModelAnalyzer:
     def loaded(self) -> LoadedModel:
         return self._loaded
 
+    async def compute(
+        self,
+        request: gate.Request,
+        fn: Callable[..., T],
+        *args: Any,
+        others: tuple[LoadedModel, ...] = (),
+        interrupt: Interrupt | None = None,
+    ) -> T:
+        """The gate, then ``fn(*args)`` on the worker under the call's deadline.
+
+        The one way work reaches the worker: every method below calls it, and a new tool's core
+        function may call it with its own synchronous analysis (``fn(*args)`` runs on the MLX
+        worker after ``gate.admit(models, request)``), so adding a tool needs no new method."""
+        gate.check_request(request)
+        models = (self._loaded, *others)
+        job = interrupt if interrupt is not None else _deadline()
+        return await worker.run(_admitted, models, request, fn, args, interrupt=job)
+
     async def analyze_batch(
         self,
         prompts: list[str],
         config: AnalysisConfig | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        plot: bool = False,
     ) -> list[AnalysisResult]:
         """One result per prompt, in order. Prompts of similar length run through the model
         together (padded), a group per forward pass; ``on_progress(done, total)`` is awaited
         after each group with the number of prompts done."""
-        from lazarus_mcp.lens import batch
+        from lazarus_mcp.analyses import batch
 
         config = config or AnalysisConfig()
-        plan, encoded = await worker.run(
-            batch.prepare, self._loaded, list(prompts), config, interrupt=_deadline()
+        prompts = list(prompts)
+        job = _deadline()  # one deadline for every group of the batch
+        request = gate.Request("lens", prompts, config, plot=plot)
+        plan, encoded = await self.compute(
+            request, batch.prepare, self._loaded, prompts, config, interrupt=job
         )
         results: list[AnalysisResult | None] = [None] * len(encoded)
         done = 0
@@ -141,7 +179,7 @@ class ModelAnalyzer:
                 [encoded[i] for i in group],
                 config,
                 plan,
-                interrupt=_deadline(),
+                interrupt=job,
             )
             for i, result in zip(group, answers, strict=True):
                 results[i] = result
@@ -156,7 +194,8 @@ class ModelAnalyzer:
         """Direct logit attribution of the targets (default: the final top-1) and the lens after
         each block's attention sub-layer, from one forward pass."""
         config = config or AttributionConfig()
-        return await worker.run(_attribute, self._loaded, prompt, config, interrupt=_deadline())
+        request = gate.Request("attribute", [prompt], config)
+        return await self.compute(request, _attribute, self._loaded, prompt, config)
 
     async def analyze(
         self,
@@ -164,12 +203,15 @@ class ModelAnalyzer:
         config: AnalysisConfig | None = None,
         *,
         interrupt: Interrupt | None = None,
+        plot: bool = False,
     ) -> AnalysisResult:
         """The lens of ``prompt``. It stops with :class:`CallInterrupted` past the process's
         ``call_timeout`` (or ``interrupt``'s deadline), or when the awaiting task is cancelled."""
-        job = interrupt if interrupt is not None else _deadline()
         config = config or AnalysisConfig()
-        return await worker.run(_analyze, self._loaded, prompt, config, interrupt=job)
+        request = gate.Request("lens", [prompt], config, plot=plot)
+        return await self.compute(
+            request, _analyze, self._loaded, prompt, config, interrupt=interrupt
+        )
 
     async def compare(
         self,
@@ -186,12 +228,16 @@ class ModelAnalyzer:
 
             raise InvalidRequestError("compare needs a second prompt or a second model")
         loaded_b = other._loaded if other is not None else self._loaded
-        return await worker.run(
+        config = config or AnalysisConfig()
+        second = prompt_b if prompt_b is not None else prompt
+        request = gate.Request("compare", [prompt, second], config)
+        return await self.compute(
+            request,
             _compare,
             self._loaded,
             loaded_b,
             prompt,
-            prompt_b if prompt_b is not None else prompt,
-            config or AnalysisConfig(),
-            interrupt=_deadline(),
+            second,
+            config,
+            others=(loaded_b,) if other is not None else (),
         )
