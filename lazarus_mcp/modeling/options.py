@@ -31,5 +31,7 @@ class LoadOptions:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if self.device not in (None, "cpu", "gpu"):
             raise ValueError(f"device must be cpu or gpu, not {self.device!r}")
+        if self.backend not in (None, "ring", "jaccl", "mpi"):
+            raise ValueError(f"backend must be ring, jaccl or mpi, not {self.backend!r}")
         if not 1 <= self.shards <= 64:
             raise ValueError(f"shards must be between 1 and 64, not {self.shards}")

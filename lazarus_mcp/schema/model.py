@@ -22,7 +22,8 @@ class ShardingInfo(BaseModel):
     holds: list[str] = Field(description="What each rank holds, in words.")
     weight_bytes_per_rank: list[int] = Field(description="Bytes of each rank's loaded weights.")
     resident_bytes_per_rank: list[int] = Field(
-        description="Resident memory each rank's load added (measured, RSS)."
+        description="Resident memory each rank's load added (measured RSS; a process's first "
+        "load also counts one-time allocations of MLX and the tokenizer)."
     )
     backend: str = Field(description="mx.distributed backend: ring, jaccl or mpi.")
     hosts: list[str] = Field(description="Each rank's host.")
