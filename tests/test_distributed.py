@@ -207,3 +207,106 @@ def test_a_rank_checks_only_its_share_against_the_memory_budget() -> None:
     outside = share_bytes(llama, 0, 0)  # embedding, final norm, head
     assert 0 < outside < first < whole and 0 < second < whole
     assert first + second - outside == whole
+
+
+def _ranks_of(parent: int) -> list[int]:
+    """Pids of the shard ranks ``parent`` started."""
+    found = subprocess.run(
+        ["ps", "-o", "pid=,ppid=,args=", "-e"], capture_output=True, text=True
+    ).stdout
+    return [
+        int(cols[0])
+        for cols in (line.split(None, 2) for line in found.splitlines())
+        if len(cols) == 3 and int(cols[1]) == parent and "distributed.rank" in cols[2]
+    ]
+
+
+@pytest.mark.slow
+def test_cli_a_killed_rank_ends_the_command_with_one_line(tmp_path: Path) -> None:
+    from tests.conftest import console_script
+
+    out = tmp_path / "out.json"
+    cli = subprocess.Popen(
+        [
+            console_script("lazarus"),
+            "introspect",
+            "analyze",
+            "-m",
+            str(PARITY / "llama"),
+            "-p",
+            "The capital of France is",
+            "--shards",
+            "2",
+            "-o",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        ranks: list[int] = []
+        while not ranks and time.monotonic() < deadline:
+            ranks = _ranks_of(cli.pid)
+            time.sleep(0.1)
+        assert ranks, "the command started no rank"
+        start = time.monotonic()
+        os.kill(ranks[0], signal.SIGKILL)
+        _, err = cli.communicate(timeout=60)
+        elapsed = time.monotonic() - start
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert cli.returncode == 2
+    assert len(lines) == 1, err
+    assert "the shard group is lost: rank 1" in lines[0] and "signal 9" in lines[0]
+    assert elapsed < 30
+    assert not out.exists()
+    assert not _ranks_of(cli.pid) and not any(_alive(pid) for pid in ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_mcp_server_stays_up_and_reports_the_group_lost() -> None:
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from tests.conftest import console_script
+
+    params = StdioServerParameters(
+        command=console_script("lazarus-mcp"), args=["--shards", "2"], env=_env()
+    )
+    call = {"model": str(PARITY / "llama"), "prompt": "The capital of France is"}
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        first = await session.call_tool("analyze", call)
+        assert not first.is_error, first.content
+        model = first.structured_content["model"]
+        assert model["sharding"]["ranks"] == 2
+        servers = [p for p in _pids_named("lazarus-mcp") if _ranks_of(p)]
+        assert len(servers) == 1
+        ranks = _ranks_of(servers[0])
+        os.kill(ranks[0], signal.SIGKILL)
+        for _ in range(2):  # lost, and still lost
+            lost = await session.call_tool("analyze", call)
+            assert lost.is_error
+            text = lost.content[0].text
+            assert "the shard group is lost: rank 1" in text and "\n" not in text.strip()
+        assert {t.name for t in (await session.list_tools()).tools} >= {"analyze"}
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in ranks)
+
+
+def _pids_named(name: str) -> list[int]:
+    found = subprocess.run(["ps", "-o", "pid=,args=", "-e"], capture_output=True, text=True)
+    return [
+        int(line.split(None, 1)[0])
+        for line in found.stdout.splitlines()
+        if name in line and "pytest" not in line
+    ]

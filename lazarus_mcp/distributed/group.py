@@ -8,8 +8,8 @@ that missed part of a request cannot be brought back in step, so every later cal
 the process (the CLI, the MCP server) is restarted. Nothing outlives rank 0: the ranks' stdin
 closes with it and they exit (``rank.py``); ``stop`` runs at exit.
 
-``mx.distributed.init`` waits for every peer with no timeout, so it runs on a helper thread that
-rank 0 abandons if the ranks do not join in time.
+``mx.distributed.init`` waits for every peer with no timeout (holding the GIL), so rank 0 calls
+it only once every rank has announced it is joining.
 """
 
 from __future__ import annotations
@@ -63,36 +63,28 @@ class ShardGroup:
         atexit.register(self.stop)
         os.environ.update(self.launch.rank0_env)
         os.environ["LAZARUS_SHARD_BACKEND"] = self.hosts.backend
-        joined: list[Any] = []
-        failed: list[BaseException] = []
-
-        def join() -> None:
-            import mlx.core as mx
-
-            try:
-                joined.append(mx.distributed.init(strict=True, backend=self.hosts.backend))
-            except BaseException as exc:
-                failed.append(exc)
-
-        helper = threading.Thread(target=join, name="lazarus-shard-join", daemon=True)
-        helper.start()
-        end = time.monotonic() + START_TIMEOUT
-        while helper.is_alive():
-            helper.join(POLL)
-            dead = self.launch.first_dead()
-            if dead is not None:
-                self._lose(
-                    f"rank {dead.rank} on {dead.host} exited while joining "
-                    f"({self._exit_words(dead)})"
-                )
-            elif time.monotonic() > end:
-                self._lose(f"the ranks did not join within {START_TIMEOUT:g} s")
-            if self.lost is not None:
-                raise ShardGroupLost(self._lost_line())
-        if failed:
-            self._lose(f"joining the group failed: {one_line(failed[0])}")
+        # ``mx.distributed.init`` blocks without a timeout and holds the GIL while it waits
+        # for a peer (no other thread of this process runs meanwhile), so rank 0 joins only
+        # once every rank is alive and joining; a rank that dies in the milliseconds between
+        # is the one case left to the backend.
+        outcome = self.launch.wait_joining(START_TIMEOUT)
+        if isinstance(outcome, launch.RankProcess):
+            self._lose(
+                f"rank {outcome.rank} on {outcome.host} exited before joining "
+                f"({self._exit_words(outcome)})"
+            )
+        elif outcome is not None:
+            self._lose(f"the ranks did not start joining within {START_TIMEOUT:g} s")
+        if self.lost is not None:
             raise ShardGroupLost(self._lost_line())
-        self.group = joined[0]
+        import mlx.core as mx
+
+        try:
+            joined = mx.distributed.init(strict=True, backend=self.hosts.backend)
+        except Exception as exc:
+            self._lose(f"joining the group failed: {one_line(exc)}")
+            raise ShardGroupLost(self._lost_line()) from None
+        self.group = joined
         if self.group.size() != self.size:
             self._lose(f"the group has {self.group.size()} ranks, not {self.size}")
             raise ShardGroupLost(self._lost_line())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -82,6 +83,25 @@ class Launch:
                 except OSError:
                     pass  # a rank that is gone: the watchdog reports it
 
+    def wait_joining(self, timeout: float) -> RankProcess | str | None:
+        """Until every rank has said it is joining the group: None, or the first rank that
+        exited (a :class:`RankProcess`), or why the wait ended ("timeout")."""
+        waiting = {r.process.stdout.fileno(): r for r in self.ranks if r.process.stdout}
+        end = time.monotonic() + timeout
+        while waiting:
+            dead = self.first_dead()
+            if dead is not None:
+                return dead
+            left = end - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            ready, _, _ = select.select(list(waiting), [], [], min(left, 0.2))
+            for fd in ready:
+                line = os.read(fd, 64)
+                if b"joining" in line:
+                    del waiting[fd]
+        return None
+
     def first_dead(self) -> RankProcess | None:
         return next((r for r in self.ranks if r.exit_code() is not None), None)
 
@@ -97,7 +117,8 @@ class Launch:
                 time.sleep(0.05)
         for r in self.ranks:
             if r.process.stdin is not None:
-                r.process.stdin.close()
+                with contextlib.suppress(OSError):  # a dead rank's pipe
+                    r.process.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 r.process.wait(timeout=grace)
 
@@ -143,7 +164,7 @@ def start(hosts: Hosts, python: str | None = None) -> Launch:
                 cmd,
                 env=child_env,
                 stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,  # one line, "joining", then nothing (rank.py)
                 stderr=stderr,
                 start_new_session=True,
             )

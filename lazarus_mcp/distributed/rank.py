@@ -47,6 +47,12 @@ def main() -> None:
 
     rank = os.environ.get("MLX_RANK", "?")
     try:
+        # Rank 0 joins once every rank has said this (``launch.Launch.wait_joining``); stdout
+        # then goes nowhere, so nothing a library prints can fill the pipe and block us.
+        sys.stdout.write("joining\n")
+        sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
         group = mx.distributed.init(
             strict=True, backend=os.environ.get("LAZARUS_SHARD_BACKEND", "ring")
         )
