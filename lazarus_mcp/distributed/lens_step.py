@@ -89,7 +89,6 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
     rows = my_rows(request["rows"], rank, split)
     blocks = [r for r in rows if r is not None]
     mine_all = list(range(first, end))
-    needs_every = set(blocks) != set(mine_all)
     lens = make_lens(loaded, request["lens"])
     sent: list[mx.array] = []
     with loaded.scope():
@@ -101,7 +100,9 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
             inputs=[0] if None in rows else [],
             embedding_factor=request["factor"],
             windows=loaded.sliding_windows,
-            every_at=mx.array(anchors, dtype=mx.int32)[:, None, None] if needs_every else None,
+            # Every block at each prompt's last position (the milestones), always: the ranks'
+            # columns must have one shape to be joined (top-1, no tracked tokens).
+            every_at=mx.array(anchors, dtype=mx.int32)[:, None, None],
             stage=_stage(group, rank, split, sent),
         )
         mx.eval(*sent, *tapped.outputs.values(), *tapped.inputs.values(), *tapped.every.values())
@@ -122,18 +123,8 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
         spec = CellSpec(lens, rows, last, request["top_k"], request["tracked"])
         # A middle rank may hold none of the displayed rows (it still runs its blocks).
         result = cell_stats(spec, hidden, own, own_rows=cells) if rows else None
-        if needs_every or result is None:
-            every: dict[Row, mx.array] = {i: tapped.every[i][:, 0] for i in mine_all}
-            at_blocks = cell_stats(CellSpec(lens, mine_all, last), every, own, anchor_cells)
-        else:
-            in_order = result.rows_at(mine_all)
-            at_blocks = Cells(
-                rows=in_order.rows,
-                **{
-                    k: np.take(v, at_anchor, axis=1 if k in _ROW_FIELDS else 0)
-                    for k, v in pack_cells(in_order).items()
-                },
-            )
+        every: dict[Row, mx.array] = {i: tapped.every[i][:, 0] for i in mine_all}
+        at_blocks = cell_stats(CellSpec(lens, mine_all, last), every, own, anchor_cells)
         fidelity = []
         if is_last:
             last_hidden = tapped.outputs[last].reshape(-1, tapped.outputs[last].shape[-1])
@@ -146,6 +137,3 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
         "fidelity": [f.model_dump() for f in fidelity],
     }
     return wire.pack(arrays, meta)
-
-
-_ROW_FIELDS = {f.name for f in fields(Cells) if f.metadata.get("cell_axis") == 1}
