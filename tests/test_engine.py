@@ -14,11 +14,11 @@ from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.analyses.attribution import attribute_loaded
 from lazarus_mcp.analyses.batch import analyze_many
 from lazarus_mcp.analyses.compare import compare_loaded
-from lazarus_mcp.lens import readout
+from lazarus_mcp.lens import cells, readout
 from lazarus_mcp.lens.head import LensHead
-from lazarus_mcp.lens.readout import TranslatorLens
+from lazarus_mcp.lens.readout import Lens, TranslatorLens
 from lazarus_mcp.modeling.loading import LoadedModel, load
-from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime import limits, worker
 from lazarus_mcp.schema import AnalysisConfig, AttributionConfig, LayerStrategy
 from tests.conftest import PARITY
 
@@ -202,3 +202,41 @@ def test_milestones_read_every_block_whatever_is_displayed() -> None:
         compare_loaded, loaded, loaded, PROMPT, PROMPT, AnalysisConfig(custom_layers=[5])
     )
     assert compared.a.milestones == every.milestones
+
+
+class _Counting(Lens):
+    """A plain linear lens that cancels its job on its first projection."""
+
+    def __init__(self, weight: mx.array, job: limits.Interrupt) -> None:
+        self.weight = weight
+        self.job = job
+        self.calls = 0
+
+    def readout(self, hidden: mx.array, layer: int | None) -> mx.array:
+        self.calls += 1
+        self.job.cancel()
+        return hidden @ self.weight
+
+
+def test_the_cell_statistics_stop_between_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call past its deadline stops within a chunk: one cell per chunk, cancelled during
+    the first, so the second never starts."""
+    rng = np.random.default_rng(0)
+    weight = mx.array(rng.standard_normal((8, 50)).astype(np.float32))
+    hidden: dict[int | None, mx.array] = {0: mx.array(rng.standard_normal((6, 8)), mx.float32)}
+    own = mx.array(rng.standard_normal((6, 50)).astype(np.float32))
+    monkeypatch.setattr(cells, "CHUNK_BYTES", 1)
+    job = limits.Interrupt.after(None)
+    lens = _Counting(weight, job)
+    spec = cells.CellSpec(lens, [0, 1], last=1, top_k=3)
+    whole = cells.cell_stats(spec, hidden, own)  # no job on this thread: runs to the end
+    assert whole.num_cells == 6 and lens.calls == 6
+    lens.calls = 0
+    lens.job = job = limits.Interrupt.after(None)  # the first run cancelled the other one
+    limits.set_interrupt(job)
+    try:
+        with pytest.raises(limits.CallInterrupted):
+            cells.cell_stats(spec, hidden, own)
+    finally:
+        limits.set_interrupt(None)
+    assert lens.calls == 1

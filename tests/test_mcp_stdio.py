@@ -8,6 +8,7 @@ Also the identity of the three interfaces: for the same inputs, ``lazarus intros
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -35,7 +36,11 @@ LLAMA = str(PARITY / "llama")
 
 @asynccontextmanager
 async def spawned(*args: str, errlog: Any = sys.stderr) -> AsyncIterator[ClientSession]:
-    params = StdioServerParameters(command=console_script("lazarus-mcp"), args=list(args))
+    # The whole environment: the SDK's default passes only HOME and PATH, so a PYTHONPATH naming
+    # the code under test would be lost and an installed copy would answer.
+    params = StdioServerParameters(
+        command=console_script("lazarus-mcp"), args=list(args), env=dict(os.environ)
+    )
     async with (
         stdio_client(params, errlog=errlog) as (read, write),
         ClientSession(read, write) as session,

@@ -14,6 +14,7 @@ from lazarus_mcp.analyses import guards
 from lazarus_mcp.analyses.prompt_lens import LensRequest, PromptLens
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens.cells import Column, Row, check_top_k
+from lazarus_mcp.lens.interrupt import check_interrupt
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.lens.positions import select_positions
@@ -190,6 +191,20 @@ def block_milestones(text: TokenText, blocks: Column) -> Milestones:
     )
 
 
+def _position_lens(
+    text: TokenText, encoded: EncodedPrompt, plan: LensPlan, position: int, column: Column
+) -> PositionLens:
+    check_interrupt()  # a grid of thousands of positions takes seconds to describe
+    return PositionLens(
+        position=position,
+        token=text(encoded.token_ids[position]),
+        token_id=encoded.token_ids[position],
+        final_prediction=_top(text, column.final_top_ids.tolist(), column.final_top_probs.tolist()),
+        layer_predictions=_layer_predictions(text, column),
+        token_evolutions=_evolutions(text, plan.tracked, column),
+    )
+
+
 def build_result(
     loaded: LoadedModel,
     prompt: str,
@@ -209,18 +224,7 @@ def build_result(
     grid = None
     if config.positions != "last":
         grid = [
-            PositionLens(
-                position=p,
-                token=text(encoded.token_ids[p]),
-                token_id=encoded.token_ids[p],
-                final_prediction=_top(
-                    text,
-                    lens.positions[p].final_top_ids.tolist(),
-                    lens.positions[p].final_top_probs.tolist(),
-                ),
-                layer_predictions=_layer_predictions(text, lens.positions[p]),
-                token_evolutions=_evolutions(text, plan.tracked, lens.positions[p]),
-            )
+            _position_lens(text, encoded, plan, p, lens.positions[p])
             for p in select_positions(config.positions, len(encoded.token_ids))
         ]
     return AnalysisResult(

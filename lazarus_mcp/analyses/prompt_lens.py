@@ -62,23 +62,30 @@ class LensPass:
 def lens_pass(
     model: nn.Module,
     request: LensRequest,
-    rows: list[list[int]],
+    token_rows: list[list[int]],
     wanted: list[list[int]],
     anchors: list[int],
     picks: np.ndarray | None = None,
 ) -> LensPass:
-    """One forward of ``rows`` (token ids, right-padded); the cells at each row's ``wanted``
+    """One forward of ``token_rows`` (right-padded); the cells at each row's ``wanted``
     positions (sorted; the ``anchors`` among them); ``picks``: one token per cell, in order."""
     last = request.last
     every_block = list(range(last + 1))
-    needs_every = set(request.blocks) != set(every_block)
+    rows: list[Row] = request.rows
+    if set(request.blocks) != set(every_block) and all(
+        w == [a] for w, a in zip(wanted, anchors, strict=True)
+    ):
+        # Only the anchors are read: the cells run over every block at once, one projection.
+        rows = [None, *every_block] if None in request.rows else [*every_block]
+    blocks_of_rows = [r for r in rows if r is not None]
+    needs_every = set(blocks_of_rows) != set(every_block)
     anchor_index = mx.array(anchors, dtype=mx.int32)[:, None, None]
     tapped = tapped_forward(
         model,
-        pad_batch(rows),
+        pad_batch(token_rows),
         position_index(wanted),
-        outputs=sorted({*request.blocks, last}),
-        inputs=[0] if None in request.rows else [],
+        outputs=sorted({*blocks_of_rows, last}),
+        inputs=[0] if None in rows else [],
         embedding_factor=request.embedding_factor,
         windows=request.windows,
         every_at=anchor_index if needs_every else None,
@@ -89,12 +96,12 @@ def lens_pass(
     starts = [sum(len(w) for w in wanted[:b]) for b in range(len(wanted))]
     at_anchor = [starts[b] + wanted[b].index(a) for b, a in enumerate(anchors)]
     cells = mx.array(flat)
-    states: dict[Row, mx.array] = {r: tapped.outputs[r] for r in request.blocks}
-    if None in request.rows:
+    states: dict[Row, mx.array] = {r: tapped.outputs[r] for r in blocks_of_rows}
+    if None in rows:
         states[None] = tapped.inputs[0]
     hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in states.items()}
     own = tapped.logits.reshape(-1, tapped.logits.shape[-1])
-    spec = CellSpec(request.lens, request.rows, last, request.top_k, request.tracked)
+    spec = CellSpec(request.lens, rows, last, request.top_k, request.tracked)
     result = cell_stats(spec, hidden, own, own_rows=cells, picks=picks)
     anchor_cells = mx.array([flat[k] for k in at_anchor])
     if needs_every:
@@ -102,10 +109,12 @@ def lens_pass(
         block_cells = cell_stats(
             CellSpec(request.lens, every_block, last), every, own, own_rows=anchor_cells
         )
-        blocks = [block_cells.column(b) for b in range(len(rows))]
+        blocks = [block_cells.column(b) for b in range(len(token_rows))]
     else:
         in_order = result.rows_at(every_block)
         blocks = [in_order.column(k) for k in at_anchor]
+    if rows != request.rows:
+        result = result.rows_at(request.rows)
     last_hidden = tapped.outputs[last].reshape(-1, tapped.outputs[last].shape[-1])
     fidelity = fidelities(request.lens, last, last_hidden[anchor_cells], own[anchor_cells])
     return LensPass(result, starts, blocks, fidelity)

@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from lazarus_mcp.errors import TokenResolutionError
+from lazarus_mcp.lens.interrupt import check_interrupt
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -120,7 +121,9 @@ class TokenText:
     def _by_text(self) -> dict[str, int]:
         """Display text -> id over the whole vocabulary (lowest id wins on collisions)."""
         table: dict[str, int] = {}
-        for token_id in sorted(self.tokenizer.get_vocab().values()):
+        for n, token_id in enumerate(sorted(self.tokenizer.get_vocab().values())):
+            if n % 8192 == 0:
+                check_interrupt()  # a 262k vocabulary takes a while; nothing is cached if stopped
             table.setdefault(self(token_id), token_id)
         return table
 
