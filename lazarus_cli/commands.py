@@ -27,6 +27,7 @@ import typer
 
 from lazarus_cli.options import (
     LIMIT_OPTIONS,
+    Backend,
     Device,
     Dtype,
     raise_limits,
@@ -169,6 +170,39 @@ _COMMON = [
         ],
     ),
     inspect.Parameter(
+        "shards",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=1,
+        annotation=Annotated[
+            int,
+            typer.Option(
+                "--shards",
+                min=1,
+                max=64,
+                help="Split the model over N local processes (ring on 127.0.0.1); results "
+                "equal one process's. docs/distributed.md.",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "hostfile",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            str | None,
+            typer.Option("--hostfile", help="Split over the hosts of an mlx.launch hostfile."),
+        ],
+    ),
+    inspect.Parameter(
+        "backend",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Backend | None,
+            typer.Option("--backend", help="With --hostfile: ring (TCP) or jaccl (RDMA)."),
+        ],
+    ),
+    inspect.Parameter(
         "verbose",
         inspect.Parameter.KEYWORD_ONLY,
         default=False,
@@ -182,7 +216,15 @@ _COMMON_NAMES = {p.name for p in _COMMON}
 class CliSession:
     """Models opened with the command's --dtype and --device; progress on the terminal."""
 
-    def __init__(self, dtype: Dtype, device: Device | None, requantize: int | None = None) -> None:
+    def __init__(
+        self,
+        dtype: Dtype,
+        device: Device | None,
+        requantize: int | None = None,
+        shards: int = 1,
+        hostfile: str | None = None,
+        backend: Backend | None = None,
+    ) -> None:
         from lazarus_cli.progress import TerminalProgress
         from lazarus_mcp.modeling.options import LoadOptions
         from lazarus_mcp.runtime.cache import default_cache
@@ -191,7 +233,12 @@ class CliSession:
             fail(f"--requantize must be 4 or 8, not {requantize}")
         self._cache = default_cache()
         self._options = LoadOptions(
-            dtype=dtype.value, device=device.value if device else None, requantize=requantize
+            dtype=dtype.value,
+            device=device.value if device else None,
+            requantize=requantize,
+            shards=shards,
+            hostfile=hostfile,
+            backend=backend.value if backend else None,
         )
         self.bar = TerminalProgress()
 
@@ -304,7 +351,14 @@ def run(
     from lazarus_mcp.schema import to_json
     from lazarus_mcp.tools.calls import invoke
 
-    session = CliSession(given["dtype"], given["device"], given["requantize"])
+    session = CliSession(
+        given["dtype"],
+        given["device"],
+        given["requantize"],
+        given["shards"],
+        given["hostfile"],
+        given["backend"],
+    )
     deadline: list[limits.Interrupt] = []
 
     async def work() -> Any:

@@ -29,6 +29,14 @@ class Device(str, Enum):
     gpu = "gpu"
 
 
+class Backend(str, Enum):
+    """mx.distributed backends lazarus starts ranks for (``--shards``, ``--hostfile``)."""
+
+    ring = "ring"
+    jaccl = "jaccl"
+    mpi = "mpi"
+
+
 def setup_logging(verbose: bool) -> None:
     from lazarus_mcp.runtime.process import prepare_entry_point
 

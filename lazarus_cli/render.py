@@ -44,6 +44,16 @@ def model_header(info: ModelInfo) -> list[str]:
     if info.matmul != "mlx" or info.weight_dtype != info.compute_dtype:
         lines.append(f"  Linear layers: {info.matmul} on {info.weight_dtype} weights")
     lines.append(f"  Support: {info.support}")
+    if info.sharding is not None:
+        s = info.sharding
+        lines.append(f"  Shards: {s.ranks} ranks over {s.backend}")
+        for rank, (held, size, rss, host) in enumerate(
+            zip(s.holds, s.weight_bytes_per_rank, s.resident_bytes_per_rank, s.hosts, strict=True)
+        ):
+            lines.append(
+                f"    rank {rank} on {host}: {held}; weights {size / 2**20:.1f} MiB, "
+                f"resident {rss / 2**20:.1f} MiB"
+            )
     return lines
 
 

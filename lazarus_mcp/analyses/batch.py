@@ -90,7 +90,11 @@ def analyze_encoded(
     """The results of prompts that run as one padded forward pass, in their order.
 
     Multi-token tracked strings are scored as continuations: one forward per prompt, its rows
-    the prompt followed by each string's pieces."""
+    the prompt followed by each string's pieces. A model split over processes carries its
+    ``pipeline``, which runs the same lens rank by rank (``lazarus_mcp/distributed``)."""
+    pipeline = getattr(loaded, "pipeline", None)
+    if pipeline is not None:
+        return pipeline.analyze_encoded(loaded, prompts, encoded, config, plan)
     with loaded.scope():
         if plan.multi_token:
             pieces = [list(t.piece_ids) for t in plan.tracked if t.multi_token]

@@ -48,8 +48,12 @@ class _Block:
         truncate: bool = False,
         mask: mx.array | None = None,
         every_index: mx.array | None = None,
+        receive: Callable[[mx.array], mx.array] | None = None,
+        send: Callable[[mx.array], mx.array] | None = None,
     ) -> None:
         self._block = block
+        self._receive = receive
+        self._send = send
         self._index = index
         self._every_index = every_index
         self._keep_input = keep_input
@@ -71,6 +75,8 @@ class _Block:
                 kwargs["mask"] = self._mask
             else:
                 args = (args[0], self._mask, *args[2:])
+        if self._receive is not None:
+            args = (self._receive(args[0]), *args[1:])
         if self._keep_input:
             self.input = self._gather(args[0])
         if self._mid is None:
@@ -80,6 +86,8 @@ class _Block:
             with _swapped(self._block, self._mid, keep):
                 out = self._block(*args, **kwargs)
             self.mid = keep.captured
+        if self._send is not None:
+            out = _replace_hidden(out, self._send(out[0] if isinstance(out, tuple) else out))
         _between_blocks(out)
         hidden = out[0] if isinstance(out, tuple) else out
         if self._every_index is not None:
@@ -96,6 +104,49 @@ class _Block:
     def __getattr__(self, name: str) -> Any:
         # The model's loop may read block attributes (e.g. ``use_sliding``).
         return getattr(self._block, name)
+
+
+def _replace_hidden(out: Any, hidden: mx.array) -> Any:
+    return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+
+class _Elsewhere:
+    """Stands in for a block another pipeline stage runs (:class:`Stage`): hands its input on.
+
+    Its weights are not loaded here; the stream it passes is replaced where this stage's first
+    block receives the real one, so only its shape matters. As the model's last block it keeps
+    only the gathered positions, so the head after it runs on [B, P, D]. The model's loop may
+    read block attributes (``use_sliding``): they come from the block it stands in for."""
+
+    def __init__(self, block: Any, index: mx.array, truncate: bool) -> None:
+        self._block = block
+        self._index = index
+        self._truncate = truncate
+
+    def __call__(self, hidden: mx.array, *args: Any, **kwargs: Any) -> mx.array:
+        if not self._truncate:
+            return hidden
+        return mx.take_along_axis(hidden, self._index, axis=1)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._block, name)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage's part of the forward: blocks ``first`` .. ``end`` - 1 run here.
+
+    ``receive`` gives the stream entering block ``first`` (from the previous stage) in place of
+    what the model's forward computed up to it; ``send`` hands block ``end`` - 1's output to the
+    next stage and returns an array that performs the send when evaluated. The rest of the
+    model's own forward still runs here (its masks, positions, embedding scale); the blocks of
+    other stages pass the stream through (:class:`_Elsewhere`). Tensor parallelism would shard
+    inside each block and keep the whole range (``lazarus_mcp/distributed``)."""
+
+    first: int
+    end: int
+    receive: Callable[[mx.array], mx.array] | None = None
+    send: Callable[[mx.array], mx.array] | None = None
 
 
 class _KeepInput:
@@ -247,6 +298,7 @@ def tapped_forward(
     windows: dict[int, int] | None = None,
     cache: list[Any] | None = None,
     every_at: mx.array | None = None,
+    stage: Stage | None = None,
 ) -> Tapped:
     """One forward pass of the model's own code over ``ids`` [B, T] with every block wrapped.
 
@@ -260,12 +312,16 @@ def tapped_forward(
     ``ids`` are the next tokens after those already in the cache, ``index`` counts from the
     first of them, and the cache is extended in place. The masks are the model's own except on
     blocks whose full KV cache the port would mask without the family's window.
+
+    With ``stage``, only its blocks run here (and only theirs can be kept); ``logits`` is the
+    model's output only on the stage that runs the last block.
     """
     blocks = block_list(model)
     last = len(blocks) - 1
+    first, end = (stage.first, stage.end) if stage is not None else (0, len(blocks))
     if mid is not None:
-        for i, block in enumerate(blocks):
-            if mid not in block:
+        for i in range(first, end):
+            if mid not in blocks[i]:
                 raise UnsupportedModelError(
                     f"block {i} has no '{mid}' module to read its attention output by"
                 )
@@ -274,7 +330,7 @@ def tapped_forward(
     else:
         masks = step_masks(cache, ids.shape[1], windows or {})
     # Every block is wrapped, so a call can be stopped between any two (runtime/limits.py).
-    wrapped = [
+    wrapped: list[_Block | _Elsewhere] = [
         _Block(
             blocks[i],
             index,
@@ -284,7 +340,11 @@ def tapped_forward(
             truncate=i == last,
             mask=masks.get(i),
             every_index=every_at,
+            receive=stage.receive if stage is not None and i == first else None,
+            send=stage.send if stage is not None and i == end - 1 else None,
         )
+        if first <= i < end
+        else _Elsewhere(blocks[i], index, truncate=i == last)
         for i in range(len(blocks))
     ]
     with ExitStack() as stack:
@@ -298,10 +358,14 @@ def tapped_forward(
     tapped = Tapped({}, {}, {}, logits)
     if every_at is not None:
         for i, block in enumerate(wrapped):
+            if not isinstance(block, _Block):
+                continue  # another stage's block (``Stage``)
             if block.every is None:
                 raise RuntimeError(f"the model's forward never ran block {i} as a whole")
             tapped.every[i] = block.every
     for i, block in enumerate(wrapped):
+        if not isinstance(block, _Block):
+            continue
         kept = [
             (tapped.inputs, block.input, i in inputs),
             (tapped.mids, block.mid, mid is not None),

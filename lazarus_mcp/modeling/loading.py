@@ -6,8 +6,10 @@ Runs on the MLX worker thread (it creates MLX arrays), inside the model's device
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.modeling.safe_files import check_checkpoint_files
 from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
 from lazarus_mcp.modeling.weights import check_weights
+from lazarus_mcp.runtime.limits import current as current_limits
 from lazarus_mcp.schema import ModelInfo, QuantizationInfo
 
 logger = logging.getLogger(__name__)
@@ -248,16 +251,22 @@ def load_failure(path: Path, exc: Exception) -> str:
     return f"could not load the model in {path}: {text}".splitlines()[0][:500]
 
 
-def load(model_id: str, options: LoadOptions | None = None) -> LoadedModel:
+def load(
+    model_id: str,
+    options: LoadOptions | None = None,
+    keep: Callable[[Any, FamilySpec | None], None] | None = None,
+) -> LoadedModel:
     """Load a model for the lens. Raises a :class:`LazarusError` for anything the user can fix.
 
     The model is built and converted on its own device (a stream scope, not MLX's process-wide
     default), and every later call on it runs in the same scope (:meth:`LoadedModel.scope`).
+    ``keep`` (a pipeline stage, ``distributed/stage_load.py``) drops the modules this process
+    does not run from the lazily built model before any weight is read.
     """
     options = options or LoadOptions()
     device = _device_name(options)
     with mx.stream(getattr(mx, device)):
-        return _load(model_id, options, device)
+        return _load(model_id, options, device, keep)
 
 
 @dataclass
@@ -279,10 +288,20 @@ def _format_fields(header: GGUFHeader | None) -> dict[str, Any]:
     return {"format": "gguf", "file_type": header.file_type, "tensor_types": header.type_counts}
 
 
-def _load(model_id: str, options: LoadOptions, device: str) -> LoadedModel:
+def _load(
+    model_id: str,
+    options: LoadOptions,
+    device: str,
+    keep: Callable[[Any, FamilySpec | None], None] | None = None,
+) -> LoadedModel:
+    """``keep``: a pipeline stage's hook (``distributed/``) dropping the blocks it does not run,
+    after the model is built and before any weight is read."""
     path = resolve_model_path(model_id)
-    built = _build_gguf(path, options, device) if is_gguf(path) else _build(path, options, device)
-    return _describe(model_id, path, built, options, device)
+    if is_gguf(path):
+        built = _build_gguf(path, options, device)
+    else:
+        built = _build(path, options, device, keep is not None)
+    return _describe(model_id, path, built, options, device, keep)
 
 
 def _build_gguf(path: Path, options: LoadOptions, device: str) -> _Built:
@@ -321,7 +340,7 @@ def _gguf_need(header: GGUFHeader, options: LoadOptions, device: str) -> int:
     return gguf_loading.loaded_bytes(header, itemsize)
 
 
-def _build(path: Path, options: LoadOptions, device: str) -> _Built:
+def _build(path: Path, options: LoadOptions, device: str, staged: bool = False) -> _Built:
     from mlx_lm.utils import load_model, load_tokenizer
 
     config = read_config(path)
@@ -332,11 +351,16 @@ def _build(path: Path, options: LoadOptions, device: str) -> _Built:
     # Before mlx-lm builds anything from the config: the files, the weights' shapes, the budget.
     refuse_remote_code(config)
     check_checkpoint_files(path)
-    check_weights(path, config)
+    # A pipeline stage checks its own share against the budget (``keep``), not the whole model.
+    check_weights(
+        path, config, dataclasses.replace(current_limits(), memory_budget=None) if staged else None
+    )
     classes, build_notes = _model_classes(spec, config)
     try:
         # Lazy when converting: _apply_plan then reads each tensor only when converting it.
-        lazy = not (options.dtype == "native" or (options.dtype == "auto" and device != "cpu"))
+        lazy = staged or not (
+            options.dtype == "native" or (options.dtype == "auto" and device != "cpu")
+        )
         overrides = spec.mlx_overrides(config) if spec else {}
         model, config = load_model(
             path, lazy=lazy, model_config=overrides, get_model_classes=classes
@@ -357,7 +381,12 @@ def _build(path: Path, options: LoadOptions, device: str) -> _Built:
 
 
 def _describe(
-    model_id: str, path: Path, built: _Built, options: LoadOptions, device: str
+    model_id: str,
+    path: Path,
+    built: _Built,
+    options: LoadOptions,
+    device: str,
+    keep: Callable[[Any, FamilySpec | None], None] | None = None,
 ) -> LoadedModel:
     model, config, tokenizer, spec = built.model, built.config, built.tokenizer, built.spec
     family = str(config.get("model_type"))
@@ -367,6 +396,8 @@ def _describe(
     names = spec.text(config)[0].names if spec else None
     if names is not None:
         _check_embedding(model, names)
+    if keep is not None:
+        keep(model, spec)
     hidden = model_config.hidden_size(config) or int(embedding(model).weight.shape[-1])
     vocab = _vocab_rows(model, names)
     tied = unembedding_module(model, names.unembedding if names else None) is None

@@ -19,6 +19,14 @@ class LoadOptions:
     device: str | None = None
     # GGUF files: quantize the dequantized (K-quant) layers to MLX affine at this many bits.
     requantize: int | None = None
+    # Split over processes (lazarus_mcp/distributed): N local ranks, or a hostfile's hosts.
+    shards: int = 1
+    hostfile: str | None = None
+    backend: str | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.shards > 1 or self.hostfile is not None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -27,3 +35,7 @@ class LoadOptions:
             raise ValueError(f"device must be cpu or gpu, not {self.device!r}")
         if self.requantize not in (None, 4, 8):
             raise ValueError(f"requantize must be 4 or 8, not {self.requantize!r}")
+        if self.backend not in (None, "ring", "jaccl", "mpi"):
+            raise ValueError(f"backend must be ring, jaccl or mpi, not {self.backend!r}")
+        if not 1 <= self.shards <= 64:
+            raise ValueError(f"shards must be between 1 and 64, not {self.shards}")

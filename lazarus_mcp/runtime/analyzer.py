@@ -43,7 +43,9 @@ def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> Analys
 
 def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> AttributionResult:
     from lazarus_mcp.analyses.attribution import attribute_loaded
+    from lazarus_mcp.distributed.pipeline import refuse
 
+    refuse(loaded, "attribute")
     return attribute_loaded(loaded, prompt, config)
 
 
@@ -51,7 +53,10 @@ def _compare(
     a: LoadedModel, b: LoadedModel, prompt_a: str, prompt_b: str, config: AnalysisConfig
 ) -> CompareResult:
     from lazarus_mcp.analyses.compare import compare_loaded
+    from lazarus_mcp.distributed.pipeline import refuse
 
+    refuse(a, "compare")
+    refuse(b, "compare")
     return compare_loaded(a, b, prompt_a, prompt_b, config)
 
 

@@ -36,6 +36,10 @@ def _load_on_worker(model_id: str, options: LoadOptions) -> LoadedModel:
     from lazarus_mcp.runtime.process import prepare_process
 
     prepare_process()
+    if options.sharded:
+        from lazarus_mcp.distributed.pipeline import load_sharded
+
+        return load_sharded(model_id, options)
     from lazarus_mcp.modeling.loading import load
 
     return load(model_id, options)
@@ -60,7 +64,14 @@ def _as_requested(loaded: LoadedModel, model_id: str) -> LoadedModel:
 
 
 class ModelCache:
-    def __init__(self, max_models: int = 2, memory_budget: int | None = None) -> None:
+    def __init__(
+        self,
+        max_models: int = 2,
+        memory_budget: int | None = None,
+        default_options: LoadOptions | None = None,
+    ) -> None:
+        # How a model asked for without options loads (``lazarus-mcp --shards N``).
+        self.default_options = default_options or LoadOptions()
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.max_models = max_models
@@ -113,7 +124,7 @@ class ModelCache:
         except NotCachedError:
             # A hub download: slow, and not the event loop's work.
             path = await anyio.to_thread.run_sync(resolve_model_path, model_id)
-        future = self._future(path, model_id, options or LoadOptions())
+        future = self._future(path, model_id, options or self.default_options)
         if not future.done():
             await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
         # Loaded: no helper thread, so a cheap call never queues behind the thread limiter
@@ -133,7 +144,7 @@ class ModelCache:
         except Exception:
             return None
         with self._mutex:
-            future = self._entries.get((str(path), options or LoadOptions()))
+            future = self._entries.get((str(path), options or self.default_options))
         if future is None or not future.done() or future.exception():
             return None
         return _as_requested(future.result(), model_id)

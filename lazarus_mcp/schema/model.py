@@ -28,6 +28,22 @@ class RequantizationInfo(BaseModel):
     final_top1_agrees: bool = Field(description="The last block's (the model's) top-1 unchanged.")
 
 
+class ShardingInfo(BaseModel):
+    """How a model's blocks are split over the ranks of a shard group (``--shards``)."""
+
+    ranks: int = Field(description="Processes holding the model; rank 0 answers.")
+    layers_per_rank: list[int] = Field(description="Blocks each rank runs, rank 0 first.")
+    layer_ranges: list[list[int]] = Field(description="[first, last] block of each rank.")
+    holds: list[str] = Field(description="What each rank holds, in words.")
+    weight_bytes_per_rank: list[int] = Field(description="Bytes of each rank's loaded weights.")
+    resident_bytes_per_rank: list[int] = Field(
+        description="Resident memory each rank's load added (measured RSS; a process's first "
+        "load also counts one-time allocations of MLX and the tokenizer)."
+    )
+    backend: str = Field(description="mx.distributed backend: ring, jaccl or mpi.")
+    hosts: list[str] = Field(description="Each rank's host.")
+
+
 class ModelInfo(BaseModel):
     """What the lens needs to know about a model, read from its config and weights."""
 
@@ -92,4 +108,7 @@ class ModelInfo(BaseModel):
     corrections: list[str] = Field(
         default_factory=list,
         description="Where the MLX port departs from the reference architecture and was corrected.",
+    )
+    sharding: ShardingInfo | None = Field(
+        None, description="Set when the model is split over several processes (--shards)."
     )

@@ -67,6 +67,9 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    shards: int = 1
+    hostfile: str | None = None
+    backend: str | None = None
     log_level: str = "INFO"
 
 
@@ -126,6 +129,22 @@ def serve(
         str | None,
         typer.Option(envvar=TOKEN_ENV, help="Bearer token every HTTP request must carry."),
     ] = None,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Split every model over N local processes (ring backend on 127.0.0.1); this "
+            "process is rank 0. docs/distributed.md.",
+        ),
+    ] = 1,
+    hostfile: Annotated[
+        str | None,
+        typer.Option(help="Split every model over the hosts of an mlx.launch hostfile (JSON)."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="ring (TCP) or jaccl (RDMA over Thunderbolt 5).")
+    ] = None,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -136,6 +155,8 @@ def serve(
     Tools: analyze, track_tokens, attribute, compare, model_info, loaded_models.
 
     Logs go to stderr. Limits and the threat model: docs/security.md."""
+    if backend not in (None, "ring", "jaccl", "mpi"):
+        raise typer.BadParameter(f"--backend must be ring, jaccl or mpi, not {backend!r}")
     allowed = list(allow_model or [])
     allowed += [p for p in os.environ.get(ALLOW_ENV, "").split(os.pathsep) if p]
     options = ServerOptions(
@@ -151,6 +172,9 @@ def serve(
         host=host,
         port=port,
         token=token,
+        shards=shards,
+        hostfile=hostfile,
+        backend=backend,
         log_level=log_level.value,
     )
     if options.transport is Transport.streamable_http:
@@ -230,10 +254,16 @@ def run_server(options: ServerOptions) -> None:
             allowed_models=tuple(options.allow_model),
         )
     )
+    from lazarus_mcp.modeling.options import LoadOptions
     from lazarus_mcp.server.app import create_server
     from lazarus_mcp.server.transport import serve_http, serve_stdio
 
-    cache = ModelCache(max_models=options.max_models, memory_budget=options.memory_budget)
+    loading = LoadOptions(shards=options.shards, hostfile=options.hostfile, backend=options.backend)
+    cache = ModelCache(
+        max_models=options.max_models,
+        memory_budget=options.memory_budget,
+        default_options=loading,
+    )
     server = create_server(cache, preload=options.preload)
     if options.transport is Transport.stdio:
         signal.signal(signal.SIGINT, _quit)

@@ -1,0 +1,88 @@
+"""What every rank does with a request, rank 0 included: the same code on every rank, so the
+collectives inside a request line up.
+
+Requests (JSON, broadcast by rank 0): ``load`` a model's share, ``lens`` (``lens_step``),
+``stop``. Each carries ``alive``, the models rank 0 still holds; the others are dropped. A load
+that fails on a rank answers its one-line error (every rank answers; nothing is out of step); a
+lens step that fails part-way cannot be answered and ends the rank (``rank.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+
+from lazarus_mcp.distributed import wire
+from lazarus_mcp.distributed.lens_step import StageModel, run_lens
+from lazarus_mcp.errors import LazarusError
+from lazarus_mcp.modeling.options import LoadOptions
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc), else its peak (macOS getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+@dataclass
+class RankState:
+    group: Any
+    held: dict[int, StageModel] = field(default_factory=dict)
+
+    def execute(self, request: dict[str, Any]) -> bytes:
+        alive = set(request.get("alive", []))
+        for key in [k for k in self.held if k not in alive and k != request.get("key")]:
+            del self.held[key]
+            gc.collect()
+            mx.clear_cache()
+        op = request["op"]
+        if op == "load":
+            return wire.to_json(self._load(request))
+        if op == "lens":
+            return run_lens(self.group, self.held[request["key"]], request)
+        if op == "ping":
+            return wire.to_json(
+                {"rank": self.group.rank(), "rss": resident_bytes(), "sent": wire.TRAFFIC.sent}
+            )
+        raise ValueError(f"unknown request {op!r}")
+
+    def _load(self, request: dict[str, Any]) -> dict[str, Any]:
+        from lazarus_mcp.distributed.stage_load import load_stage
+
+        before = resident_bytes()
+        options = LoadOptions(dtype=request["dtype"], device=request["device"])
+        try:
+            loaded, split = load_stage(
+                request["model"], options, self.group.rank(), self.group.size()
+            )
+        except LazarusError as exc:
+            return {"ok": False, "error": one_line(exc), "kind": type(exc).__name__}
+        except Exception as exc:
+            return {"ok": False, "error": one_line(exc), "kind": "ModelLoadError"}
+        self.held[request["key"]] = StageModel(loaded, split)
+        gc.collect()
+        return {
+            "ok": True,
+            "rank": self.group.rank(),
+            "ranges": [list(r) for r in split.ranges],
+            "weight_bytes": loaded.nbytes,
+            "resident_bytes": resident_bytes() - before,
+        }
+
+    def held_model(self, key: int) -> StageModel:
+        return self.held[key]

@@ -1,0 +1,163 @@
+"""Rank 0's model: its own share plus the group that holds the rest, behind the same
+``LoadedModel`` every analysis takes, and the lens of a batch over the pipeline.
+
+``load_sharded`` is what the model cache calls for ``LoadOptions(shards=N)`` (or a hostfile);
+``analyze_encoded`` is what ``analyses.batch.analyze_encoded`` hands a sharded model to: the same
+plan, positions and result building, with the forward and the statistics done rank by rank.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lazarus_mcp.distributed import wire
+from lazarus_mcp.distributed.group import ShardGroup, shard_group
+from lazarus_mcp.distributed.hosts import Hosts, local_hosts, read_hostfile
+from lazarus_mcp.distributed.merge import merge
+from lazarus_mcp.distributed.split import holds
+from lazarus_mcp.errors import InvalidRequestError, ModelLoadError, UnsupportedModelError
+from lazarus_mcp.lens.positions import select_positions
+from lazarus_mcp.lens.readout import lens_name
+from lazarus_mcp.modeling.checkpoint import resolve_model_path
+from lazarus_mcp.modeling.loading import LoadedModel
+from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.schema.model import ShardingInfo
+
+if TYPE_CHECKING:
+    from lazarus_mcp.analyses.analysis import LensPlan
+    from lazarus_mcp.lens.tokens import EncodedPrompt
+    from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
+
+_ERRORS = {
+    "UnsupportedModelError": UnsupportedModelError,
+    "InvalidRequestError": InvalidRequestError,
+}
+
+
+@dataclass
+class Pipeline:
+    """The group and this model's key on it (its ranks drop the model once rank 0 does)."""
+
+    group: ShardGroup
+    key: int
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.group.hold(self.key)
+        weakref.finalize(self, self.group.release, self.key)
+
+    def analyze_encoded(
+        self,
+        loaded: ShardedModel,
+        prompts: list[str],
+        encoded: list[EncodedPrompt],
+        config: AnalysisConfig,
+        plan: LensPlan,
+    ) -> list[AnalysisResult]:
+        """What ``analyses.batch.analyze_encoded`` hands a sharded model to (it calls this seam
+        without importing this package)."""
+        return analyze_encoded(loaded, prompts, encoded, config, plan)
+
+
+@dataclass
+class ShardedModel(LoadedModel):
+    pipeline: Pipeline | None = None
+
+
+def hosts_for(options: LoadOptions) -> Hosts:
+    if options.hostfile is not None:
+        return read_hostfile(options.hostfile, options.backend)
+    return local_hosts(options.shards, options.backend or "ring")
+
+
+def load_sharded(model_id: str, options: LoadOptions) -> ShardedModel:
+    """Every rank loads its share of ``model_id``; on the MLX worker thread of rank 0."""
+    hosts = hosts_for(options)
+    group = shard_group(hosts)
+    path = str(resolve_model_path(model_id))
+    key = group.new_key()
+    group.hold(key)
+    request = {
+        "op": "load",
+        "key": key,
+        "model": path,
+        "dtype": options.dtype,
+        "device": options.device,
+    }
+    try:
+        replies = [wire.from_json(r) for r in group.request(request)]
+    finally:
+        group.release(key)
+    for rank, reply in enumerate(replies):
+        if not reply["ok"]:
+            cls = _ERRORS.get(reply["kind"], ModelLoadError)
+            prefix = "" if rank == 0 else f"rank {rank}: "
+            raise cls(prefix + reply["error"])
+    assert group.state is not None
+    held = group.state.held_model(key)
+    loaded = held.loaded
+    ranges = [tuple(r) for r in replies[0]["ranges"]]
+    sharding = ShardingInfo(
+        ranks=group.size,
+        layers_per_rank=held.split.layers_per_rank(),
+        layer_ranges=[[a, b - 1] for a, b in held.split.ranges],
+        holds=[holds(r, held.split, loaded.info.tied_embeddings) for r in range(group.size)],
+        weight_bytes_per_rank=[int(r["weight_bytes"]) for r in replies],
+        resident_bytes_per_rank=[int(r["resident_bytes"]) for r in replies],
+        backend=hosts.backend,
+        hosts=hosts.names(),
+    )
+    info = loaded.info.model_copy(update={"model_id": model_id, "sharding": sharding})
+    fields = {f: getattr(loaded, f) for f in loaded.__dataclass_fields__}
+    fields["info"] = info
+    return ShardedModel(**fields, pipeline=Pipeline(group, key, ranges))
+
+
+def analyze_encoded(
+    loaded: ShardedModel,
+    prompts: list[str],
+    encoded: list[EncodedPrompt],
+    config: AnalysisConfig,
+    plan: LensPlan,
+) -> list[AnalysisResult]:
+    """``analyses.batch.analyze_encoded`` over the pipeline: same positions, same result."""
+    from lazarus_mcp.analyses.analysis import build_result
+
+    if plan.multi_token:
+        raise InvalidRequestError(
+            "multi-token track_tokens are not scored over --shards yet: track single tokens"
+        )
+    assert loaded.pipeline is not None
+    wanted = [
+        sorted({*select_positions(config.positions, len(e.token_ids)), len(e.token_ids) - 1})
+        for e in encoded
+    ]
+    lens_request = plan.request
+    request: dict[str, Any] = {
+        "op": "lens",
+        "key": loaded.pipeline.key,
+        "batch": [e.token_ids for e in encoded],
+        "wanted": wanted,
+        "rows": lens_request.rows,
+        "lens": lens_name(config),
+        "factor": lens_request.embedding_factor,
+        "top_k": lens_request.top_k,
+        "tracked": list(lens_request.tracked),
+    }
+    parts = loaded.pipeline.group.request(request)
+    lenses = merge(parts, lens_request.rows, wanted, loaded.info.num_layers)
+    return [
+        build_result(loaded, prompt, enc, config, plan, lens)
+        for prompt, enc, lens in zip(prompts, encoded, lenses, strict=True)
+    ]
+
+
+def refuse(loaded: LoadedModel, what: str) -> None:
+    """Analyses the pipeline does not run yet say so instead of running on a partial model."""
+    if isinstance(loaded, ShardedModel):
+        raise InvalidRequestError(
+            f"{what} does not run over --shards yet; use analyze or "
+            "track_tokens, or load the model without --shards"
+        )
