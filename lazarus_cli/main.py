@@ -364,6 +364,8 @@ from lazarus_cli import comparisons as _comparisons  # noqa: E402
 del _comparisons
 
 
+from lazarus_cli import lens_commands  # noqa: E402, F401  (``lazarus lens ...``)
+
 # The MCP server, beside ``lazarus-mcp`` with the same options.
 app.command("serve")(serve_and_run)
 

@@ -113,3 +113,13 @@ def identity_of(loaded: LoadedModel) -> ModelIdentity:
         name,
         getattr(mx, info.compute_dtype),
     )
+
+
+def open_lens(path: str | Path, loaded: LoadedModel, allowed: Path | None = None) -> LoadedLens:
+    """A lens directory checked for this model (one-line refusals), ready to read."""
+    from lazarus_mcp.lenses.identity import check_same_model
+    from lazarus_mcp.lenses.lens_dir import load_lens
+
+    lens = load_lens(path, allowed)
+    check_same_model(lens.config.model, identity_of(loaded))
+    return LoadedLens.from_file(lens)
