@@ -15,7 +15,8 @@ Row ``i`` of every ``J_l`` comes from one vector-Jacobian product: a cotangent t
 dimension ``i`` at every valid target position, pulled back through the model's own blocks
 (``perturb.py``) to each source block. ``mx.vmap`` over a batch of such cotangents runs the
 forward once per batch and the backward batched, so the cost is one forward per ``dim_batch``
-rows plus D backward passes per prompt. That is the estimator's inherent price: about
+rows plus D backward passes per prompt (MLX cannot vmap a quantized matmul: a quantized model
+repeats the prompt per row instead, as TransformerLens does, and runs the forward per row). That is the estimator's inherent price: about
 ``2 * D * (non-embedding parameters)`` FLOPs per token (SmolLM2-135M: 122 GFLOP per token).
 
 Progress is reported per batch of rows; the call's deadline is checked between batches; the
@@ -97,14 +98,32 @@ def _prompt_rows(
         _, grads = mx.vjp(lambda *deltas: run(tokens, list(deltas)), zeros, [cotangent])
         return [(g[0].astype(mx.float32) * valid[:, None]).sum(axis=0) / count for g in grads]
 
+    def replicated(cotangents: mx.array) -> list[mx.array]:
+        # Without vmap (MLX has none for quantized matmuls): the prompt repeated per row, as
+        # TransformerLens batches it; the forward then runs once per row instead of per batch.
+        n = cotangents.shape[0]
+        copies = mx.repeat(tokens, n, axis=0)
+        batch_zeros = [mx.zeros((n, length, d_model), dtype=dtype) for _ in settings.sources]
+        _, grads = mx.vjp(
+            lambda *deltas: run(copies, list(deltas)), batch_zeros, [cotangents[:, 0]]
+        )
+        return [(g.astype(mx.float32) * valid[None, :, None]).sum(axis=1) / count for g in grads]
+
     batched = mx.vmap(rows)
     out = [np.zeros((d_model, d_model), dtype=np.float32) for _ in settings.sources]
     for start in range(0, d_model, settings.dim_batch):
         dims = mx.arange(start, min(start + settings.dim_batch, d_model))
         onehot = (mx.arange(d_model)[None, :] == dims[:, None]).astype(dtype)
         cotangents = valid[None, None, :, None] * onehot[:, None, None, :]
-        result = batched(cotangents)
-        mx.eval(result)
+        try:
+            result = batched(cotangents)
+            mx.eval(result)
+        except RuntimeError as exc:
+            if "NYI" not in str(exc):
+                raise
+            batched = replicated
+            result = batched(cotangents)
+            mx.eval(result)
         for matrix, block in zip(out, result, strict=True):
             matrix[start : start + dims.size] = np.array(block)
         on_rows(start + dims.size)
