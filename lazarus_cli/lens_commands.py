@@ -35,7 +35,7 @@ lens_app = typer.Typer(help="Fit, train, import and inspect tuned and Jacobian l
 OutOpt = Annotated[Path, typer.Option("-o", "--output", help="The lens directory to write.")]
 PromptsOpt = Annotated[
     Path | None,
-    typer.Option("--prompts-file", help="One prompt per line, or .jsonl of {\"text\": ...}."),
+    typer.Option("--prompts-file", help='One prompt per line, or .jsonl of {"text": ...}.'),
 ]
 RawOpt = Annotated[
     bool, typer.Option("--raw", help="Tokenize the text alone (default: BOS + text, as TL does).")
@@ -242,7 +242,15 @@ def train_tuned(
         bar.draw(p.step, p.steps, f"step {p.step}/{p.steps} loss {p.loss:.2f}")
 
     lens = _on_worker(
-        jobs.train_tuned_lens, loaded, train, output, recipe, held_seqs, source, time_limit, progress
+        jobs.train_tuned_lens,
+        loaded,
+        train,
+        output,
+        recipe,
+        held_seqs,
+        source,
+        time_limit,
+        progress,
     )
     bar.clear()
     typer.echo(_summary(lens))

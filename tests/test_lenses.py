@@ -22,7 +22,6 @@ from lazarus_mcp.lenses.perturb import perturbable
 from lazarus_mcp.lenses.readout import LoadedLens, open_lens, readout
 from lazarus_mcp.lenses.tuned_train import TunedRecipe
 from lazarus_mcp.modeling.loading import load
-
 from tests.conftest import PARITY
 
 LLAMA = PARITY / "llama"
@@ -91,8 +90,9 @@ def test_fit_is_deterministic_and_resumes(llama, tmp_path) -> None:  # type: ign
 
     checkpoint = tmp_path / "ckpt"
     with pytest.raises(Stop):
-        fit_jacobians(llama.model, prompts, settings, d, checkpoint=checkpoint,
-                      on_progress=stop_after_first)
+        fit_jacobians(
+            llama.model, prompts, settings, d, checkpoint=checkpoint, on_progress=stop_after_first
+        )
     assert json.loads((checkpoint / "state.json").read_text())["n_done"] == 1
     resumed, state = fit_jacobians(llama.model, prompts, settings, d, checkpoint=checkpoint)
     assert state.n_done == 3
@@ -123,8 +123,9 @@ def test_zero_translator_is_the_logit_lens(llama) -> None:  # type: ignore[no-un
     h = mx.random.normal((3, d), key=mx.random.key(1))
     logit = readout(llama.head, h, 2, None)
     assert mx.array_equal(readout(llama.head, h, 2, zero), logit)
-    np.testing.assert_allclose(np.array(readout(llama.head, h, 2, eye)), np.array(logit),
-                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(readout(llama.head, h, 2, eye)), np.array(logit), rtol=1e-6, atol=1e-5
+    )
 
 
 def test_train_tuned_beats_the_logit_lens_and_round_trips(llama, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -164,14 +164,14 @@ def test_pickle_with_a_payload_is_refused_unrun(llama: Any, tmp_path: Path) -> N
     artifact = tmp_path / "evil.pt"
     with open(artifact, "wb") as f:
         pickle.dump({"J": {0: _Payload()}, "d_model": 64}, f)
-    with pytest.raises(LensFileError, match="refused evil.pt") as info:
+    with pytest.raises(LensFileError, match=r"refused evil\.pt") as info:
         import_lens(artifact, identity_of(llama))
     assert "\n" not in str(info.value)
     tuned = tmp_path / "tuned"
     tuned.mkdir()
     (tuned / "config.json").write_text('{"d_model": 64, "num_hidden_layers": 6}')
     torch.save({"0.weight": _Payload()}, tuned / "params.pt")
-    with pytest.raises(LensFileError, match="refused params.pt"):
+    with pytest.raises(LensFileError, match=r"refused params\.pt"):
         import_lens(tuned, identity_of(llama))
     assert not marker.exists()
 

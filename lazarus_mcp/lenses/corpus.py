@@ -84,6 +84,7 @@ def chunked(token_lists: Sequence[Sequence[int]], length: int, bos: int | None) 
 def sample_sequences(model: Any, count: int, length: int, start: int, seed: int) -> list[list[int]]:
     """``count`` sequences of ``length`` tokens sampled from the model, beginning with ``start``."""
     import mlx.core as mx
+    import numpy as np
     from mlx_lm.models.cache import make_prompt_cache
 
     key = mx.random.key(seed)
@@ -97,4 +98,5 @@ def sample_sequences(model: Any, count: int, length: int, start: int, seed: int)
         out.append(tokens)
         logits = model(tokens.astype(mx.int32), cache=cache)[:, -1, :]
         mx.eval(logits)
-    return mx.concatenate(out, axis=1).tolist()
+    sampled: list[list[int]] = np.array(mx.concatenate(out, axis=1)).tolist()
+    return sampled

@@ -39,7 +39,7 @@ MAX_JSON_BYTES = 2**20
 def _torch() -> Any:
     # Our console scripts hide torch from transformers (runtime/process.py); importing a
     # published lens is the one place it is wanted.
-    if "torch" in sys.modules and sys.modules["torch"] is None:
+    if sys.modules.get("torch", sys) is None:
         del sys.modules["torch"]
     try:
         import torch

@@ -16,7 +16,8 @@ dimension ``i`` at every valid target position, pulled back through the model's 
 (``perturb.py``) to each source block. ``mx.vmap`` over a batch of such cotangents runs the
 forward once per batch and the backward batched, so the cost is one forward per ``dim_batch``
 rows plus D backward passes per prompt (MLX cannot vmap a quantized matmul: a quantized model
-repeats the prompt per row instead, as TransformerLens does, and runs the forward per row). That is the estimator's inherent price: about
+repeats the prompt per row instead, as TransformerLens does, and runs the forward per row).
+The backward passes are the estimator's inherent price: about
 ``2 * D * (non-embedding parameters)`` FLOPs per token (SmolLM2-135M: 122 GFLOP per token).
 
 Progress is reported per batch of rows; the call's deadline is checked between batches; the
@@ -109,7 +110,7 @@ def _prompt_rows(
         )
         return [(g.astype(mx.float32) * valid[None, :, None]).sum(axis=1) / count for g in grads]
 
-    batched = mx.vmap(rows)
+    batched: Callable[[mx.array], list[mx.array]] = mx.vmap(rows)
     out = [np.zeros((d_model, d_model), dtype=np.float32) for _ in settings.sources]
     for start in range(0, d_model, settings.dim_batch):
         dims = mx.arange(start, min(start + settings.dim_batch, d_model))

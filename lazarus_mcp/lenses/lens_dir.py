@@ -114,7 +114,9 @@ def resolve_lens_dir(path: str | Path, allowed: Path | None = None) -> Path:
         if not candidate.is_absolute():
             candidate = allowed / candidate
         if not _inside(candidate, allowed):
-            raise LensFileError(f"lens path {str(path)[:200]!r} is outside the allowed lens directory")
+            raise LensFileError(
+                f"lens path {str(path)[:200]!r} is outside the allowed lens directory"
+            )
     if not candidate.is_dir():
         raise LensFileError(f"{str(path)[:200]!r} is not a lens directory")
     for name in (CONFIG_NAME, TENSORS_NAME):

@@ -83,9 +83,7 @@ def perturbable(
     ``deltas[k]`` added to the output of block ``sources[k]``."""
     blocks = block_list(model)
     masks = attention_masks(length, windows or {}, len(blocks))
-    wrapped = {
-        i: _Perturbed(blocks[i], masks.get(i), stop=i == target) for i in range(target + 1)
-    }
+    wrapped = {i: _Perturbed(blocks[i], masks.get(i), stop=i == target) for i in range(target + 1)}
     with ExitStack() as stack:
         for i, block in wrapped.items():
             original = blocks[i]

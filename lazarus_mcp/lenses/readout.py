@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlx.core as mx
+import numpy as np
 
 from lazarus_mcp.errors import UnsupportedModelError
-
 from lazarus_mcp.lens.final_norm import probe_norm
 from lazarus_mcp.lens.head import LensHead
 from lazarus_mcp.lenses.identity import ModelIdentity, probe_indices
@@ -80,7 +80,9 @@ class LoadedLens:
         return weight, None
 
 
-def readout(head: LensHead, hidden: mx.array, layer: int | None, lens: LoadedLens | None) -> mx.array:
+def readout(
+    head: LensHead, hidden: mx.array, layer: int | None, lens: LoadedLens | None
+) -> mx.array:
     """Logits [..., V] of the residual ``hidden`` [..., D] of ``layer`` under ``lens``
     (None: the logit lens)."""
     if lens is not None:
@@ -89,7 +91,13 @@ def readout(head: LensHead, hidden: mx.array, layer: int | None, lens: LoadedLen
 
 
 def model_identity(
-    head: LensHead, family: str, num_layers: int, d_model: int, vocab: int, name: str, dtype: mx.Dtype
+    head: LensHead,
+    family: str,
+    num_layers: int,
+    d_model: int,
+    vocab: int,
+    name: str,
+    dtype: mx.Dtype,
 ) -> ModelIdentity:
     """The identity a lens records and is checked against (``identity.py``)."""
     try:
@@ -97,7 +105,7 @@ def model_identity(
     except UnsupportedModelError:  # an odd width cannot be probed: the shape check remains
         return ModelIdentity(family, num_layers, d_model, vocab, name, [])
     picked = mx.take(gain, mx.array(probe_indices(d_model)))
-    probe = [round(float(v), 6) for v in picked.tolist()]
+    probe = [round(float(v), 6) for v in np.array(picked, dtype=np.float64)]
     return ModelIdentity(family, num_layers, d_model, vocab, name, probe)
 
 

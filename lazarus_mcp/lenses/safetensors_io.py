@@ -52,7 +52,9 @@ def _check_regular(path: Path, cap: int) -> int:
     return info.st_size
 
 
-def _entries(header: object, data_bytes: int, name: str) -> dict[str, tuple[str, list[int], int, int]]:
+def _entries(
+    header: object, data_bytes: int, name: str
+) -> dict[str, tuple[str, list[int], int, int]]:
     if not isinstance(header, dict):
         raise LensFileError(f"{name}: the safetensors header is not a JSON object")
     entries: dict[str, tuple[str, list[int], int, int]] = {}

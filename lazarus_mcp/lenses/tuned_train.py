@@ -93,7 +93,9 @@ class TrainState:
             return None
         if arrays[0].shape != (slots, d, d) or arrays[1].shape != (slots, d):
             return None
-        return cls(*arrays, step=int(meta["step"]), losses=[float(v) for v in meta.get("losses") or []])
+        weight, bias, v_weight, v_bias = arrays
+        losses = [float(v) for v in meta.get("losses") or []]
+        return cls(weight, bias, v_weight, v_bias, step=int(meta["step"]), losses=losses)
 
 
 def kl_rows(target_logp: mx.array, logits: mx.array) -> mx.array:
@@ -144,9 +146,7 @@ def _layer_loss(
 
 
 def _step(head: LensHead, state: TrainState, streams: Streams, recipe: TunedRecipe) -> float:
-    grad_fn = mx.value_and_grad(
-        lambda w, b, h, t: _layer_loss(head, w, b, h, t), argnums=(0, 1)
-    )
+    grad_fn = mx.value_and_grad(lambda w, b, h, t: _layer_loss(head, w, b, h, t), argnums=(0, 1))
     grads_w, grads_b, total = [], [], 0.0
     for slot, hidden in enumerate(streams.hidden):
         loss, (gw, gb) = grad_fn(state.weight[slot], state.bias[slot], hidden, streams.target_logp)
