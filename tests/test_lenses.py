@@ -263,3 +263,34 @@ def test_prompts_file_must_be_a_regular_utf8_file(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe")
     with pytest.raises(InvalidRequestError, match="UTF-8"):
         corpus.read_prompts(bad)
+
+
+def test_components_still_sum_under_a_linear_lens(llama) -> None:  # type: ignore[no-untyped-def]
+    """Direct logit attribution under a tuned or Jacobian lens: each component through the
+    linear part, the bias one more component; they sum to the lens's transform of the sum."""
+    from lazarus_mcp.lenses.readout import LensReader, transformed_components
+
+    d = llama.info.hidden_size
+    key = mx.random.key(7)
+    k1, k2, k3 = mx.random.split(key, 3)
+    tuned = LoadedLens(
+        "tuned",
+        {3: 0.1 * mx.random.normal((d, d), key=k1)},
+        {3: mx.random.normal((d,), key=k2)},
+    )
+    components = mx.random.normal((5, d), key=k3)
+    residual = components.sum(axis=0)
+    for lens in (tuned, LoadedLens("jacobian", {3: tuned.weights[3] + mx.eye(d)}, {})):
+        parts = transformed_components(lens, 3, components)
+        assert parts.shape[0] == (6 if lens.kind == "tuned" else 5)
+        np.testing.assert_allclose(
+            np.array(parts.sum(axis=0)), np.array(lens.transform(residual, 3)), atol=1e-4
+        )
+        # And the logits the seam reads are those of the summed, transformed residual.
+        reader = LensReader(llama.head, lens)
+        np.testing.assert_allclose(
+            np.array(reader.readout(residual, 3)),
+            np.array(llama.head(parts.sum(axis=0))),
+            atol=1e-4,
+        )
+    assert LensReader(llama.head).describe() == {"kind": "logit", "path": None, "fit": None}

@@ -131,3 +131,47 @@ def open_lens(path: str | Path, loaded: LoadedModel, allowed: Path | None = None
     lens = load_lens(path, allowed)
     check_same_model(lens.config.model, identity_of(loaded))
     return LoadedLens.from_file(lens)
+
+
+def transformed_components(
+    lens: LoadedLens | None, layer: int | None, components: mx.array
+) -> mx.array:
+    """Components [C, D] of a residual, as the lens sees them: each through the lens's linear
+    part, plus its bias as one more component [1, D] (tuned lens), so that they still sum to
+    ``lens.transform(sum of components)``. This is what keeps direct logit attribution exact
+    under a learned lens: the final norm's affine form is then applied to these."""
+    if lens is None:
+        return components
+    matrix, bias = lens.linear_part(layer)
+    if matrix is None:
+        return components
+    mapped = components.astype(mx.float32) @ matrix.T
+    return mapped if bias is None else mx.concatenate([mapped, bias[None]], axis=0)
+
+
+@dataclass
+class LensReader:
+    """The engine's ``Lens`` seam, ``readout(h, layer) -> logits``, for any lens: the logit
+    lens (``lens`` None) or a learned one, through the model's own head."""
+
+    head: LensHead
+    lens: LoadedLens | None = None
+
+    def readout(self, hidden: mx.array, layer: int | None) -> mx.array:
+        return readout(self.head, hidden, layer, self.lens)
+
+    def describe(self) -> dict[str, object]:
+        """``lens: {kind, path, fit}`` as every result reports it."""
+        if self.lens is None or self.lens.source is None:
+            return {"kind": "logit", "path": None, "fit": None}
+        config = self.lens.source.config
+        fit: dict[str, object] | None = None
+        if config.held_out is not None:
+            held = config.held_out
+            fit = {
+                "held_out_tokens": held.tokens,
+                "mean_kl_logit": round(sum(held.logit_kl) / len(held.logit_kl), 4),
+                "mean_kl_lens": round(sum(held.lens_kl) / len(held.lens_kl), 4),
+            }
+        path = str(self.lens.source.path) if self.lens.source.path else None
+        return {"kind": config.kind, "path": path, "fit": fit}
