@@ -206,6 +206,9 @@ def analyze(
         typer.Option("--embedding-scale", help="Replace the model's embedding scale for this run."),
     ] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Do not apply the chat template.")] = False,
+    lens: Annotated[
+        str, typer.Option("--lens", help="logit, or a tuned/Jacobian lens directory.")
+    ] = "logit",
     output: Annotated[
         Path | None,
         typer.Option(
@@ -272,7 +275,9 @@ def analyze(
     config = build_config(
         layer_strategy, all_layers, layer_step, layers, track or [], top_k, embedding_scale, raw
     )
-    config = config.model_copy(update={"positions": spec, "include_embeddings": include_embeddings})
+    config = config.model_copy(
+        update={"positions": spec, "include_embeddings": include_embeddings, "lens": lens}
+    )
     for path in [p for p in (output, plot, plot_tracks) if p is not None]:
         check_writable(path)
     from lazarus_cli import render

@@ -114,6 +114,24 @@ def test_imported_artifact_reads_as_transformer_lens_reads_it(
     for layer in range(llama.info.num_layers - 1):
         got = _probs(_our_readout(llama, out, tokens[1], layer))
         assert np.abs(got - _probs(expected[layer])).max() < 1e-4
+    # Through the analysis itself (``analyze --lens``), at the last position.
+    result = _analyze(llama, model.tokenizer.decode(tokens[1][1:]), out)
+    assert result.token_ids == tokens[1] and result.lens.kind == "jacobian"
+    for row in result.layer_predictions[:-1]:
+        want = _probs(expected[row.layer_idx][-1])
+        for token in row.top_k:
+            assert abs(token.probability - want[token.token_id]) < 1e-4
+
+
+def _analyze(loaded: Any, prompt: str, lens_dir: Path, **kw: Any) -> Any:
+    from lazarus_mcp.analyses.analysis import analyze_loaded
+    from lazarus_mcp.runtime.worker import run_sync
+    from lazarus_mcp.schema import AnalysisConfig
+
+    config = AnalysisConfig(
+        layer_strategy="all", top_k=25, use_chat_template=False, lens=str(lens_dir), **kw
+    )
+    return run_sync(analyze_loaded, loaded, prompt, config)
 
 
 # ---- tuned-lens's TunedLens ---------------------------------------------------------------
@@ -144,10 +162,26 @@ def test_imported_tuned_lens_reads_as_tuned_lens_reads_it(llama: Any, tmp_path: 
     ids = AutoTokenizer.from_pretrained(str(LLAMA))(PROMPTS[0])["input_ids"][:MAX_SEQ_LEN]
     with torch.no_grad():
         hidden = hf(torch.tensor([ids]), output_hidden_states=True).hidden_states
-        for index in range(llama.info.num_layers):  # 0: embeddings; i: block i - 1
-            expected = lens(hidden[index], idx=index)[0].float().numpy()
-            got = _our_readout(llama, out, ids, None if index == 0 else index - 1)
-            assert np.abs(_probs(got) - _probs(expected)).max() < 1e-4, index
+        expected = {
+            None if i == 0 else i - 1: _probs(lens(hidden[i], idx=i)[0].float().numpy())
+            for i in range(llama.info.num_layers)  # 0: embeddings; i: block i - 1
+        }
+    for layer, probs in expected.items():
+        got = _our_readout(llama, out, ids, layer)
+        assert np.abs(_probs(got) - probs).max() < 1e-4, layer
+
+    # Through the analysis itself (``analyze --lens``): every row's top-k probabilities.
+    prompt = AutoTokenizer.from_pretrained(str(LLAMA)).decode(ids, skip_special_tokens=True)
+    result = _analyze(llama, prompt, out, include_embeddings=True)
+    assert result.token_ids == ids
+    assert result.lens.kind == "tuned" and result.lens.path == str(out)
+    last = llama.info.num_layers - 1
+    for row in result.layer_predictions:
+        if row.layer_idx == last:
+            continue
+        want = expected[row.layer_idx][-1]
+        for token in row.top_k:
+            assert abs(token.probability - want[token.token_id]) < 1e-4, row.layer_idx
 
 
 # ---- importers' refusals (torch only) -----------------------------------------------------

@@ -67,6 +67,15 @@ class AnalysisConfig(BaseModel):
         description="Which prompt positions to read: 'last' (the prediction of the next token), "
         "'all' (every position: the grid), or a list of indices (negative from the end).",
     )
+    lens: str = Field(
+        "logit",
+        min_length=1,
+        max_length=1000,
+        exclude_if=lambda v: v == "logit",
+        description="'logit' (the model's own head on every block), or a lens directory of a "
+        "tuned or Jacobian lens made for this model (reads the early blocks far better; "
+        "MCP: a path under the server's --lens-dir).",
+    )
     include_embeddings: bool = Field(
         False,
         exclude_if=lambda v: not v,
@@ -80,6 +89,18 @@ class AnalysisConfig(BaseModel):
         if isinstance(self.positions, list) and not self.positions:
             raise ValueError("positions is empty: give 'last', 'all' or indices such as [0, -1]")
         return self
+
+
+class LensUsed(BaseModel):
+    """Which lens a result read its blocks through."""
+
+    kind: str = Field(description="logit | tuned | jacobian")
+    path: str | None = Field(None, description="The lens directory (None: the logit lens).")
+    fit: dict[str, float] | None = Field(
+        None,
+        description="The lens's held-out fit: mean KL(model output || block) over blocks "
+        "0..N-2 under the logit lens and under this lens, nats; the tokens it was measured on.",
+    )
 
 
 class TokenProbability(BaseModel):
@@ -166,6 +187,10 @@ class AnalysisResult(PromptRun):
         description="The lens head on the last block vs the model's own output, this call."
     )
     milestones: Milestones = Field(description="Where the final answer forms; read these first.")
+    lens: LensUsed = Field(
+        default_factory=lambda: LensUsed(kind="logit"),
+        description="The lens every block was read through (config.lens).",
+    )
     grid: list[PositionLens] | None = Field(
         None,
         exclude_if=lambda v: v is None,
