@@ -8,7 +8,7 @@ clients that read only a tool's text content.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -36,6 +36,17 @@ from lazarus_mcp.server.fields import (
     TopKField,
 )
 from lazarus_mcp.server.summaries import milestone_lines
+
+LensField = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1000,
+        description="'logit' (the model's own head on every block), or a tuned or Jacobian lens "
+        "directory made for this model, relative to the server's --lens-dir (lenses read the "
+        "early blocks far better; the result's 'lens' says which was read and its held-out fit).",
+    ),
+]
 
 
 class AnalyzeInput(Input):
@@ -77,6 +88,7 @@ class AnalyzeInput(Input):
     include_embeddings: bool = Field(
         False, description="Add a row for the embedding output (layer_idx null), before block 0."
     )
+    lens: LensField = "logit"
     plot: bool = Field(
         False,
         description="Also return the layers x positions heatmap as a PNG image content block "
@@ -115,6 +127,7 @@ class AnalyzeInput(Input):
             embedding_scale=self.embedding_scale,
             positions=self.positions,
             include_embeddings=self.include_embeddings,
+            lens=self.lens,
         )
 
 
@@ -132,6 +145,7 @@ class TrackTokensInput(Input):
         None, min_length=1, description=f"Blocks to read; default every block. {LAYERS_HELP}"
     )
     raw: RawField = False
+    lens: LensField = "logit"
 
     def config(self) -> AnalysisConfig:
         return layer_config(
@@ -142,6 +156,7 @@ class TrackTokensInput(Input):
             top_k=1,
             track_tokens=self.tokens,
             use_chat_template=not self.raw,
+            lens=self.lens,
         )
 
 
