@@ -294,3 +294,46 @@ def test_components_still_sum_under_a_linear_lens(llama) -> None:  # type: ignor
             atol=1e-4,
         )
     assert LensReader(llama.head).describe() == {"kind": "logit", "path": None, "fit": None}
+
+
+def test_lens_directories_through_the_seam(lens_dir: Path, llama, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """analyze --lens DIR names the lens in its result; an MCP server reads lenses only under
+    --lens-dir, and none without it."""
+    from lazarus_mcp.analyses.analysis import analyze_loaded
+    from lazarus_mcp.errors import InvalidRequestError
+    from lazarus_mcp.lenses import seam
+    from lazarus_mcp.runtime.worker import run_sync
+    from lazarus_mcp.schema import AnalysisConfig
+
+    config = AnalysisConfig(layer_strategy="all", use_chat_template=False, lens=str(lens_dir))
+    result = run_sync(analyze_loaded, llama, "The capital of France is", config)
+    assert (result.lens.kind, result.lens.path) == ("jacobian", str(lens_dir))
+    logit = run_sync(analyze_loaded, llama, "The capital of France is", AnalysisConfig())
+    assert logit.lens.kind == "logit" and "lens" not in logit.config.model_dump(
+        exclude_defaults=True
+    )
+    # Block N-1 is the model's own output under every lens; block 0 reads differently.
+    assert (
+        result.layer_predictions[-1].top_k
+        == run_sync(
+            analyze_loaded,
+            llama,
+            "The capital of France is",
+            AnalysisConfig(layer_strategy="all", use_chat_template=False),
+        )
+        .layer_predictions[-1]
+        .top_k
+    )
+    try:
+        seam.configure(None, required=True)
+        with pytest.raises(InvalidRequestError, match="no lens directories"):
+            run_sync(analyze_loaded, llama, "x", config)
+        seam.configure(tmp_path / "lenses", required=True)
+        inside = AnalysisConfig(use_chat_template=False, lens="j")
+        assert run_sync(analyze_loaded, llama, "x", inside).lens.kind == "jacobian"
+        for outside in ("../other", str(tmp_path)):
+            bad = AnalysisConfig(use_chat_template=False, lens=outside)
+            with pytest.raises(LensFileError, match="outside the allowed"):
+                run_sync(analyze_loaded, llama, "x", bad)
+    finally:
+        seam.configure(None, required=False)

@@ -118,7 +118,9 @@ def resolve_lens_dir(path: str | Path, allowed: Path | None = None) -> Path:
                 f"lens path {str(path)[:200]!r} is outside the allowed lens directory"
             )
     if not candidate.is_dir():
-        raise LensFileError(f"{str(path)[:200]!r} is not a lens directory")
+        raise LensFileError(
+            f"unknown lens {str(path)[:200]!r}: neither 'logit' nor a lens directory"
+        )
     for name in (CONFIG_NAME, TENSORS_NAME):
         if not _inside(candidate / name, candidate):
             raise LensFileError(f"{name} in the lens directory points outside it; refused")
