@@ -49,6 +49,7 @@ OutputOpt = Annotated[
     Path | None, typer.Option("-o", "--output", help="Write the result as JSON to this file.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON result instead of text.")]
+LensOpt = Annotated[str, typer.Option("--lens", help="logit, or a tuned/Jacobian lens directory.")]
 
 
 def _depth_config(
@@ -103,6 +104,7 @@ def attribute(
     layers: LayersOpt = None,
     top_k: TopKOpt = 5,
     raw: RawOpt = False,
+    lens: LensOpt = "logit",
     output: OutputOpt = None,
     json_out: JsonOpt = False,
     dtype: DtypeOpt = Dtype.auto,
@@ -118,7 +120,7 @@ def attribute(
     from lazarus_cli import render
     from lazarus_mcp.schema import AttributionConfig
 
-    config = AttributionConfig(**base.model_dump(), foil=foil)
+    config = AttributionConfig(**{**base.model_dump(), "lens": lens}, foil=foil)
     result = _run_on_model(model, dtype, device, output, lambda a: a.attribute(prompt, config))
     emit(result, render.attribution(result), output, json_out)
 
@@ -144,17 +146,23 @@ def compare(
     layers: LayersOpt = None,
     top_k: TopKOpt = 5,
     raw: RawOpt = False,
+    lens: LensOpt = "logit",
+    lens_b: Annotated[
+        str | None,
+        typer.Option("--lens-b", help="Run B: the same prompt and model through this lens."),
+    ] = None,
     output: OutputOpt = None,
     json_out: JsonOpt = False,
     dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Two runs' lenses side by side: two prompts, or one prompt on two models."""
+    """Two runs' lenses side by side: two prompts, one prompt on two models, or two lenses."""
     setup_logging(verbose)
-    if (prompt_b is None) == (model_b is None):
-        fail("give exactly one of --prompt-b (same model) or --model-b (same prompt)")
+    if sum(x is not None for x in (prompt_b, model_b, lens_b)) != 1:
+        fail("give exactly one of --prompt-b (same model), --model-b (same prompt), --lens-b")
     config = _depth_config(layer_strategy, all_layers, layer_step, layers, track or [], top_k, raw)
+    config = config.model_copy(update={"lens": lens})
     from lazarus_cli import render
     from lazarus_mcp.introspection import ModelAnalyzer
 
@@ -163,7 +171,7 @@ def compare(
         if model_b is not None:
             where = device.value if device else None
             other = await ModelAnalyzer.from_pretrained(model_b, dtype=dtype.value, device=where)
-        return await a.compare(prompt, config, prompt_b=prompt_b, other=other)
+        return await a.compare(prompt, config, prompt_b=prompt_b, other=other, lens_b=lens_b)
 
     result = _run_on_model(model, dtype, device, output, call)
     emit(result, render.compare(result), output, json_out)

@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from lazarus_mcp.schema.analysis import AnalysisConfig, LayerPrediction, TokenProbability
+from lazarus_mcp.schema.analysis import (
+    AnalysisConfig,
+    LayerPrediction,
+    LensUsed,
+    TokenProbability,
+)
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.prompt import PromptRun
 
@@ -78,3 +83,8 @@ class AttributionResult(PromptRun):
     final_prediction: list[TokenProbability]
     fidelity: Fidelity
     milestones: Milestones
+    lens: LensUsed = Field(
+        default_factory=lambda: LensUsed(kind="logit"),
+        description="The lens the sub-layer and block rows were read through. The components "
+        "decompose the model's own output (block N-1), which every lens reads as is.",
+    )
