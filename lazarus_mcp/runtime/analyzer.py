@@ -185,7 +185,7 @@ class ModelAnalyzer:
         if prompt_b is None and other is None and lens_b is None:
             from lazarus_mcp.errors import InvalidRequestError
 
-            raise InvalidRequestError("compare needs a second prompt, model or lens")
+            raise InvalidRequestError("compare needs a second prompt or a second model (or lens_b)")
         loaded_b = other._loaded if other is not None else self._loaded
         return await worker.run(
             _compare,
