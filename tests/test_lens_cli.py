@@ -12,9 +12,23 @@ from tests.conftest import PARITY
 
 runner = CliRunner()
 LLAMA = str(PARITY / "llama")
-WORDS = (
-    "the quick brown fox jumps over lazy dog alpha beta gamma river mountain city light"
-).split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "alpha",
+    "beta",
+    "gamma",
+    "river",
+    "mountain",
+    "city",
+    "light",
+]
 
 
 def _prompts(tmp_path: Path) -> Path:
