@@ -159,3 +159,21 @@ def test_a_string_scored_step_by_step_equals_its_sequence_logprob(name: str) -> 
     np.testing.assert_allclose(
         np.asarray(got, dtype=np.float64), worker.run_sync(stepped), atol=1e-4
     )
+
+
+def test_rows_of_equal_length_step_together() -> None:
+    loaded = worker.run_sync(load, str(PARITY / "gemma3-text"))
+    rows = [IDS[:6], IDS[6:12]]
+    following = [[11, 5, 7], [12, 6, 8]]  # each row's next tokens
+
+    def run(which: list[int]) -> mx.array:
+        steps = start_steps(loaded.model, 1.0, loaded.sliding_windows)
+        steps.feed([rows[b] for b in which])
+        fed = [steps.feed([[following[b][j]] for b in which]).logits for j in range(3)]
+        return mx.concatenate(fed, axis=1)
+
+    def gap() -> float:
+        alone = mx.concatenate([run([0]), run([1])], axis=0)
+        return float(mx.max(mx.abs(run([0, 1]) - alone)) / mx.max(mx.abs(alone)))
+
+    assert worker.run_sync(gap) <= TOL
