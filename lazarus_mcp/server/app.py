@@ -195,7 +195,13 @@ async def compare(
     other = await open_model(cache, params.model_b, progress) if params.model_b else None
     result = await progress.step(
         "comparing",
-        analyzer.compare(params.prompt, params.config(), prompt_b=params.prompt_b, other=other),
+        analyzer.compare(
+            params.prompt,
+            params.config(),
+            prompt_b=params.prompt_b,
+            other=other,
+            lens_b=params.lens_b,
+        ),
     )
     await progress.finish("done")
     return result, "\n".join(compare_lines(result))

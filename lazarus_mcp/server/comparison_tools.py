@@ -17,6 +17,7 @@ from lazarus_mcp.server.fields import (
     Input,
     LayersField,
     LayerStepField,
+    LensField,
     ModelField,
     PromptField,
     RawField,
@@ -32,6 +33,7 @@ class _DepthOptions(Input):
     layers: LayersField = None
     top_k: TopKField = 5
     raw: RawField = False
+    lens: LensField = "logit"
 
     def _layer_config(self, tokens: list[str], config_type: type[Config], **extra: Any) -> Config:
         return layer_config(
@@ -43,6 +45,7 @@ class _DepthOptions(Input):
             top_k=self.top_k,
             track_tokens=tokens,
             use_chat_template=not self.raw,
+            lens=self.lens,
             **extra,
         )
 
@@ -79,6 +82,14 @@ class CompareInput(_DepthOptions):
         description="Run B's model on the same prompt: one sharing the vocabulary (the same ids "
         "for the same strings), e.g. a quantized copy of the model.",
     )
+    lens_b: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="Run B: the same model and prompt read through this lens (a tuned or "
+        "Jacobian lens directory under the server's --lens-dir, or 'logit'): where two lenses "
+        "disagree.",
+    )
     track_tokens: list[str] = Field(
         default_factory=list,
         max_length=32,
@@ -87,8 +98,10 @@ class CompareInput(_DepthOptions):
 
     @model_validator(mode="after")
     def _one_second_run(self) -> CompareInput:
-        if (self.prompt_b is None) == (self.model_b is None):
-            raise ValueError("give exactly one of prompt_b (same model) or model_b (same prompt)")
+        if sum(x is not None for x in (self.prompt_b, self.model_b, self.lens_b)) != 1:
+            raise ValueError(
+                "give exactly one of prompt_b (same model) or model_b (same prompt) or lens_b"
+            )
         return self
 
     def config(self) -> AnalysisConfig:

@@ -66,3 +66,15 @@ EveryStrategyField = Annotated[LayerStrategy | None, Field(description=_strategy
 class Input(BaseModel):
     # An unknown argument is a typo the agent should hear about, not a silently ignored option.
     model_config = ConfigDict(extra="forbid")
+
+
+LensField = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1000,
+        description="'logit' (the model's own head on every block), or a tuned or Jacobian lens "
+        "directory made for this model, relative to the server's --lens-dir (lenses read the "
+        "early blocks far better; the result's 'lens' says which was read and its held-out fit).",
+    ),
+]

@@ -8,7 +8,7 @@ clients that read only a tool's text content.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -23,12 +23,14 @@ from lazarus_mcp.schema import (
     ModelInfo,
     TokenEvolution,
 )
+from lazarus_mcp.schema.analysis import LensUsed
 from lazarus_mcp.server.fields import (
     LAYERS_HELP,
     PROMPT_HELP,
     Input,
     LayersField,
     LayerStepField,
+    LensField,
     ModelField,
     PromptField,
     RawField,
@@ -36,17 +38,6 @@ from lazarus_mcp.server.fields import (
     TopKField,
 )
 from lazarus_mcp.server.summaries import milestone_lines
-
-LensField = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=1000,
-        description="'logit' (the model's own head on every block), or a tuned or Jacobian lens "
-        "directory made for this model, relative to the server's --lens-dir (lenses read the "
-        "early blocks far better; the result's 'lens' says which was read and its held-out fit).",
-    ),
-]
 
 
 class AnalyzeInput(Input):
@@ -192,6 +183,7 @@ class TokenTracking(BaseModel):
     )
     fidelity: Fidelity
     milestones: Milestones
+    lens: LensUsed = Field(description="The lens every block was read through.")
 
     @classmethod
     def of(cls, result: AnalysisResult) -> TokenTracking:
@@ -205,6 +197,7 @@ class TokenTracking(BaseModel):
             token_evolutions=result.token_evolutions,
             fidelity=result.fidelity,
             milestones=result.milestones,
+            lens=result.lens,
         )
 
 
