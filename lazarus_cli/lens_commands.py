@@ -118,12 +118,17 @@ def _tokens(loaded: LoadedModel, prompts_file: Path, raw: bool) -> list[list[int
     return [encode(loaded.tokenizer, text, raw) for text in prompts]
 
 
+def _blocks(layers: list[int]) -> str:
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]} ({len(layers)})"
+    return ", ".join(str(i) for i in layers)
+
+
 def _summary(lens: LensFile, wrote: bool = True) -> str:
     c = lens.config
     lines = [
         f"{c.kind} lens for {c.model.describe()}",
-        f"  maps blocks {c.layers[0]}..{c.layers[-1]} ({len(c.layers)})"
-        + (" and the embedding output" if c.embedding else ""),
+        f"  maps blocks {_blocks(c.layers)}" + (" and the embedding output" if c.embedding else ""),
     ]
     for key in ("made_by", "imported_from", "n_prompts", "tokens", "steps_done", "seconds"):
         if key in c.provenance:

@@ -70,3 +70,25 @@ def test_refusals_are_one_line(tmp_path: Path) -> None:
         assert done.exit_code == 2, (args, done.output)
         lines = done.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), (args, done.output)
+
+
+def test_import_a_jacobian_artifact(tmp_path: Path) -> None:
+    import sys
+
+    import pytest
+
+    if sys.modules.get("torch", sys) is None:  # hidden by an earlier command in this process
+        del sys.modules["torch"]
+    torch = pytest.importorskip("torch")
+    artifact = tmp_path / "lens.pt"
+    matrices = {0: torch.eye(64, dtype=torch.float16), 2: 0.5 * torch.eye(64)}
+    torch.save({"J": matrices, "d_model": 64, "n_prompts": 3}, artifact)
+    out = tmp_path / "imported"
+    done = runner.invoke(app, ["lens", "import", str(artifact), "-m", LLAMA, "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "maps blocks 0, 2" in done.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["layers"] == [0, 2] and config["provenance"]["n_prompts"] == 3
+    torch.save({"J": {0: torch.eye(32)}, "d_model": 32}, artifact)
+    done = runner.invoke(app, ["lens", "import", str(artifact), "-m", LLAMA, "-o", str(out)])
+    assert done.exit_code == 2 and done.output.count("\n") == 1, done.output
