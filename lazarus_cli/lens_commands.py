@@ -76,7 +76,7 @@ def _on_worker(fn: Any, *args: Any, seconds: float | None = None) -> Any:
     """Run on the MLX worker under an optional deadline; core errors become one line."""
     from lazarus_mcp.errors import LazarusError
     from lazarus_mcp.runtime import worker
-    from lazarus_mcp.runtime.limits import Interrupt
+    from lazarus_mcp.runtime.limits import CallInterrupted, Interrupt
 
     interrupt = Interrupt.after(seconds) if seconds else Interrupt()
     future = worker.submit(fn, *args, interrupt=interrupt)
@@ -86,6 +86,11 @@ def _on_worker(fn: Any, *args: Any, seconds: float | None = None) -> Any:
         interrupt.cancel()
         future.exception()
         fail("interrupted; the checkpoint in the lens directory is kept: run again to resume")
+    except CallInterrupted:
+        fail(
+            f"stopped at --time-limit {seconds:g} s; the checkpoint in the lens directory is "
+            "kept: run the same command again to resume"
+        )
     except LazarusError as exc:
         fail(str(exc))
     except (ValueError, OSError) as exc:
