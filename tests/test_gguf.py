@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lazarus_mcp.errors import ModelNotFoundError
 from lazarus_mcp.analyses.analysis import analyze_loaded
+from lazarus_mcp.errors import ModelNotFoundError
 from lazarus_mcp.modeling.gguf_header import read_header
 from lazarus_mcp.modeling.gguf_weights import _numpy_tensors, load_tensors
 from lazarus_mcp.modeling.loading import LoadOptions, load
