@@ -68,3 +68,12 @@ async def test_no_lens_dir_means_logit_only() -> None:
             assert "--lens-dir" in error_line(refused)
     finally:
         seam.configure(None, required=False)
+
+
+def test_the_lens_dir_option() -> None:
+    """``lazarus-mcp --lens-dir DIR`` reaches the options ``run_server`` configures the seam
+    from (required: an agent's server reads lenses only under it)."""
+    from lazarus_mcp.server.main import parse_args
+
+    assert parse_args(["--lens-dir", "/srv/lenses"]).lens_dir == Path("/srv/lenses")
+    assert parse_args([]).lens_dir is None
