@@ -80,6 +80,10 @@ def _register() -> None:
 _register()
 
 
+# ``lazarus lens fit-jacobian | train-tuned | import | info``: making lenses is not a tool call
+# (minutes of MLX work writing a directory), so these commands are the CLI's own.
+from lazarus_cli import lens_commands  # noqa: E402, F401
+
 # The MCP server, beside ``lazarus-mcp`` with the same options.
 app.command("serve")(serve_and_run)
 

@@ -94,6 +94,8 @@ async def test_tools_are_listed_with_schemas_and_annotations() -> None:
         "include_embeddings",
         "plot",
         "plot_metric",
+        # Tuned and Jacobian lenses under --lens-dir (issue 16).
+        "lens",
     }
     assert analyze["properties"]["embedding_scale"]["anyOf"][0]["exclusiveMinimum"] == 0
     # prompt or prompts: the tool says which is missing (BAD_CALLS).

@@ -29,6 +29,7 @@ from lazarus_mcp.schema import (
     TokenEvolution,
     TokenProbability,
 )
+from lazarus_mcp.schema.analysis import LensUsed
 from lazarus_mcp.schema.fidelity import Milestones
 
 if TYPE_CHECKING:
@@ -238,5 +239,6 @@ def build_result(
         token_evolutions=_evolutions(text, plan.tracked, arrays, lens),
         fidelity=lens.fidelity,
         milestones=block_milestones(text, lens.blocks),
+        lens=LensUsed(**plan.request.lens.describe()),
         grid=grid,
     )

@@ -24,6 +24,7 @@ from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.readout import lens_name, make_lens
 from lazarus_mcp.lens.subtaps import forward_sublayers
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText
+from lazarus_mcp.schema.analysis import LensUsed
 from lazarus_mcp.schema.attribution import (
     AttributionComponent,
     AttributionConfig,
@@ -219,4 +220,5 @@ def attribute_loaded(
         ),
         fidelity=fidelity,
         milestones=block_milestones(text, block_cells.column(0)),
+        lens=LensUsed(**lens.describe()),
     )

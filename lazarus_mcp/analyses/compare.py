@@ -26,6 +26,7 @@ from lazarus_mcp.lens.readout import lens_name, make_lens
 from lazarus_mcp.lens.taps import tapped_forward
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.schema import AnalysisConfig, TokenProbability
+from lazarus_mcp.schema.analysis import LensUsed
 from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
 from lazarus_mcp.schema.fidelity import Fidelity
 
@@ -45,6 +46,7 @@ class _Run:
     shown: Column  # the displayed rows' statistics
     blocks: Column  # every block's (milestones)
     fidelity: Fidelity
+    lens: LensUsed
 
 
 def check_comparable(a: LoadedModel, b: LoadedModel) -> None:
@@ -91,7 +93,9 @@ def _run(
     final_lp, final_p = stats.softmax_pair(np.array(own32))
     fidelity = fidelities(lens, last, hidden[last], own)[0]
     shown = cells.rows_at(layers).column(0)
-    return _Run(loaded, prompt, encoded, lp, p, final_lp, final_p, shown, cells.column(0), fidelity)
+    used = LensUsed(**lens.describe())
+    columns = (shown, cells.column(0))
+    return _Run(loaded, prompt, encoded, lp, p, final_lp, final_p, *columns, fidelity, used)
 
 
 def _side(run: _Run) -> CompareSide:
@@ -104,6 +108,7 @@ def _side(run: _Run) -> CompareSide:
         ),
         fidelity=run.fidelity,
         milestones=block_milestones(text, run.blocks),
+        lens=run.lens,
     )
 
 
@@ -124,8 +129,12 @@ def compare_loaded(
     prompt_a: str,
     prompt_b: str,
     config: AnalysisConfig,
+    lens_b: str | None = None,
 ) -> CompareResult:
-    """Both runs and their comparison, synchronously, on the MLX worker thread."""
+    """Both runs and their comparison, synchronously, on the MLX worker thread.
+
+    ``lens_b``: run b reads its blocks through this lens instead of ``config.lens`` (two lenses
+    side by side on one model and prompt: where they disagree)."""
     check_comparable(loaded_a, loaded_b)
     info = loaded_a.info
     check_top_k(config.top_k, info.vocab_size)
@@ -136,7 +145,8 @@ def compare_loaded(
     with loaded_a.scope():
         run_a = _run(loaded_a, prompt_a, config, layers, tracked)
     with loaded_b.scope():
-        run_b = _run(loaded_b, prompt_b, config, layers, tracked)
+        config_b = config if lens_b is None else config.model_copy(update={"lens": lens_b})
+        run_b = _run(loaded_b, prompt_b, config_b, layers, tracked)
     js = stats.js_divergence(run_a.logprobs, run_a.probs, run_b.logprobs, run_b.probs)
     kl_ab = stats.kl_divergence(run_a.logprobs, run_a.probs, run_b.logprobs)
     kl_ba = stats.kl_divergence(run_b.logprobs, run_b.probs, run_a.logprobs)

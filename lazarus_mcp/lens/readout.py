@@ -32,6 +32,10 @@ class Lens(ABC):
     def readout(self, hidden: mx.array, layer: int | None) -> mx.array:
         """The lens of ``layer`` (a block index as in the result; None: the embedding output)."""
 
+    def describe(self) -> dict[str, Any]:
+        """What a result reports as the lens it read: ``{kind, path, fit}``."""
+        return {"kind": self.name, "path": None, "fit": None}
+
     def readout_rows(self, hidden: mx.array, layers: Sequence[int | None]) -> mx.array:
         """[L, C, D] -> [L, C, V]: row n is layer ``layers[n]``. One readout per layer; a lens
         whose map does not depend on the layer overrides this with one projection."""
@@ -79,6 +83,14 @@ LensFactory = Callable[[Any], Lens]
 LENSES: dict[str, LensFactory] = {"logit": lambda loaded: LogitLens(loaded.head)}
 
 
+# Opens a lens that is not a registered name (a lens directory: ``lenses/seam.py``).
+_opener: list[Callable[[Any, str], Lens]] = []
+
+
+def set_lens_opener(opener: Callable[[Any, str], Lens]) -> None:
+    _opener[:] = [opener]
+
+
 def register_lens(name: str, factory: LensFactory) -> None:
     """Make ``factory(loaded) -> Lens`` available as ``name`` (an analysis's lens choice)."""
     LENSES[name] = factory
@@ -93,6 +105,8 @@ def lens_name(config: Any) -> str:
 def make_lens(loaded: Any, name: str = "logit") -> Lens:
     """The lens ``name`` for a loaded model."""
     factory = LENSES.get(name)
+    if factory is None and _opener:
+        return _opener[0](loaded, name)
     if factory is None:
         raise InvalidRequestError(
             f"unknown lens {name!r}: choose one of {', '.join(sorted(LENSES))}"

@@ -88,7 +88,8 @@ def grid_of(result: AnalysisResult, metric: Metric = Metric.probability) -> Plot
     values = [[_value(metric, col[2][r], col[3], r) for col in columns] for r in range(len(rows))]
     tracked = result.token_evolutions[0].token if result.token_evolutions else ""
     return PlotGrid(
-        title=f"{result.model.model_id}: {result.prompt}",
+        title=f"{result.model.model_id}: {result.prompt}"
+        + ("" if result.lens.kind == "logit" else f"  [{result.lens.kind} lens]"),
         metric=metric,
         metric_title=METRIC_TITLES[metric].format(token=visible(tracked)),
         row_labels=rows,

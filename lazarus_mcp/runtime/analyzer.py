@@ -50,14 +50,19 @@ def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> A
 
 
 def _compare(
-    a: LoadedModel, b: LoadedModel, prompt_a: str, prompt_b: str, config: AnalysisConfig
+    a: LoadedModel,
+    b: LoadedModel,
+    prompt_a: str,
+    prompt_b: str,
+    config: AnalysisConfig,
+    lens_b: str | None = None,
 ) -> CompareResult:
     from lazarus_mcp.analyses.compare import compare_loaded
     from lazarus_mcp.distributed.pipeline import refuse
 
     refuse(a, "compare")
     refuse(b, "compare")
-    return compare_loaded(a, b, prompt_a, prompt_b, config)
+    return compare_loaded(a, b, prompt_a, prompt_b, config, lens_b)
 
 
 def _deadline() -> Interrupt:
@@ -222,13 +227,14 @@ class ModelAnalyzer:
         *,
         prompt_b: str | None = None,
         other: ModelAnalyzer | None = None,
+        lens_b: str | None = None,
     ) -> CompareResult:
-        """This run against ``prompt_b`` on this model, or the same prompt on ``other`` (a model
-        with the same vocabulary), layer by layer."""
-        if prompt_b is None and other is None:
+        """This run against ``prompt_b`` on this model, the same prompt on ``other`` (a model
+        with the same vocabulary), or the same run through ``lens_b``, layer by layer."""
+        if prompt_b is None and other is None and lens_b is None:
             from lazarus_mcp.errors import InvalidRequestError
 
-            raise InvalidRequestError("compare needs a second prompt or a second model")
+            raise InvalidRequestError("compare needs a second prompt or a second model (or lens_b)")
         loaded_b = other._loaded if other is not None else self._loaded
         config = config or AnalysisConfig()
         second = prompt_b if prompt_b is not None else prompt
@@ -241,5 +247,6 @@ class ModelAnalyzer:
             prompt,
             second,
             config,
+            lens_b,
             others=(loaded_b,) if other is not None else (),
         )

@@ -16,10 +16,12 @@ from lazarus_mcp.schema.analysis import (
     AnalysisResult,
     LayerPrediction,
     LayerStrategy,
+    LensUsed,
     PositionLens,
     TokenAtLayer,
     TokenEvolution,
     TokenProbability,
+    logit_lens,
 )
 from lazarus_mcp.schema.attribution import (
     AttributionComponent,
@@ -52,6 +54,7 @@ __all__ = [
     "Fidelity",
     "LayerPrediction",
     "LayerStrategy",
+    "LensUsed",
     "Milestones",
     "ModelInfo",
     "PositionLens",
@@ -64,6 +67,7 @@ __all__ = [
     "TokenProbability",
     "TopChange",
     "TrackedProbability",
+    "logit_lens",
     "to_json",
 ]
 

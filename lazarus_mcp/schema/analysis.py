@@ -67,6 +67,15 @@ class AnalysisConfig(BaseModel):
         description="Which prompt positions to read: 'last' (the prediction of the next token), "
         "'all' (every position: the grid), or a list of indices (negative from the end).",
     )
+    lens: str = Field(
+        "logit",
+        min_length=1,
+        max_length=1000,
+        exclude_if=lambda v: v == "logit",
+        description="'logit' (the model's own head on every block), or a lens directory of a "
+        "tuned or Jacobian lens made for this model (reads the early blocks far better; "
+        "MCP: a path under the server's --lens-dir).",
+    )
     include_embeddings: bool = Field(
         False,
         exclude_if=lambda v: not v,
@@ -80,6 +89,24 @@ class AnalysisConfig(BaseModel):
         if isinstance(self.positions, list) and not self.positions:
             raise ValueError("positions is empty: give 'last', 'all' or indices such as [0, -1]")
         return self
+
+
+class LensUsed(BaseModel):
+    """Which lens a result read its blocks through."""
+
+    kind: str = Field("logit", description="logit | tuned | jacobian")
+    path: str | None = Field(None, description="The lens directory (None: the logit lens).")
+    fit: dict[str, float] | None = Field(
+        None,
+        description="The lens's held-out fit: mean KL(model output || block) over blocks "
+        "0..N-2 under the logit lens and under this lens, nats; the tokens it was measured on.",
+    )
+
+
+def logit_lens(lens: LensUsed) -> bool:
+    """The default lens: results leave ``lens`` out of their JSON for it, so a logit-lens
+    result reads exactly as it did before learned lenses (its absence means the logit lens)."""
+    return lens.kind == "logit" and lens.path is None
 
 
 class TokenProbability(BaseModel):
@@ -166,6 +193,11 @@ class AnalysisResult(PromptRun):
         description="The lens head on the last block vs the model's own output, this call."
     )
     milestones: Milestones = Field(description="Where the final answer forms; read these first.")
+    lens: LensUsed = Field(
+        default_factory=LensUsed,
+        exclude_if=logit_lens,
+        description="The lens every block was read through (config.lens). Absent: the logit lens.",
+    )
     grid: list[PositionLens] | None = Field(
         None,
         exclude_if=lambda v: v is None,

@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from lazarus_mcp.schema.analysis import AnalysisConfig, LayerPrediction, TokenProbability
+from lazarus_mcp.schema.analysis import (
+    AnalysisConfig,
+    LayerPrediction,
+    LensUsed,
+    TokenProbability,
+    logit_lens,
+)
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.prompt import PromptRun
 
@@ -78,3 +84,10 @@ class AttributionResult(PromptRun):
     final_prediction: list[TokenProbability]
     fidelity: Fidelity
     milestones: Milestones
+    lens: LensUsed = Field(
+        default_factory=LensUsed,
+        exclude_if=logit_lens,
+        description="The lens the sub-layer and block rows were read through (absent: the logit "
+        "lens). The components decompose the model's own output (block N-1), which every lens "
+        "reads as is.",
+    )

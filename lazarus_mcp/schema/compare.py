@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from lazarus_mcp.schema.analysis import AnalysisConfig, TokenProbability
+from lazarus_mcp.schema.analysis import (
+    AnalysisConfig,
+    LensUsed,
+    TokenProbability,
+    logit_lens,
+)
 from lazarus_mcp.schema.attribution import TrackedProbability
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.prompt import PromptRun
@@ -16,6 +21,11 @@ class CompareSide(PromptRun):
     final_prediction: list[TokenProbability]
     fidelity: Fidelity
     milestones: Milestones
+    lens: LensUsed = Field(
+        default_factory=LensUsed,
+        exclude_if=logit_lens,
+        description="The lens this side's blocks were read through (absent: the logit lens).",
+    )
 
 
 class CompareLayer(BaseModel):

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -63,6 +64,7 @@ class ServerOptions:
     call_timeout: float = 300.0
     max_queued_calls: int = 64
     allow_model: list[str] = field(default_factory=list)
+    lens_dir: Path | None = None
     transport: Transport = Transport.stdio
     host: str = "127.0.0.1"
     port: int = 8000
@@ -118,6 +120,15 @@ def serve(
             f"also {ALLOW_ENV}, patterns separated by '{os.pathsep}'). Default: any.",
         ),
     ] = None,
+    lens_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--lens-dir",
+            metavar="DIR",
+            help="The directory tuned and Jacobian lenses may be read from (the 'lens' argument "
+            "names one under it). Default: none, only the logit lens.",
+        ),
+    ] = None,
     transport: Annotated[
         Transport, typer.Option(help="stdio (one client) or streamable-http.")
     ] = Transport.stdio,
@@ -168,6 +179,7 @@ def serve(
         call_timeout=call_timeout,
         max_queued_calls=max_queued_calls,
         allow_model=allowed,
+        lens_dir=lens_dir,
         transport=transport,
         host=host,
         port=port,
@@ -254,9 +266,13 @@ def run_server(options: ServerOptions) -> None:
             allowed_models=tuple(options.allow_model),
         )
     )
+    from lazarus_mcp.lenses.seam import configure as configure_lenses
     from lazarus_mcp.modeling.options import LoadOptions
     from lazarus_mcp.server.app import create_server
     from lazarus_mcp.server.transport import serve_http, serve_stdio
+
+    # An agent names lenses only under --lens-dir (none without it).
+    configure_lenses(options.lens_dir, required=True)
 
     loading = LoadOptions(shards=options.shards, hostfile=options.hostfile, backend=options.backend)
     cache = ModelCache(

@@ -23,6 +23,7 @@ from lazarus_mcp.tools.fields import (
     EveryStrategyField,
     LayersField,
     LayerStepField,
+    LensField,
     ModelField,
     PromptField,
     RawField,
@@ -40,6 +41,7 @@ class _DepthOptions(Input):
     layers: LayersField = None
     top_k: TopKField = 5
     raw: RawField = False
+    lens: LensField = "logit"
 
     def _layer_config(self, tokens: list[str], config_type: type[Config], **extra: Any) -> Config:
         return layer_config(
@@ -51,6 +53,7 @@ class _DepthOptions(Input):
             top_k=self.top_k,
             track_tokens=tokens,
             use_chat_template=not self.raw,
+            lens=self.lens,
             **extra,
         )
 
@@ -102,6 +105,17 @@ class CompareInput(_DepthOptions):
         ),
         Cli(help="Run B: the same prompt on this model (same vocabulary)."),
     ] = None
+    lens_b: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=1000,
+            description="Run B: the same model and prompt read through this lens (a tuned or "
+            "Jacobian lens directory under the server's --lens-dir, or 'logit'): where two "
+            "lenses disagree.",
+        ),
+        Cli(("--lens-b",), "Run B: the same prompt and model through this lens."),
+    ] = None
     track_tokens: Annotated[
         list[str],
         Field(
@@ -114,8 +128,11 @@ class CompareInput(_DepthOptions):
 
     @model_validator(mode="after")
     def _one_second_run(self) -> CompareInput:
-        if (self.prompt_b is None) == (self.model_b is None):
-            raise ValueError("give exactly one of prompt_b (same model) or model_b (same prompt)")
+        if sum(x is not None for x in (self.prompt_b, self.model_b, self.lens_b)) != 1:
+            raise ValueError(
+                "give exactly one of prompt_b (same model), model_b (same prompt) or lens_b "
+                "(same run, another lens)"
+            )
         return self
 
     def config(self) -> AnalysisConfig:
@@ -136,11 +153,12 @@ Same JSON as `lazarus introspect attribute --json`."""
 
 COMPARE_DOC = """\
 Two runs' logit lenses side by side, layer by layer: the same model on two prompts (prompt_b: a \
-counterfactual), or one prompt on two models sharing a vocabulary (model_b: e.g. a 4-bit copy \
-against its original). Per layer: Jensen-Shannon divergence and KL both ways (nats), each side's \
-top-1, tracked tokens on both sides; divergence_layer, the first layer from which the top-1 \
-tokens differ for good; each side's final prediction, milestones and fidelity. Same JSON as \
-`lazarus introspect compare --json`."""
+counterfactual), one prompt on two models sharing a vocabulary (model_b: e.g. a 4-bit copy \
+against its original), or one run read through two lenses (lens_b: where a tuned or Jacobian \
+lens and the logit lens disagree). Per layer: Jensen-Shannon divergence and KL both ways \
+(nats), each side's top-1, tracked tokens on both sides; divergence_layer, the first layer from \
+which the top-1 tokens differ for good; each side's final prediction, milestones, fidelity and \
+lens. Same JSON as `lazarus introspect compare --json`."""
 
 
 async def attribute(session: Session, params: AttributeInput) -> AttributionResult:
@@ -151,7 +169,9 @@ async def attribute(session: Session, params: AttributeInput) -> AttributionResu
 async def compare(session: Session, params: CompareInput) -> CompareResult:
     analyzer = await session.open(params.model)
     other = await session.open(params.model_b) if params.model_b else None
-    job = analyzer.compare(params.prompt, params.config(), prompt_b=params.prompt_b, other=other)
+    job = analyzer.compare(
+        params.prompt, params.config(), prompt_b=params.prompt_b, other=other, lens_b=params.lens_b
+    )
     return await session.step("comparing", job)
 
 

@@ -100,3 +100,15 @@ EveryStrategyField = Annotated[
     Field(description=_strategy_help("all")),
     Cli(help="Which blocks (default all)."),
 ]
+LensField = Annotated[
+    str,
+    # The same bound as AnalysisConfig.lens: a path, not a payload.
+    Field(
+        min_length=1,
+        max_length=1000,
+        description="'logit' (the model's own head on every block), or a tuned or Jacobian lens "
+        "directory made for this model, relative to the server's --lens-dir (lenses read the "
+        "early blocks far better; the result's 'lens' says which was read and its held-out fit).",
+    ),
+    Cli(("--lens",), "logit, or a tuned/Jacobian lens directory."),
+]

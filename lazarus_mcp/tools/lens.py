@@ -22,14 +22,17 @@ from lazarus_mcp.schema import (
     AnalysisConfig,
     AnalysisResult,
     Fidelity,
+    LensUsed,
     Milestones,
     TokenEvolution,
+    logit_lens,
 )
 from lazarus_mcp.tools.fields import (
     LAYERS_HELP,
     PROMPT_HELP,
     LayersField,
     LayerStepField,
+    LensField,
     ModelField,
     PromptField,
     RawField,
@@ -101,6 +104,7 @@ class AnalyzeInput(Input):
         Field(description="Add a row for the embedding output (layer_idx null), before block 0."),
         Cli(help="Add a row for the embedding output."),
     ] = False
+    lens: LensField = "logit"
     plot: Annotated[
         bool,
         Field(
@@ -147,6 +151,7 @@ class AnalyzeInput(Input):
             embedding_scale=self.embedding_scale,
             positions=self.positions,
             include_embeddings=self.include_embeddings,
+            lens=self.lens,
         )
 
     def request(self) -> Request:
@@ -172,6 +177,7 @@ class TrackTokensInput(Input):
         Cli(("--layers",), "Blocks, e.g. 0,4,-1 (default every block).", parse_int_list),
     ] = None
     raw: RawField = False
+    lens: LensField = "logit"
 
     def config(self) -> AnalysisConfig:
         return layer_config(
@@ -182,6 +188,7 @@ class TrackTokensInput(Input):
             top_k=1,
             track_tokens=self.tokens,
             use_chat_template=not self.raw,
+            lens=self.lens,
         )
 
     def request(self) -> Request:
@@ -203,6 +210,11 @@ class TokenTracking(BaseModel):
     )
     fidelity: Fidelity
     milestones: Milestones
+    lens: LensUsed = Field(
+        default_factory=LensUsed,
+        exclude_if=logit_lens,
+        description="The lens every block was read through (absent: the logit lens).",
+    )
 
     @classmethod
     def of(cls, result: AnalysisResult) -> TokenTracking:
@@ -216,6 +228,7 @@ class TokenTracking(BaseModel):
             token_evolutions=result.token_evolutions,
             fidelity=result.fidelity,
             milestones=result.milestones,
+            lens=result.lens,
         )
 
 
