@@ -25,8 +25,11 @@ from lazarus_mcp.schema import (
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
+    from lazarus_mcp.runtime.generation import GenerationStream
+    from lazarus_mcp.schema.generation import GenerationConfig, GenerationResult, GenerationStep
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
+StepCallback = Callable[["GenerationStep"], Awaitable[None]]
 
 
 def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
@@ -190,3 +193,35 @@ class ModelAnalyzer:
             config or AnalysisConfig(),
             interrupt=_deadline(),
         )
+
+    def generate_steps(
+        self,
+        prompt: str,
+        config: GenerationConfig | None = None,
+        *,
+        interrupt: Interrupt | None = None,
+    ) -> GenerationStream:
+        """The generation as it happens: ``async for step in analyzer.generate_steps(...)``
+        yields each generated token's lens as the model writes it (one forward per token over
+        the KV cache); ``await stream.result()`` gives the whole :class:`GenerationResult`."""
+        from lazarus_mcp.runtime.generation import GenerationStream
+        from lazarus_mcp.schema.generation import GenerationConfig
+
+        job = interrupt if interrupt is not None else _deadline()
+        return GenerationStream(self._loaded, prompt, config or GenerationConfig(), job)
+
+    async def generate(
+        self,
+        prompt: str,
+        config: GenerationConfig | None = None,
+        *,
+        on_step: StepCallback | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> GenerationResult:
+        """Generate from ``prompt`` and read the lens at every generated token: what each
+        layer predicted before the model wrote it. ``on_step(step)`` is awaited per token."""
+        stream = self.generate_steps(prompt, config, interrupt=interrupt)
+        async for step in stream:
+            if on_step is not None:
+                await on_step(step)
+        return await stream.result()

@@ -1,0 +1,79 @@
+"""A generation as it happens: an async iterator of steps, one MLX worker job per token.
+
+Each token is its own job on the worker (``generation/run.py``), so the event loop hears of
+every step as it lands (the MCP tool's progress notification per token), a cancelled caller
+stops the run within one step (the job in flight stops at its next block, the next never
+starts), and other calls on the worker are answered between two tokens. The call's deadline
+spans the whole generation; when it passes, the tokens so far are the result
+(``stop_reason: deadline``) unless there are none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime.limits import CallInterrupted, Interrupt
+from lazarus_mcp.schema.generation import GenerationConfig, GenerationResult, GenerationStep
+
+if TYPE_CHECKING:
+    from lazarus_mcp.generation.run import GenerationRun
+    from lazarus_mcp.modeling.loading import LoadedModel
+
+
+def _start(loaded: LoadedModel, prompt: str, config: GenerationConfig) -> GenerationRun:
+    from lazarus_mcp.generation.run import start_generation
+
+    return start_generation(loaded, prompt, config)
+
+
+def _advance(run: GenerationRun) -> GenerationStep | None:
+    return run.advance()
+
+
+def _result(run: GenerationRun) -> GenerationResult:
+    return run.result()
+
+
+class GenerationStream:
+    """``async for step in stream`` yields each :class:`GenerationStep` as the model writes it;
+    ``await stream.result()`` then gives the whole :class:`GenerationResult` (running any steps
+    not iterated yet)."""
+
+    def __init__(
+        self, loaded: LoadedModel, prompt: str, config: GenerationConfig, interrupt: Interrupt
+    ) -> None:
+        self._loaded = loaded
+        self._prompt = prompt
+        self._config = config
+        self._interrupt = interrupt
+        self._run: GenerationRun | None = None
+
+    def __aiter__(self) -> AsyncIterator[GenerationStep]:
+        return self._steps()
+
+    async def _steps(self) -> AsyncIterator[GenerationStep]:
+        if self._run is None:
+            self._run = await worker.run(
+                _start, self._loaded, self._prompt, self._config, interrupt=self._interrupt
+            )
+        run = self._run
+        while not run.finished:
+            try:
+                step = await worker.run(_advance, run, interrupt=self._interrupt)
+            except CallInterrupted:
+                if self._interrupt.cancelled.is_set() or not run.steps:
+                    raise
+                run.stop_at_deadline()
+                return
+            if step is None:
+                return
+            yield step
+
+    async def result(self) -> GenerationResult:
+        async for _ in self._steps():
+            pass
+        assert self._run is not None
+        # Past the deadline the worker would refuse a job that carries it; this one is small.
+        return await worker.run(_result, self._run, interrupt=Interrupt())
