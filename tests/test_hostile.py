@@ -418,8 +418,9 @@ def test_the_forward_pass_checks_the_deadline_between_blocks() -> None:
 
 
 class ExpiresInForward(limits.Interrupt):
-    """A real deadline that passes at the job's ``checks``-th check (the worker checks once
-    before the job, then the forward after every block); records where it stopped the job."""
+    """A real deadline that passes at the forward's ``checks``-th check between blocks (the
+    worker and the gate check too, before the forward, and a batch's groups are jobs of one
+    call); records where it stopped the job."""
 
     def __init__(self, checks: int) -> None:
         super().__init__(deadline=time.monotonic() + 600, timeout=0.01)
@@ -428,8 +429,9 @@ class ExpiresInForward(limits.Interrupt):
         self.stopped_in: list[str] = []
 
     def check(self) -> None:
-        self.checked += 1
-        if self.checked == self.checks:
+        if sys._getframe(1).f_code.co_name == "_between_blocks":
+            self.checked += 1
+        if self.checked == self.checks and not self.stopped_in:
             self.deadline = time.monotonic() - 1
             self.stopped_in.append(sys._getframe(1).f_code.co_name)
         super().check()
@@ -454,7 +456,7 @@ async def test_every_forward_stops_between_blocks_past_its_deadline(
     original = analyzer_module._deadline
 
     def expiring() -> limits.Interrupt:
-        jobs.append(ExpiresInForward(checks=3))  # the worker's check, block 0's, block 1's
+        jobs.append(ExpiresInForward(checks=2))  # after block 0, then block 1
         return jobs[-1]
 
     analyzer_module._deadline = expiring

@@ -1,5 +1,10 @@
 """The async analyzer: the one core behind the Python API, the CLI and the MCP server.
 
+Every MCP tool, CLI command and API method that computes reaches the worker through
+:meth:`ModelAnalyzer._job`, and that is where the request gate (``runtime/gate.py``) runs: the
+static checks before the job is queued, the model-dependent ones as the job's first step. The
+call's one deadline (``limits.call_deadline``) covers all the jobs of the call.
+
 Importing it imports no MLX: process setup (the BLAS preload) happens at the first load, on the
 worker thread, before MLX is imported (see ``runtime/process.py``).
 """
@@ -8,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lazarus_mcp.modeling.options import LoadOptions
-from lazarus_mcp.runtime import limits, worker
+from lazarus_mcp.runtime import gate, limits, worker
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
 from lazarus_mcp.runtime.limits import Interrupt
 from lazarus_mcp.schema import (
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
 StepCallback = Callable[["GenerationStep"], Awaitable[None]]
+T = TypeVar("T")
 
 
 def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
@@ -53,8 +59,17 @@ def _compare(
 
 
 def _deadline() -> Interrupt:
-    """A job's deadline from the process's ``call_timeout`` (runtime/limits.py)."""
-    return Interrupt.after(limits.current().call_timeout)
+    """The call's deadline: the one of the call in progress (``limits.call_deadline``: a tool
+    call, a CLI command), else a new one from the process's ``call_timeout``."""
+    return limits.current_call() or Interrupt.after(limits.current().call_timeout)
+
+
+def _admitted(
+    models: tuple[LoadedModel, ...], request: gate.Request, fn: Callable[..., T], args: Any
+) -> T:
+    """On the worker: the gate's model checks, then the work."""
+    gate.admit(models, request)
+    return fn(*args)
 
 
 class _Opening:
@@ -114,11 +129,27 @@ class ModelAnalyzer:
     def loaded(self) -> LoadedModel:
         return self._loaded
 
+    async def _job(
+        self,
+        request: gate.Request,
+        fn: Callable[..., T],
+        *args: Any,
+        others: tuple[LoadedModel, ...] = (),
+        interrupt: Interrupt | None = None,
+    ) -> T:
+        """The gate, then ``fn(*args)`` on the worker under the call's deadline."""
+        gate.check_request(request)
+        models = (self._loaded, *others)
+        job = interrupt if interrupt is not None else _deadline()
+        return await worker.run(_admitted, models, request, fn, args, interrupt=job)
+
     async def analyze_batch(
         self,
         prompts: list[str],
         config: AnalysisConfig | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        plot: bool = False,
     ) -> list[AnalysisResult]:
         """One result per prompt, in order. Prompts of similar length run through the model
         together (padded), a group per forward pass; ``on_progress(done, total)`` is awaited
@@ -126,8 +157,11 @@ class ModelAnalyzer:
         from lazarus_mcp.lens import batch
 
         config = config or AnalysisConfig()
-        plan, encoded = await worker.run(
-            batch.prepare, self._loaded, list(prompts), config, interrupt=_deadline()
+        prompts = list(prompts)
+        job = _deadline()  # one deadline for every group of the batch
+        request = gate.Request("lens", prompts, config, plot=plot)
+        plan, encoded = await self._job(
+            request, batch.prepare, self._loaded, prompts, config, interrupt=job
         )
         results: list[AnalysisResult | None] = [None] * len(encoded)
         done = 0
@@ -139,7 +173,7 @@ class ModelAnalyzer:
                 [encoded[i] for i in group],
                 config,
                 plan,
-                interrupt=_deadline(),
+                interrupt=job,
             )
             for i, result in zip(group, answers, strict=True):
                 results[i] = result
@@ -154,7 +188,8 @@ class ModelAnalyzer:
         """Direct logit attribution of the targets (default: the final top-1) and the lens after
         each block's attention sub-layer, from one forward pass."""
         config = config or AttributionConfig()
-        return await worker.run(_attribute, self._loaded, prompt, config, interrupt=_deadline())
+        request = gate.Request("attribute", [prompt], config)
+        return await self._job(request, _attribute, self._loaded, prompt, config)
 
     async def analyze(
         self,
@@ -162,12 +197,13 @@ class ModelAnalyzer:
         config: AnalysisConfig | None = None,
         *,
         interrupt: Interrupt | None = None,
+        plot: bool = False,
     ) -> AnalysisResult:
         """The lens of ``prompt``. It stops with :class:`CallInterrupted` past the process's
         ``call_timeout`` (or ``interrupt``'s deadline), or when the awaiting task is cancelled."""
-        job = interrupt if interrupt is not None else _deadline()
         config = config or AnalysisConfig()
-        return await worker.run(_analyze, self._loaded, prompt, config, interrupt=job)
+        request = gate.Request("lens", [prompt], config, plot=plot)
+        return await self._job(request, _analyze, self._loaded, prompt, config, interrupt=interrupt)
 
     async def compare(
         self,
@@ -184,14 +220,18 @@ class ModelAnalyzer:
 
             raise InvalidRequestError("compare needs a second prompt or a second model")
         loaded_b = other._loaded if other is not None else self._loaded
-        return await worker.run(
+        config = config or AnalysisConfig()
+        second = prompt_b if prompt_b is not None else prompt
+        request = gate.Request("compare", [prompt, second], config)
+        return await self._job(
+            request,
             _compare,
             self._loaded,
             loaded_b,
             prompt,
-            prompt_b if prompt_b is not None else prompt,
-            config or AnalysisConfig(),
-            interrupt=_deadline(),
+            second,
+            config,
+            others=(loaded_b,) if other is not None else (),
         )
 
     def generate_steps(

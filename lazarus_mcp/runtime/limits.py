@@ -7,10 +7,14 @@ before them: a 300,000-character prompt grew the server to 4-6 GB and killed it;
 claiming 100,000 blocks made mlx-lm allocate 8 GB before any weight was read; a 30,000-character
 prompt took 26 s and 1.2 GB for the attention matrix alone. See docs/security.md.
 
-The deadline is the one piece of state: each job on the MLX worker carries an :class:`Interrupt`
-(its deadline and whether its caller gave up), and the forward pass calls
-:func:`check_interrupt` between blocks (``lens/taps.py``), so a call that runs too long or is
-cancelled ends there and frees the worker for the next one.
+The deadline is the one piece of state: a call (one tool call, one CLI command, one API method)
+carries one :class:`Interrupt` (its deadline and whether its caller gave up) through every job it
+puts on the MLX worker, its statistics, serialization and pictures. The clock starts when the
+call's first job starts on the worker, so a call queued behind another is never charged for that
+one's overrun. Core loops call :func:`check_interrupt` between blocks and chunks, so a call that
+runs too long or is cancelled ends there and frees the worker for the next one.
+
+This module is a leaf: it imports nothing of the project but ``errors``, so every layer may use it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from lazarus_mcp.errors import InvalidRequestError, LazarusError
@@ -60,10 +67,22 @@ class Limits:
     memory_budget: int | None = field(default_factory=_default_budget)
     # Seconds one call may run on the worker, checked between the forward pass's blocks.
     call_timeout: float | None = 300.0
-    # Characters of one tracked-token string, and how many may be tracked.
+    # Characters of one tracked-token string (a target, a foil), and how many may be tracked.
     max_token_chars: int = 256
     max_tracked_tokens: int = 32
+    # Attribution targets (each one is a [components] row of the result).
+    max_targets: int = 16
     max_layers_listed: int = 4096
+    max_positions_listed: int = 4096
+    # Top tokens per lens row: an agent reads a handful; 100 is already a page per layer.
+    max_top_k: int = 100
+    # Prompts of one batch call.
+    max_prompts: int = 256
+    # Estimated bytes of the result's JSON (cells x (top_k + tracked) entries), checked before
+    # any compute: a 4,081-token grid was one 368 MB JSON-RPC line and kept 4 GB resident.
+    max_result_bytes: int | None = 32 * 2**20
+    # Cells (rows x positions) of a heatmap: more are not legible (and cost seconds to draw).
+    max_plot_cells: int = 6000
     # Files of a checkpoint read as text (config, tokenizer, chat template): bytes each.
     max_config_bytes: int = 4 * 2**20
     max_tokenizer_bytes: int = 256 * 2**20
@@ -124,18 +143,42 @@ def check_prompt_tokens(count: int, context: int | None, limits: Limits | None =
     raise LimitExceededError(f"the prompt is {count:,} tokens, too long: {both}; shorten it")
 
 
-def check_tracked(tokens: list[str], limits: Limits | None = None) -> None:
+def check_tracked(
+    tokens: list[str], limits: Limits | None = None, *, what: str = "tracked token"
+) -> None:
     lim = limits or current()
-    if len(tokens) > lim.max_tracked_tokens:
-        raise LimitExceededError(
-            f"{len(tokens)} tracked tokens, more than the limit of {lim.max_tracked_tokens}"
-        )
+    most = lim.max_targets if what == "target" else lim.max_tracked_tokens
+    if len(tokens) > most:
+        raise LimitExceededError(f"{len(tokens):,} {what}s, more than the limit of {most}")
     for token in tokens:
-        if len(token) > lim.max_token_chars:
-            raise LimitExceededError(
-                f"a tracked token string has {len(token):,} characters, more than the limit of "
-                f"{lim.max_token_chars} (a token is a word or a piece of one)"
-            )
+        check_token_string(token, lim, what=what)
+
+
+def check_token_string(token: str, limits: Limits | None = None, *, what: str = "token") -> None:
+    limit = (limits or current()).max_token_chars
+    if len(token) > limit:
+        raise LimitExceededError(
+            f"a {what} string has {len(token):,} characters, more than the limit of "
+            f"{limit} (a token is a word or a piece of one)"
+        )
+
+
+def check_count(what: str, count: int, limit: int | None, option: str = "") -> None:
+    """A list or number the caller chose, against its cap (named, with both numbers)."""
+    if limit is not None and count > limit:
+        hint = f" ({option})" if option else ""
+        raise LimitExceededError(f"{count:,} {what}, more than the limit of {limit:,}{hint}")
+
+
+def check_result_bytes(what: str, need: int, limits: Limits | None = None) -> None:
+    """Refuse a result whose estimated JSON exceeds the response budget, before computing it."""
+    budget = (limits or current()).max_result_bytes
+    if budget is not None and need > budget:
+        raise LimitExceededError(
+            f"{what} would be about {need / 2**20:,.1f} MiB of JSON, more than the response "
+            f"limit of {budget / 2**20:,.0f} MiB (--max-result-mb): ask for fewer positions, "
+            "layers, prompts, top_k or tracked tokens"
+        )
 
 
 def check_layers_listed(layers: list[int] | None, limits: Limits | None = None) -> None:
@@ -188,11 +231,23 @@ class Interrupt:
 
     @classmethod
     def after(cls, seconds: float | None) -> Interrupt:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        return cls(deadline=deadline, timeout=seconds)
+        """A deadline ``seconds`` after the call's first job starts (see :meth:`begin`)."""
+        return cls(timeout=seconds)
+
+    def begin(self) -> None:
+        """Start the clock, once: when the call's first job starts on the worker (the time it
+        waited behind another call's job is not its own)."""
+        if self.deadline is None and self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+    @property
+    def expired(self) -> bool:
+        if self.cancelled.is_set():
+            return True
+        return self.deadline is not None and time.monotonic() > self.deadline
 
     def check(self) -> None:
         if self.cancelled.is_set():
@@ -204,11 +259,13 @@ class Interrupt:
             )
 
     def remaining(self) -> float | None:
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        if self.deadline is None:
+            return self.timeout
+        return max(0.0, self.deadline - time.monotonic())
 
     @property
     def active(self) -> bool:
-        return self.deadline is not None or self.cancelled.is_set()
+        return self.deadline is not None or self.timeout is not None or self.cancelled.is_set()
 
 
 _local = threading.local()
@@ -229,3 +286,37 @@ def check_interrupt() -> None:
     current_interrupt = interrupt()
     if current_interrupt is not None:
         current_interrupt.check()
+
+
+# The deadline of the call in progress (an asyncio/anyio task and what it awaits) --------------
+
+_call: ContextVar[Interrupt | None] = ContextVar("lazarus_call", default=None)
+
+
+def current_call() -> Interrupt | None:
+    """The interrupt of the call this task is serving (set by :func:`call_deadline`), if any."""
+    return _call.get()
+
+
+@contextmanager
+def call_deadline(seconds: float | None = None) -> Iterator[Interrupt]:
+    """One deadline for the whole call: every worker job the call starts inside this block, and
+    the serialization and pictures after them, share it. A nested block joins the outer call."""
+    outer = _call.get()
+    if outer is not None:
+        yield outer
+        return
+    job = Interrupt.after(current().call_timeout if seconds is None else seconds)
+    token = _call.set(job)
+    try:
+        yield job
+    finally:
+        _call.reset(token)
+
+
+def check_interrupt_of_call() -> None:
+    """Between the steps of a call off the worker (serialization, pictures): stop past its
+    deadline or once cancelled."""
+    job = current_call()
+    if job is not None:
+        job.check()

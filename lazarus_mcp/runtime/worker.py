@@ -47,6 +47,7 @@ def _serve() -> None:
         set_interrupt(interrupt)
         try:
             if interrupt is not None:
+                interrupt.begin()  # the call's clock starts with its first job, not in the queue
                 interrupt.check()
             result = fn(*args)
         except BaseException as exc:

@@ -102,17 +102,29 @@ async def open_model(cache: ModelCache, model_id: str, progress: Progress) -> Mo
 
 
 async def run_lens(
-    cache: ModelCache, model_id: str, prompt: str, config: AnalysisConfig, ctx: Context
+    cache: ModelCache,
+    model_id: str,
+    prompt: str,
+    config: AnalysisConfig,
+    ctx: Context,
+    plot: bool = False,
 ) -> AnalysisResult:
     progress = Progress(ctx, total=2)
     analyzer = await open_model(cache, model_id, progress)
-    result = await progress.step("running the logit lens", analyzer.analyze(prompt, config))
+    result = await progress.step(
+        "running the logit lens", analyzer.analyze(prompt, config, plot=plot)
+    )
     await progress.finish("done")
     return result
 
 
 async def run_batch(
-    cache: ModelCache, model_id: str, prompts: list[str], config: AnalysisConfig, ctx: Context
+    cache: ModelCache,
+    model_id: str,
+    prompts: list[str],
+    config: AnalysisConfig,
+    ctx: Context,
+    plot: bool = False,
 ) -> list[AnalysisResult]:
     progress = Progress(ctx, total=1 + len(prompts))
     analyzer = await open_model(cache, model_id, progress)
@@ -120,7 +132,7 @@ async def run_batch(
     async def report(done: int, total: int) -> None:
         await progress.report(1 + done, f"analyzed {done} of {total} prompts")
 
-    results = await analyzer.analyze_batch(prompts, config, on_progress=report)
+    results = await analyzer.analyze_batch(prompts, config, on_progress=report, plot=plot)
     await progress.finish("done")
     return results
 
@@ -133,14 +145,15 @@ async def analyze(
         raise InvalidRequestError("plot_metric 'rank' needs a tracked token in track_tokens")
     out: AnalysisResult | AnalysisBatch
     if params.prompt is not None:
-        result = await run_lens(cache, params.model, params.prompt, config, ctx)
+        result = await run_lens(cache, params.model, params.prompt, config, ctx, params.plot)
         out, text, results = result, render_analysis(result), [result]
     else:
-        results = await run_batch(cache, params.model, params.texts, config, ctx)
+        results = await run_batch(cache, params.model, params.texts, config, ctx, params.plot)
         out = AnalysisBatch(results=results)
         text = render_batch(out)
     if not params.plot:
         return out, text
+    limits.check_interrupt_of_call()
     images = await anyio.to_thread.run_sync(heatmap_images, results, params.plot_metric)
     return out, text, images
 
@@ -278,6 +291,10 @@ TOOLS = (
 )
 
 
+def _outer_bound(timeout: float | None) -> float | None:
+    return None if timeout is None else 2 * timeout + 1.0
+
+
 def _busy(cache: ModelCache, tool: LensTool, params: BaseModel) -> str | None:
     waiting = worker.pending()
     cap = limits.current().max_queued_calls
@@ -302,10 +319,14 @@ async def call_tool(
         return error_result(busy)
     timeout = limits.current().call_timeout
     try:
-        # The worker checks the same deadline between blocks; this one also bounds the waits
-        # (the queue, a load), and its cancellation interrupts the job (runtime/worker.py).
-        with anyio.fail_after(None if timeout is None else timeout + 1.0):
+        # One deadline for the call: the worker checks it between blocks and chunks, and it is
+        # checked again before serializing. This outer bound also covers the waits (the queue,
+        # a load); twice the limit, since the call's own clock starts when its job does.
+        with limits.call_deadline(timeout) as job, anyio.fail_after(_outer_bound(timeout)):
             result, text, *extra = await tool.body(cache, params, ctx)
+            job.check()
+            data = result.model_dump(mode="json")
+            job.check()
     except TimeoutError:
         return error_result(
             f"the call ran past its time limit of {timeout:g} s (--call-timeout) and was stopped"
@@ -319,7 +340,6 @@ async def call_tool(
         return error_result(
             f"{tool.name} failed with an internal error; the server's log has details"
         )
-    data = result.model_dump(mode="json")
     blocks: list[Any] = [TextContent(type="text", text=text), *(extra[0] if extra else [])]
     return CallToolResult(content=blocks, structured_content=data)
 

@@ -1,0 +1,280 @@
+"""The request gate: every call of every tool, from every interface, passes it before any work.
+
+``ModelAnalyzer`` (runtime/analyzer.py) is the one place the MCP tools, the CLI commands and the
+Python API all reach the core, so the gate sits there, not in each tool: a tool cannot forget it.
+It runs in two steps, both before the forward pass:
+
+- :func:`check_request`, on the caller's task, before a model is opened: the prompts' characters,
+  the number of prompts, tracked tokens, targets and foil, listed layers and positions (strict
+  integers), top_k, float arguments. Nothing here depends on the model.
+- :func:`admit`, as the first thing of the worker job, with the model loaded: top_k against the
+  vocabulary, the layers against the depth, each prompt's tokens against the model's own context
+  and the limit, the forward's peak memory (batch, padded length, positions, sub-layer taps),
+  the result's size (cells x (top_k + tracked) entries) against the response budget, and the
+  plot's cells. Each refusal names the figure and the limit.
+
+The numbers are ``runtime/limits.py``'s one table (the CLI and the server raise them by flags).
+Before the gate, attribute and compare checked nothing: a 300,000-character prompt grew the
+server to 5.2 GB in 32 s and killed it (SIGSEGV); an analyze grid of 64 prompts x 120 tokens,
+all layers, top_k 100 and 32 tracked tokens passed 8 GB. Both are refused here in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from lazarus_mcp.errors import InvalidRequestError
+from lazarus_mcp.runtime import limits
+
+if TYPE_CHECKING:
+    from lazarus_mcp.modeling.loading import LoadedModel
+    from lazarus_mcp.schema import AnalysisConfig
+
+Kind = Literal["lens", "attribute", "compare", "model"]
+
+# Bytes of JSON per entry of a result, measured on indented results of the demo and the tiny
+# checkpoints (``to_json``, which the CLI writes; MCP's compact JSON is ~40% smaller): a top-k or
+# tracked entry (token, id, probability or rank) ~90-110 bytes, a lens row's own fields ~300.
+ENTRY_BYTES = 112
+ROW_BYTES = 320
+TOKEN_BYTES = 48  # a prompt token: its text and id, in tokens and token_ids
+# The lens working set: the grid's chunk of [rows, chunk, V] float32 arrays, about a dozen alive.
+LENS_CHUNK_BYTES = 32 << 20
+LENS_ARRAYS = 12
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a call asks of the core, as the gate sees it.
+
+    ``prompts`` run on ``models`` in order when ``kind`` is ``compare`` (prompt A on the first
+    model, prompt B on the second, or on the first when there is one); otherwise every prompt
+    runs on the first model."""
+
+    kind: Kind
+    prompts: Sequence[str] = ()
+    config: AnalysisConfig | None = None
+    plot: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _strict_ints(what: str, values: Sequence[Any]) -> None:
+    for value in values:
+        if type(value) is not int:
+            raise InvalidRequestError(f"{what} must be integers, not {type(value).__name__}")
+
+
+def check_request(request: Request) -> None:
+    """Before any work, whatever the model: raises :class:`limits.LimitExceededError` (or
+    :class:`InvalidRequestError`) naming the figure and the limit."""
+    lim = limits.current()
+    limits.check_count("prompts", len(request.prompts), lim.max_prompts)
+    for n, prompt in enumerate(request.prompts):
+        if not isinstance(prompt, str):
+            raise InvalidRequestError("a prompt must be a text")
+        try:
+            limits.check_prompt_chars(prompt, lim)
+        except limits.LimitExceededError as exc:
+            if len(request.prompts) == 1 or request.kind == "compare":
+                raise
+            raise limits.LimitExceededError(
+                f"prompt {n + 1} of {len(request.prompts)}: {exc}"
+            ) from exc
+    config = request.config
+    if config is None:
+        return
+    if type(config.top_k) is not int or not 1 <= config.top_k <= lim.max_top_k:
+        raise limits.LimitExceededError(
+            f"top_k must be an integer from 1 to {lim.max_top_k}, not {config.top_k!r}"
+        )
+    if config.custom_layers is not None:
+        limits.check_count("layers listed", len(config.custom_layers), lim.max_layers_listed)
+        _strict_ints("layers", config.custom_layers)
+    if isinstance(config.positions, list):
+        limits.check_count("positions listed", len(config.positions), lim.max_positions_listed)
+        _strict_ints("positions", config.positions)
+    what = "target" if request.kind == "attribute" else "tracked token"
+    limits.check_tracked(list(config.track_tokens), lim, what=what)
+    foil = getattr(config, "foil", None)
+    if foil is not None:
+        limits.check_token_string(foil, lim, what="foil")
+    limits.check_float_arg("embedding_scale", config.embedding_scale, lim)
+
+
+# With the model loaded, on the worker ------------------------------------------------------
+
+
+def context_length(loaded: LoadedModel) -> tuple[int | None, str]:
+    """The model's own context (positions it was trained for) and the config key it came from.
+
+    Through the family registry when it says (``modeling.families.context_length``); until then
+    the keys transformers' configs use for it, read from the built model's arguments."""
+    try:
+        from lazarus_mcp.modeling import families
+
+        accessor = getattr(families, "context_length", None)
+        if accessor is not None:
+            found = accessor(loaded)
+            if isinstance(found, tuple):
+                return found[0], str(found[1])
+            if isinstance(found, int) or found is None:
+                return found, "max_position_embeddings"
+    except ImportError:  # pragma: no cover - the registry is part of the package
+        pass
+    args = getattr(loaded.model, "args", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(args, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, key
+    return None, ""
+
+
+def _arg(loaded: LoadedModel, *names: str) -> int | None:
+    args = getattr(loaded.model, "args", None)
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def forward_bytes(
+    loaded: LoadedModel, *, batch: int, length: int, cells: int, rows: int, taps: int
+) -> int:
+    """Peak bytes beyond the weights of one padded forward pass and its lens (float32).
+
+    ``batch`` sequences padded to ``length`` tokens; ``cells`` (sequence, position) cells read;
+    ``rows`` lens rows per cell; ``taps`` hidden states kept per cell (the rows, or three per
+    block for the sub-layer lens). Activations ~ B T (4 D + 3 I) 4 per block alive at once,
+    attention scores 3 B H T^2 4, the kept states, the model's logits at the cells (C V 4),
+    and the lens working set (a dozen arrays of one chunk of [rows, cells, V])."""
+    info = loaded.info
+    hidden, vocab = info.hidden_size, info.vocab_size
+    heads = _arg(loaded, "num_attention_heads", "n_head") or 1
+    inter = _arg(loaded, "intermediate_size", "n_inner") or 4 * hidden
+    activations = batch * length * (4 * hidden + 3 * inter) * 4
+    attention = 3 * batch * heads * length * length * 4
+    kept = taps * cells * hidden * 4
+    logits = cells * vocab * 4
+    chunk = max(rows * vocab * 4, min(LENS_CHUNK_BYTES, rows * cells * vocab * 4))
+    return activations + attention + kept + logits + LENS_ARRAYS * chunk
+
+
+def lens_result_bytes(
+    tokens: int, positions: int, rows: int, top_k: int, tracked: int, grid: bool
+) -> int:
+    """JSON bytes of one analysis: its rows at the last position, its grid columns if any."""
+    row = ROW_BYTES + ENTRY_BYTES * (top_k + tracked)
+    column = rows * row + ENTRY_BYTES * top_k
+    return 2 * TOKEN_BYTES * tokens + column + (positions * (column + ROW_BYTES) if grid else 0)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gate measured: each prompt's token count (the ones it checked)."""
+
+    token_counts: list[int]
+
+
+def _encode_count(loaded: LoadedModel, prompt: str, chat: bool) -> int:
+    from lazarus_mcp.lens.tokens import encode_prompt
+
+    return len(encode_prompt(loaded.tokenizer, prompt, chat).token_ids)
+
+
+def _check_tokens(loaded: LoadedModel, count: int) -> None:
+    context, key = context_length(loaded)
+    try:
+        limits.check_prompt_tokens(count, context)
+    except limits.LimitExceededError as exc:
+        if key and key != "max_position_embeddings":
+            raise limits.LimitExceededError(
+                str(exc).replace("(max_position_embeddings)", f"({key})")
+            ) from exc
+        raise
+
+
+def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
+    """With the model(s) loaded, before the forward pass: everything that depends on them."""
+    if request.kind == "model" or request.config is None:
+        return Admission([])
+    from lazarus_mcp.lens.layers import select_layers
+    from lazarus_mcp.lens.positions import select_positions
+
+    config = request.config
+    lim = limits.current()
+    first = models[0]
+    info = first.info
+    if config.top_k > info.vocab_size:
+        raise InvalidRequestError(f"top_k must be between 1 and {info.vocab_size} (the vocab size)")
+    layers = select_layers(config, info.num_layers)
+    rows = len(layers) + (1 if config.include_embeddings else 0)
+    tracked = len(config.track_tokens) + (1 if getattr(config, "foil", None) else 0)
+    counts: list[int] = []
+    result = 0
+    peak = 0
+    cells_total = 0
+    many = len(request.prompts) > 1 and request.kind == "lens"
+    for n, prompt in enumerate(request.prompts):
+        loaded = models[n] if request.kind == "compare" and n < len(models) else first
+        if many and n:
+            limits.check_interrupt()
+        try:
+            count = _encode_count(loaded, prompt, config.use_chat_template)
+            _check_tokens(loaded, count)
+            positions = len(select_positions(config.positions, count))
+        except InvalidRequestError as exc:
+            if not many:
+                raise
+            raise InvalidRequestError(f"prompt {n + 1} of {len(request.prompts)}: {exc}") from exc
+        counts.append(count)
+        grid = config.positions != "last"
+        cells = positions + (1 if grid else 0)
+        cells_total += cells
+        if request.kind == "attribute":
+            # The sub-layer lens and the block lens; components: 2 per block + embedding + bias.
+            row = ROW_BYTES + ENTRY_BYTES * (config.top_k + tracked)
+            result += 2 * rows * row + (2 * info.num_layers + 2) * (24 * tracked + 64)
+            taps = 3 * info.num_layers
+            need = forward_bytes(loaded, batch=1, length=count, cells=1, rows=2 * rows, taps=taps)
+        else:
+            result += lens_result_bytes(count, positions, rows, config.top_k, tracked, grid)
+            need = forward_bytes(
+                loaded, batch=1, length=count, cells=cells, rows=rows, taps=rows + 1
+            )
+        peak = max(peak, need)
+        if request.plot and grid and rows * positions > lim.max_plot_cells:
+            raise limits.LimitExceededError(
+                f"the heatmap would have {rows * positions:,} cells ({rows} rows x {positions} "
+                f"positions); a plot draws at most {lim.max_plot_cells:,} legibly: choose fewer "
+                "positions (e.g. positions -64..-1 as a list) or fewer layers"
+            )
+    if many:
+        peak = max(peak, _batch_peak(first, counts, cells_total, rows))
+    limits.check_memory("this forward pass", peak, lim)
+    limits.check_result_bytes("the result", result, lim)
+    return Admission(counts)
+
+
+def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int) -> int:
+    """The largest padded group of a batch (``lens.batch.plan_groups`` groups by length)."""
+    try:
+        from lazarus_mcp.lens.batch import plan_groups
+    except ImportError:  # pragma: no cover - the batch planner moved
+        groups = [list(range(len(counts)))]
+    else:
+        groups = plan_groups(counts)
+    per_cell = max(1, cells // max(1, len(counts)))
+    return max(
+        forward_bytes(
+            loaded,
+            batch=len(group),
+            length=max(counts[i] for i in group),
+            cells=per_cell * len(group),
+            rows=rows,
+            taps=rows + 1,
+        )
+        for group in groups
+    )
