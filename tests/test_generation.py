@@ -4,6 +4,7 @@ stops and the gate behave. transformers' greedy tokens: ``test_generation_torch.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
-from lazarus_mcp.generation.gate import MAX_RESULT_ENTRIES
 from lazarus_mcp.generation.run import generate_loaded
 from lazarus_mcp.generation.sampling import nucleus_logits
 from lazarus_mcp.generation.stopping import StopWatch
@@ -19,7 +19,8 @@ from lazarus_mcp.lens.analysis import plan_lens
 from lazarus_mcp.lens.batch import analyze_encoded
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.modeling.loading import LoadedModel, load
-from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime import limits, worker
+from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.schema import AnalysisConfig, AnalysisResult, LayerStrategy
 from lazarus_mcp.schema.generation import GenerationConfig, GenerationResult
 from tests.checkpoints import build_checkpoint
@@ -178,15 +179,30 @@ def test_stop_watch_finds_a_string_split_across_tokens() -> None:
     assert watch.find("The answer: Paris.") == (12, "Paris.")
 
 
-def test_hostile_generations_are_refused_before_any_work(demo: LoadedModel) -> None:
+@pytest.mark.anyio
+async def test_hostile_generations_are_refused_before_any_work(demo: LoadedModel) -> None:
     with pytest.raises(ValueError, match="max_new_tokens"):
         GenerationConfig(max_new_tokens=10**9)
     with pytest.raises(ValueError, match="stop string"):
         GenerationConfig(stop=["x" * 100_000])
-    vocab = demo.info.vocab_size
-    config = GenerationConfig(max_new_tokens=4096, top_k=vocab, layer_strategy="all")
-    with pytest.raises(InvalidRequestError, match=f"{MAX_RESULT_ENTRIES:,}"):
-        worker.run_sync(generate_loaded, demo, PROMPT, config)
-    context = GenerationConfig(max_new_tokens=4000)
-    with pytest.raises(InvalidRequestError, match="context"):
-        worker.run_sync(generate_loaded, demo, PROMPT, context)
+    analyzer = ModelAnalyzer(demo)
+    hostile = [
+        (GenerationConfig(top_k=demo.info.vocab_size, layer_strategy="all"), "top_k"),
+        (GenerationConfig(max_new_tokens=4000), "context"),
+    ]
+    for config, message in hostile:
+        with pytest.raises(InvalidRequestError, match=message):
+            await analyzer.generate(PROMPT, config)
+    # The result's size (100 tokens x 6 blocks x top-100 is ~7 MiB of JSON) and the plot's
+    # cells (600), against a budget of 1 MiB and 500 cells.
+    before = limits.current()
+    limits.configure(replace(before, max_result_bytes=2**20, max_plot_cells=500))
+    try:
+        big = GenerationConfig(max_new_tokens=100, layer_strategy="all", top_k=100)
+        with pytest.raises(InvalidRequestError, match="MiB of JSON"):
+            await analyzer.generate(PROMPT, big)
+        wide = GenerationConfig(max_new_tokens=100, layer_strategy="all")
+        with pytest.raises(InvalidRequestError, match="heatmap"):
+            await analyzer.generate(PROMPT, wide, plot=True)
+    finally:
+        limits.configure(before)

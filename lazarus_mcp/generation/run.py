@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lazarus_mcp.generation import gate
 from lazarus_mcp.generation.cells import step_lens
 from lazarus_mcp.generation.results import (
     generation_milestones,
@@ -24,10 +23,8 @@ from lazarus_mcp.generation.results import (
 from lazarus_mcp.generation.sampling import Sampler, fresh_seed
 from lazarus_mcp.generation.stopping import StopWatch, eos_token_ids
 from lazarus_mcp.lens.analysis import LensPlan, plan_lens
-from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.step import Steps, start_steps
 from lazarus_mcp.lens.tokens import EncodedPrompt, encode_prompt
-from lazarus_mcp.runtime import limits
 from lazarus_mcp.schema import Fidelity
 from lazarus_mcp.schema.generation import (
     GenerationConfig,
@@ -149,12 +146,10 @@ class GenerationRun:
 
 
 def start_generation(loaded: LoadedModel, prompt: str, config: GenerationConfig) -> GenerationRun:
-    """Check the request, encode the prompt and make the cache; no forward yet."""
-    gate.check_generation(config, len(select_layers(config, loaded.info.num_layers)))
-    limits.check_prompt_chars(prompt)
+    """Plan the lens, encode the prompt and make the cache; no forward yet. The request gate
+    (``runtime/gate.py``, kind ``generate``) has checked the request before this job."""
     plan = plan_lens(loaded, config)
     encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
-    gate.check_sequence(loaded, len(encoded.token_ids), config)
     seed = config.seed if config.seed is not None else fresh_seed()
     with loaded.scope():
         stepper = start_steps(loaded.model, plan.factor, loaded.sliding_windows)

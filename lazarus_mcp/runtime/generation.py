@@ -10,7 +10,8 @@ spans the whole generation; when it passes, the tokens so far are the result
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from lazarus_mcp.runtime import worker
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
 
 
-def _start(loaded: LoadedModel, prompt: str, config: GenerationConfig) -> GenerationRun:
+def start(loaded: LoadedModel, prompt: str, config: GenerationConfig) -> GenerationRun:
     from lazarus_mcp.generation.run import start_generation
 
     return start_generation(loaded, prompt, config)
@@ -36,30 +37,44 @@ def _result(run: GenerationRun) -> GenerationResult:
     return run.result()
 
 
+# Stop before the call's deadline with this much left (and twice the last step's time), so the
+# result is built and serialized inside the call's time, answering "deadline" rather than an error.
+DEADLINE_RESERVE_S = 1.0
+
+
 class GenerationStream:
     """``async for step in stream`` yields each :class:`GenerationStep` as the model writes it;
     ``await stream.result()`` then gives the whole :class:`GenerationResult` (running any steps
     not iterated yet)."""
 
     def __init__(
-        self, loaded: LoadedModel, prompt: str, config: GenerationConfig, interrupt: Interrupt
+        self,
+        start: Callable[[], Awaitable[GenerationRun]],
+        interrupt: Interrupt,
     ) -> None:
-        self._loaded = loaded
-        self._prompt = prompt
-        self._config = config
+        self._start = start
         self._interrupt = interrupt
         self._run: GenerationRun | None = None
+
+    def _near_deadline(self, last_step_s: float) -> bool:
+        left = self._interrupt.remaining()
+        if left is None or self._interrupt.deadline is None:
+            return False
+        return left < DEADLINE_RESERVE_S + 2 * last_step_s
 
     def __aiter__(self) -> AsyncIterator[GenerationStep]:
         return self._steps()
 
     async def _steps(self) -> AsyncIterator[GenerationStep]:
         if self._run is None:
-            self._run = await worker.run(
-                _start, self._loaded, self._prompt, self._config, interrupt=self._interrupt
-            )
+            self._run = await self._start()
         run = self._run
+        last_step_s = 0.0
         while not run.finished:
+            if run.steps and self._near_deadline(last_step_s):
+                run.stop_at_deadline()
+                return
+            began = time.monotonic()
             try:
                 step = await worker.run(_advance, run, interrupt=self._interrupt)
             except CallInterrupted:
@@ -67,6 +82,7 @@ class GenerationStream:
                     raise
                 run.stop_at_deadline()
                 return
+            last_step_s = time.monotonic() - began
             if step is None:
                 return
             yield step
