@@ -18,6 +18,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.base import create_causal_mask
+from mlx_lm.models.cache import KVCache
 
 from lazarus_mcp.errors import UnsupportedModelError
 from lazarus_mcp.lens.head import blocks as block_list
@@ -120,19 +121,40 @@ def _between_blocks(out: Any) -> None:
         job.check()
 
 
-def attention_masks(length: int, windows: dict[int, int], num_blocks: int) -> dict[int, mx.array]:
-    """Masks for every block when some sliding window is shorter than the prompt, else none.
+def attention_masks(
+    length: int, windows: dict[int, int], num_blocks: int, offset: int = 0
+) -> dict[int, mx.array]:
+    """Masks for every block when some sliding window is shorter than the keys, else none.
 
     Sliding blocks see the causal mask limited to their window, the others the plain causal
-    mask, whatever the port would have chosen (see ``hf_config.sliding_windows``).
+    mask, whatever the port would have chosen (see ``hf_config.sliding_windows``). ``length``
+    new queries follow ``offset`` earlier keys (a step over a full KV cache, ``step``): the
+    masks are [length, offset + length].
     """
-    if not windows or length <= min(windows.values()):
+    if not windows or offset + length <= min(windows.values()):
         return {}
-    causal = create_causal_mask(length)
+    causal = create_causal_mask(length, offset)
     return {
-        i: create_causal_mask(length, window_size=windows[i]) if i in windows else causal
+        i: create_causal_mask(length, offset, window_size=windows[i]) if i in windows else causal
         for i in range(num_blocks)
     }
+
+
+def step_masks(cache: list[Any], length: int, windows: dict[int, int]) -> dict[int, mx.array]:
+    """The masks of one step over the model's cache, for the blocks whose keys it keeps whole.
+
+    A block with a full ``KVCache`` holds every earlier key, so the family's window (or the
+    plain causal mask the family prescribes where the port would window) is applied here, as
+    for a full sequence; a ``RotatingKVCache`` already holds only its window and the model's own
+    mask logic applies to it (``step.step_support`` refuses caches whose window disagrees)."""
+    if not windows:
+        return {}
+    full = [i for i, c in enumerate(cache) if type(c) is KVCache]
+    if not full:
+        return {}
+    offset = cache[full[0]].offset
+    masks = attention_masks(length, windows, len(cache), offset)
+    return {i: masks[i] for i in full if i in masks}
 
 
 class _ScaledEmbedding:
@@ -216,12 +238,18 @@ def tapped_forward(
     mid: str | None = None,
     embedding_factor: float = 1.0,
     windows: dict[int, int] | None = None,
+    cache: list[Any] | None = None,
 ) -> Tapped:
     """One forward pass of the model's own code over ``ids`` [B, T] with every block wrapped.
 
     ``index`` [B or 1, P, 1]: the positions kept of each row. Kept: the output of the blocks in
     ``outputs``, the input of those in ``inputs``, and with ``mid`` the input of that module in
     every block. The last block hands on only the kept positions, so ``logits`` is [B, P, V].
+
+    With ``cache`` (the model's own, ``mlx_lm.models.cache.make_prompt_cache``; see ``step``)
+    ``ids`` are the next tokens after those already in the cache, ``index`` counts from the
+    first of them, and the cache is extended in place. The masks are the model's own except on
+    blocks whose full KV cache the port would mask without the family's window.
     """
     blocks = block_list(model)
     last = len(blocks) - 1
@@ -231,7 +259,10 @@ def tapped_forward(
                 raise UnsupportedModelError(
                     f"block {i} has no '{mid}' module to read its attention output by"
                 )
-    masks = attention_masks(ids.shape[1], windows or {}, len(blocks))
+    if cache is None:
+        masks = attention_masks(ids.shape[1], windows or {}, len(blocks))
+    else:
+        masks = step_masks(cache, ids.shape[1], windows or {})
     # Every block is wrapped, so a call can be stopped between any two (runtime/limits.py).
     wrapped = [
         _Block(
@@ -252,7 +283,7 @@ def tapped_forward(
             holder, key = embedding_slot(model)
             scaled = _ScaledEmbedding(holder[key], embedding_factor)
             stack.enter_context(_swapped(holder, key, scaled))
-        logits = model(ids)
+        logits = model(ids) if cache is None else model(ids, cache=cache)
     tapped = Tapped({}, {}, {}, logits)
     for i, block in enumerate(wrapped):
         kept = [
