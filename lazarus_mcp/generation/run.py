@@ -150,7 +150,12 @@ def start_generation(loaded: LoadedModel, prompt: str, config: GenerationConfig)
     (``runtime/gate.py``, kind ``generate``) has checked the request before this job."""
     plan = plan_lens(loaded, config)
     encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
-    seed = config.seed if config.seed is not None else fresh_seed()
+    # Greedy decoding draws nothing: its seed is 0 unless given, so its result is the same
+    # field for field on every run.
+    if config.seed is not None:
+        seed = config.seed
+    else:
+        seed = 0 if config.greedy else fresh_seed()
     with loaded.scope():
         stepper = start_steps(loaded.model, plan.factor, loaded.sliding_windows)
         sampler = Sampler(config.temperature, config.top_p, seed)

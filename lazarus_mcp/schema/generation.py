@@ -166,7 +166,10 @@ class GenerationResult(PromptRun):
         description="Everything asked for, the sampling settings and the seed included: the "
         "same config on the same model gives the same tokens."
     )
-    seed: int = Field(description="The sampler's seed (the config's, or the one drawn).")
+    seed: int = Field(
+        description="The sampler's seed: the config's, else one drawn (0 when greedy, which "
+        "draws nothing)."
+    )
     captured_layers: list[int]
     generated_token_ids: list[int]
     generated_text: str = Field(

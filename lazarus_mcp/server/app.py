@@ -38,14 +38,17 @@ from lazarus_mcp.runtime.cache import ModelCache, default_cache
 from lazarus_mcp.schema import AnalysisBatch, AnalysisConfig, AnalysisResult
 from lazarus_mcp.schema.attribution import AttributionResult
 from lazarus_mcp.schema.compare import CompareResult
+from lazarus_mcp.schema.generation import GenerationResult, GenerationStep
 from lazarus_mcp.server.comparison_tools import (
     ATTRIBUTE_DOC,
     COMPARE_DOC,
     AttributeInput,
     CompareInput,
 )
+from lazarus_mcp.server.generation_tool import GENERATE_DOC, GenerateInput, generation_image
 from lazarus_mcp.server.outputs import analyze_output_schema, heatmap_images
 from lazarus_mcp.server.progress import Context, Progress
+from lazarus_mcp.server.timeline import render_generation
 from lazarus_mcp.server.summaries import attribution_lines, compare_lines
 from lazarus_mcp.server.tools import (
     ANALYZE_DOC,
@@ -76,7 +79,8 @@ token if it stopped after each transformer block. Start with `analyze` (the whol
 prompt); use `track_tokens` to follow how likely specific tokens (e.g. a correct and a wrong \
 answer) are at each layer; `attribute` says which block and sub-layer (attention or MLP) wrote a \
 token's logit; `compare` puts two runs side by side (two prompts, or a model and its quantized \
-copy); `model_info` describes a model's architecture; `loaded_models` lists \
+copy); `generate` lets the model write and reads the lens at every token it writes (when did \
+it decide each token, or its answer); `model_info` describes a model's architecture; `loaded_models` lists \
 what is in memory. Models are local directories, Hugging Face ids, or 'demo'. The first call on \
 a model loads it (seconds to minutes); later calls reuse it. Probabilities are over the whole \
 vocabulary; ranks are 1-based; layers are 0-based block indices."""
@@ -214,6 +218,27 @@ async def compare(
     return result, "\n".join(compare_lines(result))
 
 
+async def generate(
+    cache: ModelCache, params: GenerateInput, ctx: Context
+) -> tuple[GenerationResult, str] | tuple[GenerationResult, str, list[ImageContent]]:
+    config = params.config()
+    progress = Progress(ctx, total=2 + params.max_new_tokens)
+    analyzer = await open_model(cache, params.model, progress)
+
+    async def on_step(step: GenerationStep) -> None:
+        await progress.report(2 + step.step, f"token {step.step + 1}: {step.token!r}")
+
+    await progress.report(1, "reading the prompt")
+    result = await analyzer.generate(params.prompt, config, on_step=on_step, plot=params.plot)
+    await progress.finish("done")
+    text = render_generation(result)
+    if not params.plot:
+        return result, text
+    limits.check_interrupt_of_call()
+    image = await anyio.to_thread.run_sync(generation_image, result, params.plot_metric)
+    return result, text, [image]
+
+
 # Registration and errors ----------------------------------------------------------------------
 
 
@@ -280,6 +305,7 @@ TOOLS = (
     LensTool(track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
     LensTool(attribute, AttributeInput, AttributionResult, ATTRIBUTE_DOC),
     LensTool(compare, CompareInput, CompareResult, COMPARE_DOC),
+    LensTool(generate, GenerateInput, GenerationResult, GENERATE_DOC),
     LensTool(
         model_info,
         ModelInfoInput,
