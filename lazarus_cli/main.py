@@ -363,6 +363,11 @@ from lazarus_cli import comparisons as _comparisons  # noqa: E402
 
 del _comparisons
 
+# ``generate`` lives in its own module and registers on ``introspect``.
+from lazarus_cli import generate as _generate  # noqa: E402
+
+del _generate
+
 
 # The MCP server, beside ``lazarus-mcp`` with the same options.
 app.command("serve")(serve_and_run)
