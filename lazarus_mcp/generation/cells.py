@@ -1,10 +1,13 @@
-"""The lens at one generated token: every statistic of the step, and the token it emits, from
-one ``mx.eval``.
+"""The lens at one generated token: the grid's cell statistics at the step's position, and the
+token it emits.
 
-The token is chosen inside the same graph as the lens (``sampling``), so the emitted token's
-probability and rank at every captured block cost no second evaluation. Block N-1's row is the
-model's own output, as in ``compute``; the others are the head's projection of the captured
-residual stream. Runs on the MLX worker thread only.
+The statistics are the grid's own (``lens.grid.lens_grid``: the head projection in MLX, the
+statistics in numpy), so a step and ``analyze --positions all`` over the whole sequence are the
+same computation on the same states. (MLX's float32 sum over a 49,152-token vocabulary is off
+by up to ~2e-5 in a probability, numpy's pairwise sum by ~1e-7: on SmolLM2-135M, MLX-side
+statistics put the steps 1.4e-4 from transformers' probabilities, these 4e-6.) The emitted
+token is followed as one more tracked token, so its probability and rank at every captured
+block come from the same pass. Runs on the MLX worker thread only.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import mlx.core as mx
 import numpy as np
 
 from lazarus_mcp.generation.sampling import Sampler
-from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.compute import LensArrays
 from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
+from lazarus_mcp.lens.grid import lens_grid
 from lazarus_mcp.lens.head import LensHead
 
 
@@ -33,6 +36,14 @@ class StepArrays:
     emitted_ranks: np.ndarray  # [L]: its rank there
 
 
+def _without_last_tracked(lens: LensArrays) -> LensArrays:
+    lens.tracked_probs = lens.tracked_probs[:, :-1]
+    lens.tracked_ranks = lens.tracked_ranks[:, :-1]
+    lens.final_tracked_probs = lens.final_tracked_probs[:-1]
+    lens.final_tracked_ranks = lens.final_tracked_ranks[:-1]
+    return lens
+
+
 def step_lens(
     head: LensHead,
     captured: dict[int, mx.array],
@@ -45,53 +56,29 @@ def step_lens(
 ) -> StepArrays:
     """``captured``: block -> residual [D] at the step's position (``last`` always there);
     ``final_logits`` [V]: the model's own output there."""
-    final_lp, final_p = stats.softmax_pair(final_logits)
     token = sampler.choose(final_logits)
-    projected = [i for i in layers if i != last]
-    rows: dict[int, tuple[mx.array, mx.array]] = {}
-    if projected:
-        lens_lp, lens_p = stats.softmax_pair(head(mx.stack([captured[i] for i in projected])))
-        rows = {i: (lens_lp[n], lens_p[n]) for n, i in enumerate(projected)}
-    if last in layers:
-        rows[last] = (final_lp, final_p)
-    logprobs = mx.stack([rows[i][0] for i in layers])
-    probs = mx.stack([rows[i][1] for i in layers])
-    top_ids, _ = stats.top_k(logprobs, top_k)
-    final_ids, _ = stats.top_k(final_lp[None], top_k)
-    emitted = token.reshape(1)
-    tracked = mx.array(tracked_ids or [0], dtype=mx.int32)
-    outputs = [
-        top_ids,
-        mx.take_along_axis(probs, top_ids, axis=-1),
-        stats.entropy(logprobs, probs),
-        stats.kl_divergence(final_lp[None], final_p[None], logprobs),
-        final_ids[0],
-        final_p[final_ids[0]],
-        probs[:, tracked],
-        stats.ranks(logprobs, tracked),
-        final_p[tracked],
-        stats.ranks(final_lp[None], tracked)[0],
-        stats.ranks(logprobs, final_ids[0][:1])[:, 0],
-        *fidelity_arrays(head(captured[last][None])[0], final_logits),
-        token,
-        final_p[emitted][0],
-        stats.ranks(final_lp[None], emitted)[0, 0],
-        probs[:, emitted][:, 0],
-        stats.ranks(logprobs, emitted)[:, 0],
-    ]
-    mx.eval(*outputs)
-    arrays = [np.array(a) for a in outputs]
-    if not tracked_ids:
-        for n in (6, 7):
-            arrays[n] = arrays[n][:, :0]
-        for n in (8, 9):
-            arrays[n] = arrays[n][:0]
-    lens = LensArrays(list(layers), *arrays[:11], fidelity_of(outputs[11:14]))  # type: ignore[arg-type]
+    fidelity = fidelity_arrays(head(captured[last][None])[0], final_logits)
+    mx.eval(token, *fidelity)  # the forward, the sampled token and the head's self-check
+    token_id = int(token.item())
+    [lens] = lens_grid(
+        head,
+        list(layers),
+        {i: captured[i][None] for i in layers if i != last},
+        final_logits[None],
+        last,
+        top_k,
+        [*tracked_ids, token_id],
+        [fidelity_of(fidelity)],
+    )
+    emitted_probs = lens.tracked_probs[:, -1].copy()
+    emitted_ranks = lens.tracked_ranks[:, -1].copy()
+    probability = float(lens.final_tracked_probs[-1])
+    rank = int(lens.final_tracked_ranks[-1])
     return StepArrays(
-        lens=lens,
-        token_id=int(arrays[14]),
-        probability=float(arrays[15]),
-        rank=int(arrays[16]),
-        emitted_probs=arrays[17],
-        emitted_ranks=arrays[18],
+        lens=_without_last_tracked(lens),
+        token_id=token_id,
+        probability=probability,
+        rank=rank,
+        emitted_probs=emitted_probs,
+        emitted_ranks=emitted_ranks,
     )
