@@ -28,6 +28,7 @@ from tests.family_configs import FAMILY_CONFIGS
 
 PROMPT = "The capital of France is Paris . The capital of Japan is"  # > every test window
 TOL = 1e-5
+NATS_TOL = 1e-4
 
 
 def full_sequence_grid(loaded: LoadedModel, result: GenerationResult) -> AnalysisResult:
@@ -50,7 +51,10 @@ def full_sequence_grid(loaded: LoadedModel, result: GenerationResult) -> Analysi
 
 
 def assert_steps_match_grid(loaded: LoadedModel, result: GenerationResult) -> float:
-    """Every step against the grid's column at its position; returns the worst difference."""
+    """Every step against the grid's column at its position; returns the worst probability
+    difference. Entropy and KL (float32 sums over the vocabulary, in nats) must agree within
+    NATS_TOL of their size: transformers' own cached and full forwards of SmolLM2-135M differ by
+    1.4e-5 nats in a block's entropy (and 6.7e-6 in a probability)."""
     grid = full_sequence_grid(loaded, result)
     assert grid.grid is not None
     worst = 0.0
@@ -64,8 +68,8 @@ def assert_steps_match_grid(loaded: LoadedModel, result: GenerationResult) -> fl
             assert mine.layer_idx == ref.layer_idx
             pairs = [(t.token_id, t.probability) for t in mine.top_k]
             worst = max(worst, _same_top(pairs, [(t.token_id, t.probability) for t in ref.top_k]))
-            worst = max(worst, abs(mine.entropy - ref.entropy) / max(1.0, ref.entropy))
-            worst = max(worst, abs(mine.kl_divergence - ref.kl_divergence) / max(1.0, ref.entropy))
+            for a, b in ((mine.entropy, ref.entropy), (mine.kl_divergence, ref.kl_divergence)):
+                assert abs(a - b) <= NATS_TOL * max(1.0, b), (step.step, mine.layer_idx, a, b)
         for mine_evo, ref_evo in zip(step.token_evolutions, column.token_evolutions, strict=True):
             for a, b in zip(mine_evo.layers, ref_evo.layers, strict=True):
                 worst = max(worst, abs(a.probability - b.probability))
