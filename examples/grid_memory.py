@@ -80,7 +80,7 @@ def build(out: Path, vocab: int, layers: int) -> Path:
 def measure(path: Path, positions: int) -> dict[str, float]:
     import mlx.core as mx
 
-    from lazarus_mcp.lens.analysis import analyze_loaded
+    from lazarus_mcp.analyses.analysis import analyze_loaded
     from lazarus_mcp.modeling.loading import load
     from lazarus_mcp.runtime import worker
     from lazarus_mcp.schema import AnalysisConfig, LayerStrategy

@@ -11,8 +11,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
+from lazarus_mcp.analyses.attribution import attribute_loaded
 from lazarus_mcp.introspection import AnalysisConfig, LayerStrategy, ModelAnalyzer
-from lazarus_mcp.lens.attribution import attribute_loaded
 from lazarus_mcp.lens.final_norm import probe_norm
 from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.runtime import worker

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from lazarus_mcp.analyses import batch
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.introspection import ModelAnalyzer
-from lazarus_mcp.lens import batch
-from lazarus_mcp.lens.analysis import analyze_loaded
 from lazarus_mcp.modeling.loading import load
 from lazarus_mcp.runtime import worker
 from lazarus_mcp.schema import AnalysisConfig, LayerStrategy

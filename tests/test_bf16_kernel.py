@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from lazarus_mcp.accel import bf16_linear, cpu_gemm
 from lazarus_mcp.accel.bf16_linear import EXACT, FAST
-from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.lens.taps import forward_with_taps
 from lazarus_mcp.modeling.loading import LoadedModel, LoadOptions, load
 from lazarus_mcp.runtime import worker

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lazarus_mcp.analyses.compare import divergence_layer
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.introspection import (
     AnalysisConfig,
@@ -16,7 +17,6 @@ from lazarus_mcp.introspection import (
     LayerStrategy,
     ModelAnalyzer,
 )
-from lazarus_mcp.lens.compare import divergence_layer
 from lazarus_mcp.schema import CompareResult
 from tests.conftest import PARITY, parity_ref
 

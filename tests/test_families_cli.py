@@ -39,7 +39,7 @@ def test_info_shows_the_support_level(tmp_path: Path) -> None:
 
 
 def test_mcp_text_shows_the_support_level(tmp_path: Path) -> None:
-    from lazarus_mcp.lens.analysis import analyze_loaded
+    from lazarus_mcp.analyses.analysis import analyze_loaded
     from lazarus_mcp.schema import AnalysisConfig
     from lazarus_mcp.server.tools import ModelStatus, render_analysis, render_status
 

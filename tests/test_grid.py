@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.lens import grid as grid_module
-from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.lens import cells as cells_module
 from lazarus_mcp.lens.positions import parse_positions, select_positions
 from lazarus_mcp.modeling.loading import load
 from lazarus_mcp.runtime import worker
@@ -94,8 +94,8 @@ def test_chunked_grid_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     prompt = "The capital of France is Paris, and the capital of Spain is"
     whole = worker.run_sync(analyze_loaded, loaded, prompt, config).model_dump(mode="json")
-    monkeypatch.setattr(grid_module, "CHUNK_BYTES", 1)
-    assert grid_module.chunk_positions(8, loaded.info.vocab_size) == 1
+    monkeypatch.setattr(cells_module, "CHUNK_BYTES", 1)
+    assert cells_module.chunk_cells(8, loaded.info.vocab_size) == 1
     chunked = worker.run_sync(analyze_loaded, loaded, prompt, config).model_dump(mode="json")
     assert chunked == whole
 

@@ -306,8 +306,8 @@ async def test_extreme_embedding_scales_are_refused(client: Client, scale: Any) 
 async def test_non_finite_results_are_errors_not_invalid_results() -> None:
     import numpy as np
 
+    from lazarus_mcp.analyses.guards import check_finite
     from lazarus_mcp.errors import InvalidRequestError
-    from lazarus_mcp.lens.guards import check_finite
 
     check_finite(np.array([0.5, 0.25]))
     with pytest.raises(InvalidRequestError, match="non-finite"):

@@ -211,7 +211,7 @@ def test_loading_leaves_the_default_device_alone() -> None:
 
 @pytest.mark.skipif(not _gpu(), reason="two devices need a GPU (Metal or CUDA)")
 def test_two_models_on_two_devices_each_run_on_their_own() -> None:
-    from lazarus_mcp.lens.analysis import analyze_loaded
+    from lazarus_mcp.analyses.analysis import analyze_loaded
     from lazarus_mcp.modeling.loading import load
     from lazarus_mcp.runtime import worker
 

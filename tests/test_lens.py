@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.lens.taps import forward_with_taps
 from lazarus_mcp.modeling.families import FAMILIES as SUPPORTED_FAMILIES
 from lazarus_mcp.modeling.loading import LoadedModel, LoadOptions, load

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.lens.analysis import analyze_loaded
 from lazarus_mcp.modeling.loading import load
 from lazarus_mcp.plots import Metric, grid_of, plot_format, render_heatmap
 from lazarus_mcp.plots import grid as grid_module

@@ -12,8 +12,8 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.errors import UnsupportedModelError
-from lazarus_mcp.lens.analysis import analyze_loaded
 from lazarus_mcp.lens.head import build_head
 from lazarus_mcp.lens.taps import forward_with_taps
 from lazarus_mcp.modeling.families import FAMILIES

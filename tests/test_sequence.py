@@ -30,8 +30,8 @@ def _separately(loaded: object, prompt_ids: list[int], pieces: list[int]) -> np.
             loaded.sliding_windows,  # type: ignore[attr-defined]
         )
         rows = mx.concatenate([head(mx.stack([captured[i] for i in range(n - 1)])), own[None]])
-        logprobs, _ = stats.softmax_pair(mx.concatenate([rows, own[None]]))
-        total += np.array(logprobs[:, piece], dtype=np.float64)
+        logprobs, _ = stats.softmax_pair(np.array(mx.concatenate([rows, own[None]])))
+        total += logprobs[:, piece].astype(np.float64)
     return total
 
 

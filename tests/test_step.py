@@ -9,14 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from mlx_lm.models.cache import make_prompt_cache
 
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
+from lazarus_mcp.lens.cells import CellSpec, cell_stats
+from lazarus_mcp.lens.readout import LogitLens
 from lazarus_mcp.lens.step import check_steppable, start_steps, step_support
 from lazarus_mcp.lens.taps import tapped_forward
 from lazarus_mcp.modeling.loading import LoadedModel, load
 from lazarus_mcp.runtime import worker
+from lazarus_mcp.schema import AnalysisConfig, LayerStrategy
 from tests.checkpoints import build_checkpoint
 from tests.conftest import PARITY
 
@@ -115,3 +120,60 @@ def test_feed_checks_its_positions() -> None:
 
     with pytest.raises(InvalidRequestError, match="out of range"):
         worker.run_sync(bad)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3-text"])
+def test_a_string_scored_step_by_step_equals_its_sequence_logprob(name: str) -> None:
+    """Scoring and generating are the same code: feed the prompt, then each piece, read each
+    step's lens through the one cell function; the sum is the analysis's sequence score."""
+    loaded = worker.run_sync(load, str(PARITY / name))
+    query = " Größe"  # several tokens in these vocabularies
+    config = AnalysisConfig(
+        layer_strategy=LayerStrategy.ALL, use_chat_template=False, track_tokens=[query]
+    )
+    result = worker.run_sync(analyze_loaded, loaded, "The capital of France is", config)
+    evolution = result.token_evolutions[0]
+    assert evolution.multi_token
+    pieces = loaded.tokenizer.encode(query, add_special_tokens=False)
+    n = loaded.info.num_layers
+
+    def stepped() -> np.ndarray:
+        steps = start_steps(loaded.model, loaded.embedding_factor(None), loaded.sliding_windows)
+        spec = CellSpec(LogitLens(loaded.head), list(range(n)), n - 1)
+        total = np.zeros(n + 1)
+        fed: list[int] = result.token_ids
+        for piece in pieces:
+            tapped = steps.feed(fed, outputs=range(n))
+            cells = cell_stats(
+                spec,
+                {i: tapped.outputs[i][:, 0] for i in range(n)},
+                tapped.logits[:, 0],
+                picks=np.array([piece]),
+            )
+            assert cells.picked is not None and cells.final_picked is not None
+            total += np.append(cells.picked[:, 0], cells.final_picked[0])
+            fed = [piece]
+        return total
+
+    got = [s.sequence_logprob for s in evolution.layers] + [evolution.final_sequence_logprob]
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64), worker.run_sync(stepped), atol=1e-4
+    )
+
+
+def test_rows_of_equal_length_step_together() -> None:
+    loaded = worker.run_sync(load, str(PARITY / "gemma3-text"))
+    rows = [IDS[:6], IDS[6:12]]
+    following = [[11, 5, 7], [12, 6, 8]]  # each row's next tokens
+
+    def run(which: list[int]) -> mx.array:
+        steps = start_steps(loaded.model, 1.0, loaded.sliding_windows)
+        steps.feed([rows[b] for b in which])
+        fed = [steps.feed([[following[b][j]] for b in which]).logits for j in range(3)]
+        return mx.concatenate(fed, axis=1)
+
+    def gap() -> float:
+        alone = mx.concatenate([run([0]), run([1])], axis=0)
+        return float(mx.max(mx.abs(run([0, 1]) - alone)) / mx.max(mx.abs(alone)))
+
+    assert worker.run_sync(gap) <= TOL

@@ -8,8 +8,9 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError, TokenResolutionError
-from lazarus_mcp.lens.tokens import TokenText, encode_prompt
+from lazarus_mcp.lens.tokens import TokenText
 from tests.conftest import PARITY
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.modeling.loading import load
 from lazarus_mcp.runtime import worker
 from lazarus_mcp.schema import AnalysisConfig, LayerStrategy

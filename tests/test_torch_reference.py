@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazarus_mcp.lens.analysis import analyze_loaded
+from lazarus_mcp.analyses.analysis import analyze_loaded
 from lazarus_mcp.modeling.loading import load
 from lazarus_mcp.runtime import worker
 from lazarus_mcp.schema import AnalysisConfig, LayerStrategy

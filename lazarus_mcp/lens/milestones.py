@@ -1,4 +1,8 @@
-"""Milestones: the few layers an agent should read first, from the lens statistics per layer."""
+"""Milestones: the few blocks an agent should read first, from the lens statistics per block.
+
+The analyses pass every block at the last position (``analyses.analysis.block_milestones``), so
+a milestone never waits for the next displayed layer: with the demo's evenly spaced layers
+0, 4, 5, ' Paris' ranks 1 from block 1, not "from layer 4"."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ def _first(layers: Sequence[int], hits: Sequence[bool]) -> int | None:
 
 
 def _settled(layers: Sequence[int], hits: Sequence[bool]) -> int | None:
-    """First layer from which every later captured layer hits too."""
+    """First layer from which every later given layer hits too."""
     found = None
     for layer, hit in zip(layers, hits, strict=True):
         if hit and found is None:
@@ -33,7 +37,7 @@ def milestones(
     entropy: Sequence[float],
     final_top1: int,
 ) -> Milestones:
-    """Milestones over the captured layers (a layer not captured cannot be a milestone)."""
+    """Milestones over the given layers (the analyses give every block)."""
     changes = [
         TopChange(
             layer_idx=layers[n],

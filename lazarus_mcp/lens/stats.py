@@ -1,59 +1,80 @@
-"""Statistics of lens distributions as plain functions over float32 logits of shape [..., V]."""
+"""The lens statistics, each defined once, as plain functions over float32 numpy arrays [..., V].
+
+Every analysis computes its statistics here (``cells``), after the projection ran in MLX: on
+the CPU numpy's vectorized exponential is about 12x MLX's (231 x 32,000 logits: 0.028 s against
+0.331 s, measured on this project's 2-core machine). One module, one definition per statistic:
+a single position, a grid cell and a batch member get the same numbers from the same inputs.
+"""
 
 from __future__ import annotations
 
-import mlx.core as mx
+import numpy as np
 
 
-def softmax_pair(logits: mx.array) -> tuple[mx.array, mx.array]:
-    """Log-probabilities and probabilities per row, from one pass of exponentials (on MLX's CPU
-    backend an exponential over a [L, V] array costs as much as the rest of the statistics)."""
-    logits = logits.astype(mx.float32)
-    shifted = logits - mx.max(logits, axis=-1, keepdims=True)
-    exps = mx.exp(shifted)
-    total = mx.sum(exps, axis=-1, keepdims=True)
-    return shifted - mx.log(total), exps / total
+def softmax_pair(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities and probabilities per row, from one pass of exponentials."""
+    logits = np.asarray(logits, dtype=np.float32)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exps = np.exp(shifted)
+    total = exps.sum(axis=-1, keepdims=True)
+    return shifted - np.log(total), exps / total
 
 
-def entropy(logprobs: mx.array, probs: mx.array) -> mx.array:
+def entropy(logprobs: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Shannon entropy in nats, per row."""
-    return -mx.sum(probs * logprobs, axis=-1)
+    return -(probs * logprobs).sum(axis=-1)
 
 
-def kl_divergence(p_logprobs: mx.array, p_probs: mx.array, q_logprobs: mx.array) -> mx.array:
+def kl_divergence(
+    p_logprobs: np.ndarray, p_probs: np.ndarray, q_logprobs: np.ndarray
+) -> np.ndarray:
     """KL(p || q) in nats, per row; p broadcasts over q's rows."""
-    return mx.sum(p_probs * (p_logprobs - q_logprobs), axis=-1)
-
-
-def top_k(logprobs: mx.array, k: int) -> tuple[mx.array, mx.array]:
-    """Indices and log-probabilities of the k largest entries per row, best first.
-
-    Partial selection (argpartition) then a sort of only k entries: O(V + k log k) per row.
-    """
-    part = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[..., :k]
-    values = mx.take_along_axis(logprobs, part, axis=-1)
-    order = mx.argsort(-values, axis=-1)
-    return mx.take_along_axis(part, order, axis=-1), mx.take_along_axis(values, order, axis=-1)
-
-
-def ranks(logprobs: mx.array, token_ids: mx.array) -> mx.array:
-    """1-based rank of each token per row over the whole vocabulary; ties share the best rank.
-
-    Returns [..., T] for logprobs [..., V] and token_ids [T]. One comparison per token: a
-    [..., T, V] boolean array would be T times the size of the log-probs themselves.
-    """
-    chosen = mx.take(logprobs, token_ids, axis=-1)  # [..., T]
-    counts = [mx.sum(logprobs > chosen[..., t : t + 1], axis=-1) for t in range(token_ids.shape[0])]
-    return 1 + mx.stack(counts, axis=-1)
+    return (p_probs * (p_logprobs - q_logprobs)).sum(axis=-1)
 
 
 def js_divergence(
-    p_logprobs: mx.array, p_probs: mx.array, q_logprobs: mx.array, q_probs: mx.array
-) -> mx.array:
+    p_logprobs: np.ndarray, p_probs: np.ndarray, q_logprobs: np.ndarray, q_probs: np.ndarray
+) -> np.ndarray:
     """Jensen-Shannon divergence in nats per row: (KL(p||m) + KL(q||m)) / 2 with m = (p + q) / 2.
 
     Entries a distribution gives probability 0 contribute 0 (not 0 * log 0 = nan)."""
-    log_m = mx.log((p_probs + q_probs) / 2)
-    kl_p = mx.sum(mx.where(p_probs > 0, p_probs * (p_logprobs - log_m), 0.0), axis=-1)
-    kl_q = mx.sum(mx.where(q_probs > 0, q_probs * (q_logprobs - log_m), 0.0), axis=-1)
+    with np.errstate(divide="ignore"):
+        log_m = np.log((p_probs + q_probs) / 2)
+    kl_p = np.where(p_probs > 0, p_probs * (p_logprobs - log_m), 0.0).sum(axis=-1)
+    kl_q = np.where(q_probs > 0, q_probs * (q_logprobs - log_m), 0.0).sum(axis=-1)
     return (kl_p + kl_q) / 2
+
+
+def top_k(logprobs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries per row, best first (partial selection, then k sorted)."""
+    part = np.argpartition(-logprobs, k - 1, axis=-1)[..., :k]
+    values = np.take_along_axis(logprobs, part, axis=-1)
+    order = np.argsort(-values, axis=-1, kind="stable")
+    return np.take_along_axis(part, order, axis=-1)
+
+
+def ranks(logprobs: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    """1-based rank of each token per row over the whole vocabulary; ties share the best rank.
+    [..., T] for logprobs [..., V]; one [..., V] comparison per token at a time."""
+    chosen = np.take(logprobs, token_ids, axis=-1)
+    counts = [(logprobs > chosen[..., t : t + 1]).sum(axis=-1) for t in range(len(token_ids))]
+    return 1 + np.stack(counts, axis=-1) if counts else np.zeros((*logprobs.shape[:-1], 0), int)
+
+
+def rank_of(logprobs: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    """1-based rank of one token per row (``token_ids`` [...], broadcast against the rows)."""
+    ids = np.broadcast_to(token_ids, logprobs.shape[:-1])[..., None]
+    chosen = np.take_along_axis(logprobs, ids, axis=-1)
+    return 1 + (logprobs > chosen).sum(axis=-1)
+
+
+def picked(logprobs: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    """The log-probability of one token per row (``token_ids`` [...], broadcast)."""
+    ids = np.broadcast_to(token_ids, logprobs.shape[:-1])[..., None]
+    return np.take_along_axis(logprobs, ids, axis=-1)[..., 0]
+
+
+def sequence_logprob(piece_logprobs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A string's teacher-forced log-probability: its pieces' log-probabilities [..., S] summed
+    where ``valid`` [S] (broadcast) marks a piece (padding offsets excluded)."""
+    return np.where(valid, piece_logprobs, 0.0).sum(axis=-1)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from lazarus_mcp.lens.grid_taps import pad_batch
 from lazarus_mcp.lens.head import blocks as block_list
-from lazarus_mcp.lens.taps import tapped_forward
+from lazarus_mcp.lens.taps import pad_batch, tapped_forward
 
 
 @dataclass

@@ -2,9 +2,10 @@
 architecture prescribes where a port ignores them, and the embedding scale the forward applies.
 
 Nothing here re-implements a forward: blocks are wrapped in place for one call and restored.
-Every forward of the lens (this module's single position, ``grid_taps``' positions x layers and
-batches, ``subtaps``' sub-layer states) is one :func:`tapped_forward` with every block wrapped by
-the one :class:`_Block`, which also checks the call's deadline and cancellation after each block.
+Every forward of the lens (one position, a grid of positions x layers over a padded batch,
+``subtaps``' sub-layer states, ``step``'s tokens over a KV cache) is one :func:`tapped_forward`
+with every block wrapped by the one :class:`_Block`, which also checks the call's deadline and
+cancellation after each block.
 Runs on the MLX worker thread only.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -23,7 +24,7 @@ from mlx_lm.models.cache import KVCache
 from lazarus_mcp.errors import UnsupportedModelError
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.head import embedding_slot
-from lazarus_mcp.runtime.limits import interrupt as current_interrupt
+from lazarus_mcp.lens.interrupt import interrupt as current_interrupt
 
 
 class _Block:
@@ -46,9 +47,11 @@ class _Block:
         mid: str | None = None,
         truncate: bool = False,
         mask: mx.array | None = None,
+        every_index: mx.array | None = None,
     ) -> None:
         self._block = block
         self._index = index
+        self._every_index = every_index
         self._keep_input = keep_input
         self._keep_output = keep_output
         self._mid = mid
@@ -57,6 +60,7 @@ class _Block:
         self.input: mx.array | None = None
         self.mid: mx.array | None = None
         self.output: mx.array | None = None
+        self.every: mx.array | None = None
 
     def _gather(self, hidden: mx.array) -> mx.array:
         return mx.take_along_axis(hidden, self._index, axis=1)
@@ -77,9 +81,11 @@ class _Block:
                 out = self._block(*args, **kwargs)
             self.mid = keep.captured
         _between_blocks(out)
+        hidden = out[0] if isinstance(out, tuple) else out
+        if self._every_index is not None:
+            self.every = mx.take_along_axis(hidden, self._every_index, axis=1)
         if not (self._keep_output or self._truncate):
             return out
-        hidden = out[0] if isinstance(out, tuple) else out
         kept = self._gather(hidden)
         if self._keep_output:
             self.output = kept
@@ -227,6 +233,7 @@ class Tapped:
     mids: dict[int, mx.array]
     outputs: dict[int, mx.array]
     logits: mx.array  # [B, P, V]: the model's own output at the gathered positions
+    every: dict[int, mx.array] = field(default_factory=dict)  # block -> [B, 1, D] at every_at
 
 
 def tapped_forward(
@@ -239,12 +246,15 @@ def tapped_forward(
     embedding_factor: float = 1.0,
     windows: dict[int, int] | None = None,
     cache: list[Any] | None = None,
+    every_at: mx.array | None = None,
 ) -> Tapped:
     """One forward pass of the model's own code over ``ids`` [B, T] with every block wrapped.
 
     ``index`` [B or 1, P, 1]: the positions kept of each row. Kept: the output of the blocks in
     ``outputs``, the input of those in ``inputs``, and with ``mid`` the input of that module in
     every block. The last block hands on only the kept positions, so ``logits`` is [B, P, V].
+    With ``every_at`` [B or 1, 1, 1], every block's output is also kept at that one position
+    (``every``): the milestones read every block there, whichever blocks are displayed.
 
     With ``cache`` (the model's own, ``mlx_lm.models.cache.make_prompt_cache``; see ``step``)
     ``ids`` are the next tokens after those already in the cache, ``index`` counts from the
@@ -273,6 +283,7 @@ def tapped_forward(
             mid=mid,
             truncate=i == last,
             mask=masks.get(i),
+            every_index=every_at,
         )
         for i in range(len(blocks))
     ]
@@ -285,6 +296,11 @@ def tapped_forward(
             stack.enter_context(_swapped(holder, key, scaled))
         logits = model(ids) if cache is None else model(ids, cache=cache)
     tapped = Tapped({}, {}, {}, logits)
+    if every_at is not None:
+        for i, block in enumerate(wrapped):
+            if block.every is None:
+                raise RuntimeError(f"the model's forward never ran block {i} as a whole")
+            tapped.every[i] = block.every
     for i, block in enumerate(wrapped):
         kept = [
             (tapped.inputs, block.input, i in inputs),
@@ -298,6 +314,24 @@ def tapped_forward(
                 raise RuntimeError(f"the model's forward never ran block {i} as a whole")
             into[i] = value
     return tapped
+
+
+def pad_batch(batch: list[list[int]], pad_id: int = 0) -> mx.array:
+    """Right-padded token ids [B, T].
+
+    A causal model never lets a token see a later one, so each row's tokens attend to exactly
+    the keys they attend to alone, at the same RoPE positions and inside the same sliding
+    windows: the padding needs no mask of its own, and each row's residual stream equals its
+    single-row stream up to float rounding (the matmuls see other shapes; measured below 1e-6
+    on the parity checkpoints). Left padding would shift every RoPE position."""
+    width = max(len(ids) for ids in batch)
+    return mx.array([ids + [pad_id] * (width - len(ids)) for ids in batch])
+
+
+def position_index(positions: list[list[int]]) -> mx.array:
+    """[B, P, 1] gather indices; shorter rows repeat their last position (ignored later)."""
+    width = max(len(p) for p in positions)
+    return mx.array([p + [p[-1]] * (width - len(p)) for p in positions])[..., None]
 
 
 def forward_with_taps(

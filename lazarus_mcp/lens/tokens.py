@@ -1,4 +1,5 @@
-"""Tokens as the model sees them: prompt encoding, display text, and tracked-token resolution."""
+"""Tokens as the model sees them: display text and tracked-token resolution (prompt encoding,
+which runs the checkpoint's chat template, is ``analyses/prompts.py``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from lazarus_mcp.errors import InvalidRequestError, TokenResolutionError
-from lazarus_mcp.modeling.chat_template import render_chat
+from lazarus_mcp.errors import TokenResolutionError
+from lazarus_mcp.lens.interrupt import check_interrupt
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -120,7 +121,9 @@ class TokenText:
     def _by_text(self) -> dict[str, int]:
         """Display text -> id over the whole vocabulary (lowest id wins on collisions)."""
         table: dict[str, int] = {}
-        for token_id in sorted(self.tokenizer.get_vocab().values()):
+        for n, token_id in enumerate(sorted(self.tokenizer.get_vocab().values())):
+            if n % 8192 == 0:
+                check_interrupt()  # a 262k vocabulary takes a while; nothing is cached if stopped
             table.setdefault(self(token_id), token_id)
         return table
 
@@ -142,20 +145,3 @@ class TokenText:
 
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
-
-
-def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> EncodedPrompt:
-    """Tokenize as Hugging Face does: the template's text without a second BOS, or the raw prompt
-    with the tokenizer's special tokens."""
-    if not prompt:
-        raise InvalidRequestError("the prompt is empty: give the text to analyze")
-    if use_chat_template and has_chat_template(tokenizer):
-        # Bounded in time, memory and output: the template is the checkpoint's code.
-        text = render_chat(tokenizer, prompt)
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        encoded = EncodedPrompt(text, list(ids), True)
-    else:
-        encoded = EncodedPrompt(prompt, list(tokenizer.encode(prompt)), False)
-    if not encoded.token_ids:
-        raise InvalidRequestError("the prompt produced no tokens")
-    return encoded

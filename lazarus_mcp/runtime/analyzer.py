@@ -40,13 +40,13 @@ T = TypeVar("T")
 
 
 def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
-    from lazarus_mcp.lens.analysis import analyze_loaded
+    from lazarus_mcp.analyses.analysis import analyze_loaded
 
     return analyze_loaded(loaded, prompt, config)
 
 
 def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> AttributionResult:
-    from lazarus_mcp.lens.attribution import attribute_loaded
+    from lazarus_mcp.analyses.attribution import attribute_loaded
 
     return attribute_loaded(loaded, prompt, config)
 
@@ -54,7 +54,7 @@ def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> A
 def _compare(
     a: LoadedModel, b: LoadedModel, prompt_a: str, prompt_b: str, config: AnalysisConfig
 ) -> CompareResult:
-    from lazarus_mcp.lens.compare import compare_loaded
+    from lazarus_mcp.analyses.compare import compare_loaded
 
     return compare_loaded(a, b, prompt_a, prompt_b, config)
 
@@ -155,7 +155,7 @@ class ModelAnalyzer:
         """One result per prompt, in order. Prompts of similar length run through the model
         together (padded), a group per forward pass; ``on_progress(done, total)`` is awaited
         after each group with the number of prompts done."""
-        from lazarus_mcp.lens import batch
+        from lazarus_mcp.analyses import batch
 
         config = config or AnalysisConfig()
         prompts = list(prompts)

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 
 class Fidelity(BaseModel):
-    """The lens head on the last block's residual stream vs the model's own output, this call."""
+    """The lens of the last block's residual stream vs the model's own output, this call."""
 
     max_abs_prob_diff: float = Field(description="Largest |p_lens - p_model| over the vocabulary.")
     kl_divergence: float = Field(description="KL(model || lens of the last block), nats.")
@@ -17,22 +17,23 @@ class TopChange(BaseModel):
     layer_idx: int
     token: str = Field(description="The top-1 token from this layer on.")
     token_id: int
-    previous_token: str = Field(description="The top-1 token at the previous captured layer.")
+    previous_token: str = Field(description="The top-1 token at the previous block.")
 
 
 class Milestones(BaseModel):
-    """Where, among the captured layers, the final answer forms. Null: never in them."""
+    """Where the final answer forms, over every block at the last position (whichever layers
+    are displayed: one position's lens of every block is cheap). Null: never."""
 
     final_token: str = Field(description="The model's own top-1 token.")
     final_token_id: int
-    rank_le_10_layer: int | None = Field(description="First layer where it ranks <= 10.")
-    rank_le_5_layer: int | None = Field(description="First layer where it ranks <= 5.")
+    rank_le_10_layer: int | None = Field(description="First block where it ranks <= 10.")
+    rank_le_5_layer: int | None = Field(description="First block where it ranks <= 5.")
     rank_1_layer: int | None = Field(
-        description="First layer from which it ranks 1 at every later captured layer."
+        description="First block from which it ranks 1 at every later block."
     )
     entropy_below_1_layer: int | None = Field(
-        description="First layer whose distribution has entropy < 1 nat."
+        description="First block whose distribution has entropy < 1 nat."
     )
     top1_changes: list[TopChange] = Field(
-        description="Layers where the top-1 token differs from the previous captured layer's."
+        description="Blocks where the top-1 token differs from the previous block's."
     )

@@ -1,20 +1,24 @@
-"""Analyses from a loaded model: check the request, run the lens (``batch``), and fill the
-result contract. Synchronous; runs on the MLX worker thread.
+"""The analysis of prompts from a loaded model: check the request, plan the lens, and fill the
+result contract from the lens of each prompt (``prompt_lens``; run by ``batch``).
+Synchronous; runs on the MLX worker thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from lazarus_mcp.analyses import guards
+from lazarus_mcp.analyses.prompt_lens import LensRequest, PromptLens
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.lens import guards
-from lazarus_mcp.lens.compute import LensArrays, compute_lens
+from lazarus_mcp.lens.cells import Column, Row, check_top_k
+from lazarus_mcp.lens.interrupt import check_interrupt
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.milestones import milestones
 from lazarus_mcp.lens.positions import select_positions
+from lazarus_mcp.lens.readout import lens_name, make_lens
 from lazarus_mcp.lens.tokens import EncodedPrompt, ResolvedToken, TokenText
 from lazarus_mcp.schema import (
     AnalysisConfig,
@@ -25,6 +29,7 @@ from lazarus_mcp.schema import (
     TokenEvolution,
     TokenProbability,
 )
+from lazarus_mcp.schema.fidelity import Milestones
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
@@ -37,22 +42,14 @@ def _top(text: TokenText, ids: list[int], probs: list[float]) -> list[TokenProba
     ]
 
 
-class _Rows(Protocol):
-    """Per-row lens statistics: :class:`LensArrays` and ``rows.RowStats`` both are."""
-
-    top_ids: np.ndarray
-    top_probs: np.ndarray
-    entropy: np.ndarray
-    kl: np.ndarray
-
-
 Prediction = TypeVar("Prediction", bound=LayerPrediction)
 
 
 def layer_prediction(
-    cls: type[Prediction], text: TokenText, layer: int | None, rows: _Rows, n: int, **extra: Any
+    cls: type[Prediction], text: TokenText, layer: Row, rows: Column, n: int, **extra: Any
 ) -> Prediction:
-    """Row ``n`` of ``rows`` as a :class:`LayerPrediction` (or a subclass, with ``extra``)."""
+    """Row ``n`` of one cell's statistics as a :class:`LayerPrediction` (or a subclass, with
+    ``extra``)."""
     top = _top(text, rows.top_ids[n].tolist(), rows.top_probs[n].tolist())
     return cls(
         layer_idx=layer,
@@ -66,10 +63,10 @@ def layer_prediction(
     )
 
 
-def _layer_predictions(text: TokenText, arrays: LensArrays) -> list[LayerPrediction]:
+def _layer_predictions(text: TokenText, column: Column) -> list[LayerPrediction]:
     return [
-        layer_prediction(LayerPrediction, text, layer, arrays, row)
-        for row, layer in enumerate(arrays.layers)
+        layer_prediction(LayerPrediction, text, layer, column, row)
+        for row, layer in enumerate(column.rows)
     ]
 
 
@@ -80,8 +77,14 @@ def _sequence(values: np.ndarray | None, seq: int | None, row: int | None = None
 
 
 def _evolutions(
-    text: TokenText, tracked: list[ResolvedToken], arrays: LensArrays
+    text: TokenText,
+    tracked: list[ResolvedToken],
+    arrays: Column,
+    sequences: PromptLens | None = None,
 ) -> list[TokenEvolution]:
+    """Each tracked token across the rows; ``sequences``: multi-token strings' scores."""
+    seq_lp = None if sequences is None else sequences.sequence_logprobs
+    final_seq_lp = None if sequences is None else sequences.final_sequence_logprobs
     evolutions = []
     multi = [t for t in tracked if t.multi_token]
     for col, token in enumerate(tracked):
@@ -91,9 +94,9 @@ def _evolutions(
                 layer_idx=layer,
                 probability=float(arrays.tracked_probs[row, col]),
                 rank=int(arrays.tracked_ranks[row, col]),
-                sequence_logprob=_sequence(arrays.sequence_logprobs, seq, row),
+                sequence_logprob=_sequence(seq_lp, seq, row),
             )
-            for row, layer in enumerate(arrays.layers)
+            for row, layer in enumerate(arrays.rows)
         ]
         evolutions.append(
             TokenEvolution(
@@ -108,7 +111,7 @@ def _evolutions(
                 emergence_layer=next(
                     (s.layer_idx for s in steps if s.rank == 1 and s.layer_idx is not None), None
                 ),
-                final_sequence_logprob=_sequence(arrays.final_sequence_logprobs, seq),
+                final_sequence_logprob=_sequence(final_seq_lp, seq),
             )
         )
     return evolutions
@@ -116,14 +119,14 @@ def _evolutions(
 
 def analyze_loaded(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> AnalysisResult:
     """The whole analysis of one prompt, synchronously, on the MLX worker thread."""
-    from lazarus_mcp.lens.batch import analyze_many
+    from lazarus_mcp.analyses.batch import analyze_many
 
     return analyze_many(loaded, [prompt], config)[0]
 
 
 def single_position(config: AnalysisConfig) -> bool:
-    """The last position alone and no embedding row: the single-position lens (``compute``),
-    which also scores multi-token tracked strings in its forward pass."""
+    """The last position alone and no embedding row: where multi-token tracked strings are
+    scored (as continuations, in the same forward pass)."""
     return config.positions == "last" and not config.include_embeddings
 
 
@@ -134,26 +137,39 @@ class LensPlan:
     layers: list[int]
     rows: list[int | None]  # None first when the embedding output is included
     tracked: list[ResolvedToken]
-    factor: float
+    request: LensRequest
 
     @property
     def multi_token(self) -> bool:
         return any(t.multi_token for t in self.tracked)
 
 
+def resolve_tracked(loaded: LoadedModel, queries: list[str]) -> list[ResolvedToken]:
+    """The tracked strings as tokens of this model, each inside its vocabulary."""
+    tracked = [loaded.token_text.resolve(query) for query in queries]
+    for token in tracked:
+        if max((token.token_id, *token.piece_ids)) >= loaded.info.vocab_size:
+            raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
+    return tracked
+
+
 def plan_lens(loaded: LoadedModel, config: AnalysisConfig) -> LensPlan:
     info = loaded.info
     guards.check_config(config)
-    if not 1 <= config.top_k <= info.vocab_size:
-        raise InvalidRequestError(f"top_k must be between 1 and {info.vocab_size} (the vocab size)")
+    check_top_k(config.top_k, info.vocab_size)
     layers = select_layers(config, info.num_layers)
-    text = loaded.token_text
-    tracked = [text.resolve(query) for query in config.track_tokens]
-    for token in tracked:
-        if max((token.token_id, *token.piece_ids)) >= info.vocab_size:
-            raise InvalidRequestError(f"token {token.query!r} is outside the model's vocabulary")
+    tracked = resolve_tracked(loaded, config.track_tokens)
     rows: list[int | None] = [None, *layers] if config.include_embeddings else list(layers)
-    plan = LensPlan(layers, rows, tracked, loaded.embedding_factor(config.embedding_scale))
+    request = LensRequest(
+        lens=make_lens(loaded, lens_name(config)),
+        rows=rows,
+        last=info.num_layers - 1,
+        top_k=config.top_k,
+        tracked=[t.token_id for t in tracked],
+        embedding_factor=loaded.embedding_factor(config.embedding_scale),
+        windows=loaded.sliding_windows,
+    )
+    plan = LensPlan(layers, rows, tracked, request)
     if plan.multi_token and not single_position(config):
         raise InvalidRequestError(
             "multi-token track_tokens are scored at the last position only: use positions "
@@ -162,23 +178,31 @@ def plan_lens(loaded: LoadedModel, config: AnalysisConfig) -> LensPlan:
     return plan
 
 
-def analyze_single(
-    loaded: LoadedModel, prompt: str, encoded: EncodedPrompt, config: AnalysisConfig, plan: LensPlan
-) -> AnalysisResult:
-    """One prompt at its last position (``compute_lens``: one forward, continuations included)."""
-    with loaded.scope():
-        arrays = compute_lens(
-            loaded.model,
-            loaded.head,
-            encoded.token_ids,
-            plan.layers,
-            config.top_k,
-            [t.token_id for t in plan.tracked],
-            plan.factor,
-            loaded.sliding_windows,
-            [list(t.piece_ids) for t in plan.tracked if t.multi_token],
-        )
-    return build_result(loaded, prompt, encoded, config, plan, {len(encoded.token_ids) - 1: arrays})
+def block_milestones(text: TokenText, blocks: Column) -> Milestones:
+    """Milestones over every block (``blocks``: one cell's statistics over all of them)."""
+    layers = [r for r in blocks.rows if r is not None]
+    return milestones(
+        text,
+        layers,
+        blocks.top_ids[:, 0].tolist(),
+        blocks.final_top_ranks.tolist(),
+        blocks.entropy.tolist(),
+        int(blocks.final_top_ids[0]),
+    )
+
+
+def _position_lens(
+    text: TokenText, encoded: EncodedPrompt, plan: LensPlan, position: int, column: Column
+) -> PositionLens:
+    check_interrupt()  # a grid of thousands of positions takes seconds to describe
+    return PositionLens(
+        position=position,
+        token=text(encoded.token_ids[position]),
+        token_id=encoded.token_ids[position],
+        final_prediction=_top(text, column.final_top_ids.tolist(), column.final_top_probs.tolist()),
+        layer_predictions=_layer_predictions(text, column),
+        token_evolutions=_evolutions(text, plan.tracked, column),
+    )
 
 
 def build_result(
@@ -187,34 +211,22 @@ def build_result(
     encoded: EncodedPrompt,
     config: AnalysisConfig,
     plan: LensPlan,
-    lenses: dict[int, LensArrays],
+    lens: PromptLens,
 ) -> AnalysisResult:
-    """The result of one prompt from the lens at its positions (the last one always there)."""
+    """The result of one prompt from its lens at its positions (the last one always there)."""
     info = loaded.info
     text = loaded.token_text
-    last = len(encoded.token_ids) - 1
-    arrays = lenses[last]
-    for lens in lenses.values():
-        guards.check_finite(lens.top_probs, lens.entropy, lens.kl, lens.tracked_probs)
-        guards.check_finite(lens.final_top_probs, lens.final_tracked_probs)
+    arrays = lens.positions[len(encoded.token_ids) - 1]
+    for column in lens.positions.values():
+        guards.check_finite(column.top_probs, column.entropy, column.kl, column.tracked_probs)
+        guards.check_finite(column.final_top_probs, column.final_tracked_probs)
     scale = config.embedding_scale if config.embedding_scale is not None else info.embedding_scale
     grid = None
     if config.positions != "last":
         grid = [
-            PositionLens(
-                position=p,
-                token=text(encoded.token_ids[p]),
-                token_id=encoded.token_ids[p],
-                final_prediction=_top(
-                    text, lenses[p].final_top_ids.tolist(), lenses[p].final_top_probs.tolist()
-                ),
-                layer_predictions=_layer_predictions(text, lenses[p]),
-                token_evolutions=_evolutions(text, plan.tracked, lenses[p]),
-            )
+            _position_lens(text, encoded, plan, p, lens.positions[p])
             for p in select_positions(config.positions, len(encoded.token_ids))
         ]
-    # Milestones are about blocks: the embedding row, if any, is left out.
-    blocks = [n for n, row in enumerate(arrays.layers) if row is not None]
     return AnalysisResult(
         model=info,
         **encoded.described(prompt, text),
@@ -223,15 +235,8 @@ def build_result(
         captured_layers=plan.layers,
         final_prediction=_top(text, arrays.final_top_ids.tolist(), arrays.final_top_probs.tolist()),
         layer_predictions=_layer_predictions(text, arrays),
-        token_evolutions=_evolutions(text, plan.tracked, arrays),
-        fidelity=arrays.fidelity,
-        milestones=milestones(
-            text,
-            plan.layers,
-            arrays.top_ids[blocks, 0].tolist(),
-            arrays.final_top_ranks[blocks].tolist(),
-            arrays.entropy[blocks].tolist(),
-            int(arrays.final_top_ids[0]),
-        ),
+        token_evolutions=_evolutions(text, plan.tracked, arrays, lens),
+        fidelity=lens.fidelity,
+        milestones=block_milestones(text, lens.blocks),
         grid=grid,
     )

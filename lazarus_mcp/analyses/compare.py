@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 import numpy as np
 
+from lazarus_mcp.analyses.analysis import _top, block_milestones
+from lazarus_mcp.analyses.attribution import tracked_at
+from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens import stats
-from lazarus_mcp.lens.analysis import _top
-from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
+from lazarus_mcp.lens.cells import CellSpec, Column, Row, cell_stats, check_top_k, row_logits
+from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.lens.layers import select_layers
-from lazarus_mcp.lens.milestones import milestones
-from lazarus_mcp.lens.rows import RowStats, row_arrays, row_stats
-from lazarus_mcp.lens.taps import forward_with_taps
-from lazarus_mcp.lens.tokens import EncodedPrompt, encode_prompt
+from lazarus_mcp.lens.readout import lens_name, make_lens
+from lazarus_mcp.lens.taps import tapped_forward
+from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.schema import AnalysisConfig, TokenProbability
 from lazarus_mcp.schema.compare import CompareLayer, CompareResult, CompareSide
+from lazarus_mcp.schema.fidelity import Fidelity
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
@@ -35,11 +38,13 @@ class _Run:
     loaded: LoadedModel
     prompt: str
     encoded: EncodedPrompt
-    logprobs: mx.array  # [L, V]
-    probs: mx.array
-    final_lp: mx.array  # [1, V]: the model's own output
-    final_p: mx.array
-    arrays: list[mx.array]  # unevaluated: rows, fidelity, final top-k
+    logprobs: np.ndarray  # [L, V]: the displayed rows
+    probs: np.ndarray
+    final_lp: np.ndarray  # [V]: the model's own output
+    final_p: np.ndarray
+    shown: Column  # the displayed rows' statistics
+    blocks: Column  # every block's (milestones)
+    fidelity: Fidelity
 
 
 def check_comparable(a: LoadedModel, b: LoadedModel) -> None:
@@ -61,49 +66,44 @@ def check_comparable(a: LoadedModel, b: LoadedModel) -> None:
 def _run(
     loaded: LoadedModel, prompt: str, config: AnalysisConfig, layers: list[int], tracked: list[int]
 ) -> _Run:
+    """One run's lens at its last position: every block (milestones), the displayed rows'
+    statistics and distributions (the comparison), from one forward pass."""
     encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
     last = loaded.info.num_layers - 1
-    captured, own = forward_with_taps(
+    every = list(range(last + 1))
+    lens = make_lens(loaded, lens_name(config))
+    position = len(encoded.token_ids) - 1
+    tapped = tapped_forward(
         loaded.model,
-        encoded.token_ids,
-        sorted({*layers, last}),
-        loaded.embedding_factor(config.embedding_scale),
-        loaded.sliding_windows,
+        mx.array([encoded.token_ids]),
+        mx.array([[[position]]]),
+        outputs=every,
+        embedding_factor=loaded.embedding_factor(config.embedding_scale),
+        windows=loaded.sliding_windows,
     )
-    own = own.astype(mx.float32)
-    inner = [i for i in layers if i != last]
-    rows = [loaded.head(mx.stack([captured[i] for i in inner]))] if inner else []
-    if last in layers:
-        rows.append(own[None])  # block N-1's lens is the model's own output
-    lp, p = stats.softmax_pair(mx.concatenate(rows))
-    final_lp, final_p = stats.softmax_pair(own[None])
-    final_ids, _ = stats.top_k(final_lp, config.top_k)
-    arrays = [
-        *row_arrays(lp, p, final_lp[0], final_p[0], config.top_k, tracked),
-        *fidelity_arrays(loaded.head(captured[last][None])[0], own),
-        final_ids[0],
-        final_p[0][final_ids[0]],
-    ]
-    return _Run(loaded, prompt, encoded, lp, p, final_lp, final_p, arrays)
+    hidden: dict[Row, mx.array] = {i: h[0] for i, h in tapped.outputs.items()}
+    own = tapped.logits[0]
+    cells = cell_stats(CellSpec(lens, every, last, config.top_k, tracked), hidden, own)
+    logits = row_logits(lens, layers, hidden, own, last)[:, 0]
+    own32 = own[0].astype(mx.float32)
+    mx.eval(logits, own32)
+    lp, p = stats.softmax_pair(np.array(logits))
+    final_lp, final_p = stats.softmax_pair(np.array(own32))
+    fidelity = fidelities(lens, last, hidden[last], own)[0]
+    shown = cells.rows_at(layers).column(0)
+    return _Run(loaded, prompt, encoded, lp, p, final_lp, final_p, shown, cells.column(0), fidelity)
 
 
-def _side(run: _Run, rows: RowStats, layers: list[int]) -> CompareSide:
+def _side(run: _Run) -> CompareSide:
     text = run.loaded.token_text
-    evaluated = run.arrays
-    final_ids = np.array(evaluated[10]).tolist()
     return CompareSide(
         model=run.loaded.info,
         **run.encoded.described(run.prompt, text),
-        final_prediction=_top(text, final_ids, np.array(evaluated[11]).tolist()),
-        fidelity=fidelity_of(evaluated[7:10]),
-        milestones=milestones(
-            text,
-            layers,
-            rows.top_ids[:, 0].tolist(),
-            rows.final_top_ranks.tolist(),
-            rows.entropy.tolist(),
-            final_ids[0],
+        final_prediction=_top(
+            text, run.shown.final_top_ids.tolist(), run.shown.final_top_probs.tolist()
         ),
+        fidelity=run.fidelity,
+        milestones=block_milestones(text, run.blocks),
     )
 
 
@@ -128,44 +128,36 @@ def compare_loaded(
     """Both runs and their comparison, synchronously, on the MLX worker thread."""
     check_comparable(loaded_a, loaded_b)
     info = loaded_a.info
-    if not 1 <= config.top_k <= info.vocab_size:
-        raise InvalidRequestError(f"top_k must be between 1 and {info.vocab_size} (the vocab size)")
+    check_top_k(config.top_k, info.vocab_size)
     layers = select_layers(config, info.num_layers)
     tracked = [loaded_a.token_text.resolve(q).token_id for q in config.track_tokens]
     if any(t >= info.vocab_size for t in tracked):
         raise InvalidRequestError("a tracked token is outside the models' vocabulary")
     with loaded_a.scope():
         run_a = _run(loaded_a, prompt_a, config, layers, tracked)
-        mx.eval(run_a.logprobs, run_a.probs, *run_a.arrays)
     with loaded_b.scope():
         run_b = _run(loaded_b, prompt_b, config, layers, tracked)
-        mx.eval(run_b.logprobs, run_b.probs, *run_b.arrays)
-    pair = [
-        stats.js_divergence(run_a.logprobs, run_a.probs, run_b.logprobs, run_b.probs),
-        stats.kl_divergence(run_a.logprobs, run_a.probs, run_b.logprobs),
-        stats.kl_divergence(run_b.logprobs, run_b.probs, run_a.logprobs),
-        stats.js_divergence(run_a.final_lp, run_a.final_p, run_b.final_lp, run_b.final_p)[0],
-    ]
-    mx.eval(*pair)
-    js, kl_ab, kl_ba, final_js = (np.array(x) for x in pair)
-    rows_a = row_stats(run_a.arrays[:7], len(tracked))
-    rows_b = row_stats(run_b.arrays[:7], len(tracked))
+    js = stats.js_divergence(run_a.logprobs, run_a.probs, run_b.logprobs, run_b.probs)
+    kl_ab = stats.kl_divergence(run_a.logprobs, run_a.probs, run_b.logprobs)
+    kl_ba = stats.kl_divergence(run_b.logprobs, run_b.probs, run_a.logprobs)
+    final_js = stats.js_divergence(run_a.final_lp, run_a.final_p, run_b.final_lp, run_b.final_p)
+    rows_a, rows_b = run_a.shown, run_b.shown
     compared = [
         CompareLayer(
             layer_idx=layer,
             js_divergence=max(0.0, float(js[k])),
             kl_a_b=max(0.0, float(kl_ab[k])),
             kl_b_a=max(0.0, float(kl_ba[k])),
-            top_a=_first(run_a, rows_a, k),
-            top_b=_first(run_b, rows_b, k),
-            tracked_a=rows_a.tracked(run_a.loaded.token_text, tracked, k),
-            tracked_b=rows_b.tracked(run_b.loaded.token_text, tracked, k),
+            top_a=_first(run_a, k),
+            top_b=_first(run_b, k),
+            tracked_a=tracked_at(run_a.loaded.token_text, rows_a, tracked, k),
+            tracked_b=tracked_at(run_b.loaded.token_text, rows_b, tracked, k),
         )
         for k, layer in enumerate(layers)
     ]
     return CompareResult(
-        a=_side(run_a, rows_a, layers),
-        b=_side(run_b, rows_b, layers),
+        a=_side(run_a),
+        b=_side(run_b),
         config=config,
         captured_layers=layers,
         layers=compared,
@@ -176,10 +168,10 @@ def compare_loaded(
     )
 
 
-def _first(run: _Run, rows: RowStats, k: int) -> TokenProbability:
-    token_id = int(rows.top_ids[k, 0])
+def _first(run: _Run, k: int) -> TokenProbability:
+    token_id = int(run.shown.top_ids[k, 0])
     return TokenProbability(
         token=run.loaded.token_text(token_id),
         token_id=token_id,
-        probability=float(rows.top_probs[k, 0]),
+        probability=float(run.shown.top_probs[k, 0]),
     )

@@ -1,7 +1,8 @@
-"""Several prompts through the model together: one padded forward pass, one batched projection.
+"""Prompts through the model together: one padded forward pass, one cell function.
 
-Every (prompt, position) cell of a batch is one column of a single :func:`lens_grid` call, so
-32 short prompts cost one forward and one head projection instead of 32 of each. Prompts are
+Every (prompt, position) cell of a batch is one cell of a single ``prompt_lens.lens_pass``, so
+32 short prompts cost one forward and one head projection instead of 32 of each; one prompt at
+its last position is the same code with one cell. Prompts are
 grouped by length (``plan_groups``) so a long prompt does not pad a group of short ones; the
 results come back in input order. Runs on the MLX worker thread (``plan_groups`` is plain).
 """
@@ -10,25 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import mlx.core as mx
-
+from lazarus_mcp.analyses.analysis import LensPlan, build_result, plan_lens
+from lazarus_mcp.analyses.guards import check_encoded
+from lazarus_mcp.analyses.prompt_lens import lens_of_prompts, lens_with_continuations
+from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError
-from lazarus_mcp.lens.analysis import (
-    LensPlan,
-    analyze_single,
-    build_result,
-    plan_lens,
-    single_position,
-)
-from lazarus_mcp.lens.fidelity import fidelity_arrays, fidelity_of
-from lazarus_mcp.lens.grid import lens_grid
-from lazarus_mcp.lens.grid_taps import forward_grid
-from lazarus_mcp.lens.guards import check_encoded
 from lazarus_mcp.lens.positions import select_positions
-from lazarus_mcp.lens.tokens import EncodedPrompt, encode_prompt
+from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.runtime import limits
 from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
-from lazarus_mcp.schema.fidelity import Fidelity
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
@@ -98,67 +89,30 @@ def analyze_encoded(
 ) -> list[AnalysisResult]:
     """The results of prompts that run as one padded forward pass, in their order.
 
-    One prompt at its last position (and any prompt whose multi-token tracked strings are
-    scored as continuations) takes the single-position lens, which is what it always was."""
-    if single_position(config) and (len(prompts) == 1 or plan.multi_token):
-        return [
-            analyze_single(loaded, prompt, enc, config, plan)
-            for prompt, enc in zip(prompts, encoded, strict=True)
-        ]
-    last = loaded.info.num_layers - 1
-    # Each prompt's requested positions plus its last (the top-level fields always read it).
-    wanted = [
-        sorted({*select_positions(config.positions, len(e.token_ids)), len(e.token_ids) - 1})
-        for e in encoded
-    ]
+    Multi-token tracked strings are scored as continuations: one forward per prompt, its rows
+    the prompt followed by each string's pieces."""
     with loaded.scope():
-        capture = forward_grid(
-            loaded.model,
-            [e.token_ids for e in encoded],
-            wanted,
-            sorted({*plan.layers, last}),  # block N-1 for the fidelity check
-            config.include_embeddings,
-            plan.factor,
-            loaded.sliding_windows,
-        )
-        # The batch's cells side by side: prompt b's positions at b * width + j.
-        width = max(len(w) for w in wanted)
-        cells = mx.array([b * width + j for b, w in enumerate(wanted) for j in range(len(w))])
-        hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in capture.hidden.items()}
-        final = capture.final_logits
-        fidelities = _fidelities(loaded, capture.hidden[last], final, wanted)
-        lenses = lens_grid(
-            loaded.head,
-            plan.rows,
-            hidden,
-            final.reshape(-1, final.shape[-1]),
-            last,
-            config.top_k,
-            [t.token_id for t in plan.tracked],
-            [f for f, w in zip(fidelities, wanted, strict=True) for _ in w],
-            final_rows=cells,
-        )
-    results = []
-    start = 0
-    for prompt, enc, positions in zip(prompts, encoded, wanted, strict=True):
-        mine = dict(zip(positions, lenses[start : start + len(positions)], strict=True))
-        start += len(positions)
-        results.append(build_result(loaded, prompt, enc, config, plan, mine))
-    return results
-
-
-def _fidelities(
-    loaded: LoadedModel, last_hidden: mx.array, final: mx.array, wanted: list[list[int]]
-) -> list[Fidelity]:
-    """Per prompt: the lens head on block N-1 against the model's own output, at its last
-    position (the last of its wanted positions), as the single-position lens measures it."""
-    at = [len(w) - 1 for w in wanted]
-    arrays = [
-        fidelity_arrays(loaded.head(last_hidden[b, j][None])[0], final[b, j])
-        for b, j in enumerate(at)
+        if plan.multi_token:
+            pieces = [list(t.piece_ids) for t in plan.tracked if t.multi_token]
+            lenses = [
+                lens_with_continuations(loaded.model, plan.request, e.token_ids, pieces)
+                for e in encoded
+            ]
+        else:
+            # Each prompt's requested positions plus its last (the top-level fields read it).
+            wanted = [
+                sorted(
+                    {*select_positions(config.positions, len(e.token_ids)), len(e.token_ids) - 1}
+                )
+                for e in encoded
+            ]
+            lenses = lens_of_prompts(
+                loaded.model, plan.request, [e.token_ids for e in encoded], wanted
+            )
+    return [
+        build_result(loaded, prompt, enc, config, plan, lens)
+        for prompt, enc, lens in zip(prompts, encoded, lenses, strict=True)
     ]
-    mx.eval(*(a for trio in arrays for a in trio))
-    return [fidelity_of(trio) for trio in arrays]
 
 
 def analyze_many(
