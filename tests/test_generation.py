@@ -15,8 +15,8 @@ from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.generation.run import generate_loaded
 from lazarus_mcp.generation.sampling import nucleus_logits
 from lazarus_mcp.generation.stopping import StopWatch
-from lazarus_mcp.lens.analysis import plan_lens
-from lazarus_mcp.lens.batch import analyze_encoded
+from lazarus_mcp.analyses.analysis import plan_lens
+from lazarus_mcp.analyses.batch import analyze_encoded
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.modeling.loading import LoadedModel, load
 from lazarus_mcp.runtime import limits, worker

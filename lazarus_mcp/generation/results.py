@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 
 from lazarus_mcp.generation.cells import StepArrays
-from lazarus_mcp.lens.analysis import _evolutions, _layer_predictions, _top
+from lazarus_mcp.analyses.analysis import _evolutions, _layer_predictions, _top
 from lazarus_mcp.lens.milestones import _settled
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText
 from lazarus_mcp.schema import Fidelity
@@ -22,8 +22,8 @@ from lazarus_mcp.schema.generation import (
 def generation_step(
     text: TokenText, tracked: list[ResolvedToken], step: int, position: int, arrays: StepArrays
 ) -> GenerationStep:
-    lens = arrays.lens
-    layers = [layer for layer in lens.layers if layer is not None]
+    lens = arrays.column
+    layers = [layer for layer in lens.rows if layer is not None]
     ranks = arrays.emitted_ranks.tolist()
     return GenerationStep(
         step=step,

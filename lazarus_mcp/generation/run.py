@@ -22,9 +22,10 @@ from lazarus_mcp.generation.results import (
 )
 from lazarus_mcp.generation.sampling import Sampler, fresh_seed
 from lazarus_mcp.generation.stopping import StopWatch, eos_token_ids
-from lazarus_mcp.lens.analysis import LensPlan, plan_lens
+from lazarus_mcp.analyses.analysis import LensPlan, plan_lens
+from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.lens.step import Steps, start_steps
-from lazarus_mcp.lens.tokens import EncodedPrompt, encode_prompt
+from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.schema import Fidelity
 from lazarus_mcp.schema.generation import (
     GenerationConfig,
@@ -68,29 +69,25 @@ class GenerationRun:
         if self.finished:
             return None
         loaded = self.loaded
-        last = loaded.info.num_layers - 1
         if self.steps:
             fed = [self.steps[-1].token_id]
         else:
             fed = list(self.encoded.token_ids)
         position = len(self.encoded.token_ids) - 1 + len(self.steps)
+        request = self.plan.request
         with loaded.scope():
-            tapped = self.stepper.feed(fed, outputs=sorted({*self.plan.layers, last}))
+            tapped = self.stepper.feed(fed, outputs=sorted({*request.blocks, request.last}))
             arrays = step_lens(
-                loaded.head,
+                request,
                 {i: h[0, -1] for i, h in tapped.outputs.items()},
                 tapped.logits[0, -1],
-                self.plan.layers,
-                last,
-                self.config.top_k,
-                [t.token_id for t in self.plan.tracked],
                 self.sampler,
             )
         step = generation_step(
             loaded.token_text, self.plan.tracked, len(self.steps), position, arrays
         )
         self.steps.append(step)
-        self.fidelities.append(arrays.lens.fidelity)
+        self.fidelities.append(arrays.fidelity)
         self._check_stop()
         return step
 
@@ -157,7 +154,7 @@ def start_generation(loaded: LoadedModel, prompt: str, config: GenerationConfig)
     else:
         seed = 0 if config.greedy else fresh_seed()
     with loaded.scope():
-        stepper = start_steps(loaded.model, plan.factor, loaded.sliding_windows)
+        stepper = start_steps(loaded.model, plan.request.embedding_factor, loaded.sliding_windows)
         sampler = Sampler(config.temperature, config.top_p, seed)
     return GenerationRun(
         loaded=loaded,
