@@ -53,6 +53,10 @@ class TerminalProgress:
         self.clear()
         return result[0]
 
+    def note(self, text: str) -> None:
+        """A line of progress in words (a step of a call)."""
+        self._draw(f"{text} ({time.monotonic() - self._began:.0f} s)")
+
     async def update(self, done: int, total: int, unit: str = "prompts") -> None:
         """A bar for ``unit`` done out of ``total`` (awaited by ``analyze_batch``, and per
         token by ``generate``)."""

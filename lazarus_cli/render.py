@@ -10,7 +10,7 @@ from lazarus_mcp.schema import (
     ModelInfo,
     TokenEvolution,
 )
-from lazarus_mcp.server.summaries import attribution_lines, compare_lines, milestone_lines
+from lazarus_mcp.tools.text import attribution_lines, compare_lines, milestone_lines
 
 _BAR_WIDTH = 50
 

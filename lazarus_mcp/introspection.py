@@ -31,6 +31,7 @@ from lazarus_mcp.schema import (
     TokenProbability,
     to_json,
 )
+from lazarus_mcp.tools.calls import call_tool
 
 __all__ = [
     "AnalysisConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "TokenProbability",
     "TokenResolutionError",
     "UnsupportedModelError",
+    "call_tool",
     "default_cache",
     "to_json",
 ]

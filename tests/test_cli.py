@@ -95,9 +95,11 @@ def test_strategy_options() -> None:
     ("args", "message"),
     [
         (["-m", "/does/not/exist", "-p", "x"], "not found"),
-        (["-m", LLAMA, "-p", ""], "prompt is empty"),
+        (["-m", LLAMA, "-p", ""], "invalid prompt: String should have at least 1 character"),
         (["-m", LLAMA, "-p", "x", "--top-k", "0"], "top_k"),
-        (["-m", LLAMA, "-p", "x", "--top-k", "100000"], "between 1 and 431"),
+        # The same cap as the MCP tool's (runtime/limits.py), which --max-top-k raises.
+        (["-m", LLAMA, "-p", "x", "--top-k", "100000"], "from 1 to 100 (--max-top-k)"),
+        (["-m", LLAMA, "-p", "x", "--top-k", "1000", "--max-top-k", "10000"], "between 1 and 431"),
         (["-m", LLAMA, "-p", "x", "--layers", "0,6"], "out of range"),
         (["-m", LLAMA, "-p", "x", "--layers", "a,b"], "comma-separated integers"),
         (["-m", LLAMA, "-p", "x", "--layer-strategy", "custom"], "requires --layers"),
@@ -200,6 +202,6 @@ def test_attribute_and_compare_commands(tmp_path: Path) -> None:
     )
     assert code == 0 and json.loads(out)["b"]["prompt"] == "Hello world"
     code, _, err = _run("compare", "-m", LLAMA, "-p", prompt)
-    assert code == 2 and "exactly one of --prompt-b" in err
+    assert code == 2 and "exactly one of prompt_b" in err
     code, _, err = _run("compare", "-m", LLAMA, "-p", prompt, "--model-b", "demo")
     assert code == 2 and "do not share a vocabulary" in err and "Traceback" not in err

@@ -67,7 +67,7 @@ def test_text_timeline_and_picture(tmp_path: Path) -> None:
         (["--top-k", "262144", "--all-layers"], "top_k"),
         (["--temperature", "-1"], "temperature"),
         (["--plot", "x.html"], ".png or .svg"),
-        (["--lens", "tuned"], "--lens"),
+        (["--lens", "tuned"], "lens"),
     ],
 )
 def test_refusals_are_one_line_with_exit_2(args: list[str], expected: str) -> None:

@@ -151,7 +151,7 @@ def test_custom_without_layers_says_the_same_everywhere() -> None:
     assert cli.exit_code == 2
     assert CUSTOM_NEEDS_LAYERS in cli.output
 
-    from lazarus_mcp.server.tools import AnalyzeInput
+    from lazarus_mcp.tools.lens import AnalyzeInput
 
     mcp_input = AnalyzeInput(model="demo", prompt="x", layer_strategy=LayerStrategy.CUSTOM)
     with pytest.raises(ValidationError) as mcp:

@@ -31,7 +31,8 @@ from lazarus_mcp.schema import (
 )
 from lazarus_mcp.schema.generation import GenerationResult
 from lazarus_mcp.server.app import create_server, validation_message
-from lazarus_mcp.server.tools import AnalyzeInput, LoadedModels, ModelStatus, TokenTracking
+from lazarus_mcp.tools.lens import AnalyzeInput, TokenTracking
+from lazarus_mcp.tools.models import LoadedModels, ModelStatus
 from tests.conftest import PARITY, PARITY_MODELS, parity_ref
 from tests.parity_check import PROB_TOL, assert_matches_reference
 
@@ -241,7 +242,11 @@ BAD_CALLS = [
     ("analyze", {"model": LLAMA}, "missing required argument 'prompt'"),
     ("analyze", {"model": LLAMA, "prompt": ""}, "invalid argument 'prompt'"),
     ("analyze", {"model": LLAMA, "prompt": "Hi", "top_k": 0}, "invalid argument 'top_k'"),
-    ("analyze", {"model": LLAMA, "prompt": "Hi", "top_k": 101}, "invalid argument 'top_k'"),
+    (
+        "analyze",
+        {"model": LLAMA, "prompt": "Hi", "top_k": 101},
+        "top_k must be an integer from 1 to 100",
+    ),
     ("analyze", {"model": LLAMA, "prompt": "Hi", "top_k": "many"}, "invalid argument 'top_k'"),
     ("analyze", {"model": LLAMA, "prompt": "Hi", "layer_step": 0}, "'layer_step'"),
     ("analyze", {"model": LLAMA, "prompt": "Hi", "layers": "0,4"}, "invalid argument 'layers'"),
@@ -301,7 +306,7 @@ async def test_a_model_that_failed_to_load_is_retried(tmp_path: Path) -> None:
 async def test_an_unexpected_exception_is_a_generic_error_logged_with_its_traceback(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken(self: ModelAnalyzer, prompt: str, config: Any = None) -> None:
+    async def broken(self: ModelAnalyzer, prompt: str, config: Any = None, **_: Any) -> None:
         raise RuntimeError("secret internal detail")
 
     cache = ModelCache()

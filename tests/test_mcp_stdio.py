@@ -8,6 +8,7 @@ Also the identity of the three interfaces: for the same inputs, ``lazarus intros
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from mcp.types import CallToolResult
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache
 from lazarus_mcp.server.main import parse_args, parse_size
-from lazarus_mcp.server.tools import AnalyzeInput
+from lazarus_mcp.tools.lens import AnalyzeInput
 from tests.conftest import PARITY, ROOT, console_script, parity_ref
 from tests.parity_check import assert_matches_reference
 
@@ -35,7 +36,11 @@ LLAMA = str(PARITY / "llama")
 
 @asynccontextmanager
 async def spawned(*args: str, errlog: Any = sys.stderr) -> AsyncIterator[ClientSession]:
-    params = StdioServerParameters(command=console_script("lazarus-mcp"), args=list(args))
+    # The whole environment: the SDK's default passes only HOME and PATH, so a PYTHONPATH naming
+    # the code under test would be lost and an installed copy would answer.
+    params = StdioServerParameters(
+        command=console_script("lazarus-mcp"), args=list(args), env=dict(os.environ)
+    )
     async with (
         stdio_client(params, errlog=errlog) as (read, write),
         ClientSession(read, write) as session,

@@ -8,6 +8,7 @@ from typing import Any
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens.tokens import EncodedPrompt, has_chat_template
 from lazarus_mcp.modeling.chat_template import render_chat
+from lazarus_mcp.runtime.limits import call_memo
 
 
 def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> EncodedPrompt:
@@ -15,6 +16,19 @@ def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> Encod
     with the tokenizer's special tokens."""
     if not prompt:
         raise InvalidRequestError("the prompt is empty: give the text to analyze")
+    # The gate encoded it already in this call (runtime/gate.py): the same tokenizer object,
+    # alive for the whole call, gives the same tokens.
+    memo = call_memo()
+    key = ("encoded", id(tokenizer), prompt, use_chat_template)
+    if memo is not None and key in memo:
+        return memo[key]
+    encoded = _encode(tokenizer, prompt, use_chat_template)
+    if memo is not None:
+        memo[key] = encoded
+    return encoded
+
+
+def _encode(tokenizer: Any, prompt: str, use_chat_template: bool) -> EncodedPrompt:
     if use_chat_template and has_chat_template(tokenizer):
         # Bounded in time, memory and output: the template is the checkpoint's code.
         text = render_chat(tokenizer, prompt)

@@ -1,7 +1,7 @@
 """The async analyzer: the one core behind the Python API, the CLI and the MCP server.
 
 Every MCP tool, CLI command and API method that computes reaches the worker through
-:meth:`ModelAnalyzer._job`, and that is where the request gate (``runtime/gate.py``) runs: the
+:meth:`ModelAnalyzer.compute`, and that is where the request gate (``runtime/gate.py``) runs: the
 static checks before the job is queued, the model-dependent ones as the job's first step. The
 call's one deadline (``limits.call_deadline``) covers all the jobs of the call.
 
@@ -130,7 +130,7 @@ class ModelAnalyzer:
     def loaded(self) -> LoadedModel:
         return self._loaded
 
-    async def _job(
+    async def compute(
         self,
         request: gate.Request,
         fn: Callable[..., T],
@@ -138,7 +138,11 @@ class ModelAnalyzer:
         others: tuple[LoadedModel, ...] = (),
         interrupt: Interrupt | None = None,
     ) -> T:
-        """The gate, then ``fn(*args)`` on the worker under the call's deadline."""
+        """The gate, then ``fn(*args)`` on the worker under the call's deadline.
+
+        The one way work reaches the worker: every method below calls it, and a new tool's core
+        function may call it with its own synchronous analysis (``fn(*args)`` runs on the MLX
+        worker after ``gate.admit(models, request)``), so adding a tool needs no new method."""
         gate.check_request(request)
         models = (self._loaded, *others)
         job = interrupt if interrupt is not None else _deadline()
@@ -161,7 +165,7 @@ class ModelAnalyzer:
         prompts = list(prompts)
         job = _deadline()  # one deadline for every group of the batch
         request = gate.Request("lens", prompts, config, plot=plot)
-        plan, encoded = await self._job(
+        plan, encoded = await self.compute(
             request, batch.prepare, self._loaded, prompts, config, interrupt=job
         )
         results: list[AnalysisResult | None] = [None] * len(encoded)
@@ -190,7 +194,7 @@ class ModelAnalyzer:
         each block's attention sub-layer, from one forward pass."""
         config = config or AttributionConfig()
         request = gate.Request("attribute", [prompt], config)
-        return await self._job(request, _attribute, self._loaded, prompt, config)
+        return await self.compute(request, _attribute, self._loaded, prompt, config)
 
     async def analyze(
         self,
@@ -204,7 +208,9 @@ class ModelAnalyzer:
         ``call_timeout`` (or ``interrupt``'s deadline), or when the awaiting task is cancelled."""
         config = config or AnalysisConfig()
         request = gate.Request("lens", [prompt], config, plot=plot)
-        return await self._job(request, _analyze, self._loaded, prompt, config, interrupt=interrupt)
+        return await self.compute(
+            request, _analyze, self._loaded, prompt, config, interrupt=interrupt
+        )
 
     async def compare(
         self,
@@ -224,7 +230,7 @@ class ModelAnalyzer:
         config = config or AnalysisConfig()
         second = prompt_b if prompt_b is not None else prompt
         request = gate.Request("compare", [prompt, second], config)
-        return await self._job(
+        return await self.compute(
             request,
             _compare,
             self._loaded,
@@ -256,7 +262,7 @@ class ModelAnalyzer:
         async def start() -> GenerationRun:
             # The gate, then the plan, the prompt's tokens and the cache: one job, before any
             # forward. Each token is then a job of its own (``runtime/generation.py``).
-            return await self._job(
+            return await self.compute(
                 request, generation.start, self._loaded, prompt, settings, interrupt=job
             )
 

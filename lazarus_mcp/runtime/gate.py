@@ -34,14 +34,17 @@ if TYPE_CHECKING:
 
 Kind = Literal["lens", "attribute", "compare", "generate", "model"]
 
-# Bytes of JSON per entry of a result, measured on indented results of the demo and the tiny
-# checkpoints (``to_json``, which the CLI writes; MCP's compact JSON is ~40% smaller): a top-k or
-# tracked entry (token, id, probability or rank) ~90-110 bytes, a lens row's own fields ~300.
-ENTRY_BYTES = 112
-ROW_BYTES = 320
+# Bytes of JSON per entry of a result, measured on indented results (``to_json``, which the CLI
+# writes; MCP's compact JSON is about half): a top-k or tracked entry at its depth in a grid
+# ~130 bytes, a lens row's own fields ~400, a tracked token's evolution per column ~400 beside
+# its entries. On the llama parity checkpoint, 183 positions x 6 rows, top_k 50, 3 tracked:
+# 9.5 MiB written, 9.5 MiB estimated; top_k 5: 1.16 MiB written, 1.3 MiB estimated.
+ENTRY_BYTES = 136
+ROW_BYTES = 400
+EVOLUTION_BYTES = 400
 TOKEN_BYTES = 48  # a prompt token: its text and id, in tokens and token_ids
 # The lens working set: the grid's chunk of [rows, chunk, V] float32 arrays, about a dozen alive.
-LENS_CHUNK_BYTES = 32 << 20
+LENS_CHUNK_BYTES = 32 << 20  # lens/cells.py CHUNK_BYTES
 LENS_ARRAYS = 12
 
 
@@ -87,7 +90,8 @@ def check_request(request: Request) -> None:
         return
     if type(config.top_k) is not int or not 1 <= config.top_k <= lim.max_top_k:
         raise limits.LimitExceededError(
-            f"top_k must be an integer from 1 to {lim.max_top_k}, not {config.top_k!r}"
+            f"top_k must be an integer from 1 to {lim.max_top_k} (--max-top-k), "
+            f"not {config.top_k!r}"
         )
     if config.custom_layers is not None:
         limits.check_count("layers listed", len(config.custom_layers), lim.max_layers_listed)
@@ -106,28 +110,29 @@ def check_request(request: Request) -> None:
 # With the model loaded, on the worker ------------------------------------------------------
 
 
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+
+
 def context_length(loaded: LoadedModel) -> tuple[int | None, str]:
-    """The model's own context (positions it was trained for) and the config key it came from.
+    """The model's own context (positions it was trained for) and the config key stating it.
 
-    Through the family registry when it says (``modeling.families.context_length``); until then
-    the keys transformers' configs use for it, read from the built model's arguments."""
-    try:
-        from lazarus_mcp.modeling import families
-
-        accessor = getattr(families, "context_length", None)
-        if accessor is not None:
-            found = accessor(loaded)
-            if isinstance(found, tuple):
-                return found[0], str(found[1])
-            if isinstance(found, int) or found is None:
-                return found, "max_position_embeddings"
-    except ImportError:  # pragma: no cover - the registry is part of the package
-        pass
+    Through the family registry where the loaded model reads it so (``loaded.context_length``,
+    ``modeling/model_config.py`` on branch harden); else the keys transformers' configs use,
+    from the built model's arguments."""
+    config = getattr(loaded, "config", None)
     args = getattr(loaded.model, "args", None)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        value = getattr(args, key, None)
+
+    def stated(key: str) -> object:
+        return config.get(key) if isinstance(config, dict) else getattr(args, key, None)
+
+    key = next((k for k in _CONTEXT_KEYS if stated(k) is not None), "")
+    registry = getattr(loaded, "context_length", None)
+    if isinstance(registry, int) and not isinstance(registry, bool) and registry > 0:
+        return registry, key or "the model's context"
+    for name in _CONTEXT_KEYS:
+        value = getattr(args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value, key
+            return value, name
     return None, ""
 
 
@@ -138,6 +143,12 @@ def _arg(loaded: LoadedModel, *names: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def _known(loaded: LoadedModel, name: str) -> int | None:
+    """A number the loaded model reads through the registry (harden's properties), if any."""
+    value = getattr(loaded, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def forward_bytes(
@@ -152,8 +163,12 @@ def forward_bytes(
     and the lens working set (a dozen arrays of one chunk of [rows, cells, V])."""
     info = loaded.info
     hidden, vocab = info.hidden_size, info.vocab_size
-    heads = _arg(loaded, "num_attention_heads", "n_head") or 1
-    inter = _arg(loaded, "intermediate_size", "n_inner") or 4 * hidden
+    heads = _known(loaded, "num_heads") or _arg(loaded, "num_attention_heads", "n_head") or 1
+    inter = (
+        _known(loaded, "intermediate_size")
+        or _arg(loaded, "intermediate_size", "n_inner")
+        or 4 * hidden
+    )
     activations = batch * length * (4 * hidden + 3 * inter) * 4
     attention = 3 * batch * heads * length * length * 4
     kept = taps * cells * hidden * 4
@@ -167,7 +182,7 @@ def lens_result_bytes(
 ) -> int:
     """JSON bytes of one analysis: its rows at the last position, its grid columns if any."""
     row = ROW_BYTES + ENTRY_BYTES * (top_k + tracked)
-    column = rows * row + ENTRY_BYTES * top_k
+    column = rows * row + ENTRY_BYTES * top_k + EVOLUTION_BYTES * tracked
     return 2 * TOKEN_BYTES * tokens + column + (positions * (column + ROW_BYTES) if grid else 0)
 
 
@@ -179,21 +194,14 @@ class Admission:
 
 
 def _encode_count(loaded: LoadedModel, prompt: str, chat: bool) -> int:
-    from lazarus_mcp.lens.tokens import encode_prompt
+    from lazarus_mcp.analyses.prompts import encode_prompt
 
     return len(encode_prompt(loaded.tokenizer, prompt, chat).token_ids)
 
 
 def _check_tokens(loaded: LoadedModel, count: int) -> None:
     context, key = context_length(loaded)
-    try:
-        limits.check_prompt_tokens(count, context)
-    except limits.LimitExceededError as exc:
-        if key and key != "max_position_embeddings":
-            raise limits.LimitExceededError(
-                str(exc).replace("(max_position_embeddings)", f"({key})")
-            ) from exc
-        raise
+    limits.check_prompt_tokens(count, context, context_key=key)
 
 
 def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
@@ -264,7 +272,7 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
 def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int) -> int:
     """The largest padded group of a batch (``lens.batch.plan_groups`` groups by length)."""
     try:
-        from lazarus_mcp.lens.batch import plan_groups
+        from lazarus_mcp.analyses.batch import plan_groups
     except ImportError:  # pragma: no cover - the batch planner moved
         groups = [list(range(len(counts)))]
     else:

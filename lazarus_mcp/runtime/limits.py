@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from lazarus_mcp.errors import InvalidRequestError, LazarusError
 
@@ -131,13 +132,21 @@ def check_prompt_chars(prompt: str, limits: Limits | None = None) -> None:
         )
 
 
-def check_prompt_tokens(count: int, context: int | None, limits: Limits | None = None) -> None:
-    """Refuse a prompt beyond the model's context or the server's limit, naming both."""
+def check_prompt_tokens(
+    count: int,
+    context: int | None,
+    limits: Limits | None = None,
+    *,
+    context_key: str = "max_position_embeddings",
+) -> None:
+    """Refuse a prompt beyond the model's context or the server's limit, naming both (and the
+    config key the context comes from: GPT-2 says n_positions)."""
     limit = (limits or current()).max_prompt_tokens
     bounds = [b for b in (context, limit) if b is not None]
     if not bounds or count <= min(bounds):
         return
-    model = f"the model's context is {context:,} (max_position_embeddings)" if context else ""
+    where = f" ({context_key})" if context_key else ""
+    model = f"the model's context is {context:,}{where}" if context else ""
     server = f"this server's limit is {limit:,} (--max-prompt-tokens)" if limit else ""
     both = "; ".join(part for part in (model, server) if part)
     raise LimitExceededError(f"the prompt is {count:,} tokens, too long: {both}; shorten it")
@@ -228,6 +237,9 @@ class Interrupt:
     deadline: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     timeout: float | None = None
+    # What the call's jobs compute once and share (the gate's encodings of the prompts, which
+    # the analysis would otherwise redo: a chat template renders in a forked child, ~0.1 s).
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     @classmethod
     def after(cls, seconds: float | None) -> Interrupt:
@@ -280,6 +292,12 @@ def interrupt() -> Interrupt | None:
     return getattr(_local, "interrupt", None)
 
 
+def call_memo() -> dict[Any, Any] | None:
+    """The memo of the call whose job runs on this thread (None outside a job)."""
+    job = interrupt()
+    return None if job is None else job.memo
+
+
 def check_interrupt() -> None:
     """Raise :class:`CallInterrupted` if the job on this thread is past its deadline or
     cancelled; a no-op outside a job with a deadline."""
@@ -307,6 +325,16 @@ def call_deadline(seconds: float | None = None) -> Iterator[Interrupt]:
         yield outer
         return
     job = Interrupt.after(current().call_timeout if seconds is None else seconds)
+    token = _call.set(job)
+    try:
+        yield job
+    finally:
+        _call.reset(token)
+
+
+@contextmanager
+def within(job: Interrupt) -> Iterator[Interrupt]:
+    """Continue ``job``'s call (its serialization, its pictures) after its block has ended."""
     token = _call.set(job)
     try:
         yield job

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.prompt import PromptRun
@@ -37,7 +37,7 @@ class AnalysisConfig(BaseModel):
         "first_last | custom (requires custom_layers).",
     )
     layer_step: int = Field(4, ge=1, description="Spacing for evenly_spaced.")
-    custom_layers: list[int] | None = Field(
+    custom_layers: list[StrictInt] | None = Field(
         None,
         description="Block indices for custom; negative indices count from the end (-1 = last).",
     )
@@ -61,7 +61,7 @@ class AnalysisConfig(BaseModel):
     )
     # The grid options are left out of the JSON at their defaults, so a default result stays
     # byte for byte what it was before they existed.
-    positions: Literal["last", "all"] | list[int] = Field(
+    positions: Literal["last", "all"] | list[StrictInt] = Field(
         "last",
         exclude_if=lambda v: v == "last",
         description="Which prompt positions to read: 'last' (the prediction of the next token), "

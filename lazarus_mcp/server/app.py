@@ -9,13 +9,13 @@ waits, so cheap calls answer while an analysis runs. stdout is the protocol: log
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from mcp.server import Server, ServerRequestContext
@@ -29,48 +29,19 @@ from mcp.types import (
     Tool,
     ToolAnnotations,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from lazarus_mcp.errors import InvalidRequestError, LazarusError
+from lazarus_mcp.errors import LazarusError
 from lazarus_mcp.runtime import limits, worker
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.runtime.cache import ModelCache, default_cache
-from lazarus_mcp.schema import AnalysisBatch, AnalysisConfig, AnalysisResult
-from lazarus_mcp.schema.attribution import AttributionResult
-from lazarus_mcp.schema.compare import CompareResult
-from lazarus_mcp.schema.generation import GenerationResult, GenerationStep
-from lazarus_mcp.server.comparison_tools import (
-    ATTRIBUTE_DOC,
-    COMPARE_DOC,
-    AttributeInput,
-    CompareInput,
-)
-from lazarus_mcp.server.generation_tool import GENERATE_DOC, GenerateInput, generation_image
-from lazarus_mcp.server.outputs import analyze_output_schema, heatmap_images
 from lazarus_mcp.server.progress import Context, Progress
-from lazarus_mcp.server.timeline import render_generation
-from lazarus_mcp.server.summaries import attribution_lines, compare_lines
-from lazarus_mcp.server.tools import (
-    ANALYZE_DOC,
-    INFO_DOC,
-    LOADED_DOC,
-    TRACK_DOC,
-    AnalyzeInput,
-    LoadedModel,
-    LoadedModels,
-    LoadedModelsInput,
-    ModelInfoInput,
-    ModelStatus,
-    TokenTracking,
-    TrackTokensInput,
-    render_analysis,
-    render_batch,
-    render_loaded,
-    render_status,
-    render_tracking,
-)
+from lazarus_mcp.tools import TOOLS
+from lazarus_mcp.tools.calls import invoke
+from lazarus_mcp.tools.spec import ToolSpec, input_schema, output_schema
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVER_NAME = "lazarus"
 INSTRUCTIONS = """\
@@ -79,8 +50,7 @@ token if it stopped after each transformer block. Start with `analyze` (the whol
 prompt); use `track_tokens` to follow how likely specific tokens (e.g. a correct and a wrong \
 answer) are at each layer; `attribute` says which block and sub-layer (attention or MLP) wrote a \
 token's logit; `compare` puts two runs side by side (two prompts, or a model and its quantized \
-copy); `generate` lets the model write and reads the lens at every token it writes (when did \
-it decide each token, or its answer); `model_info` describes a model's architecture; `loaded_models` lists \
+copy); `model_info` describes a model's architecture; `loaded_models` lists \
 what is in memory. Models are local directories, Hugging Face ids, or 'demo'. The first call on \
 a model loads it (seconds to minutes); later calls reuse it. Probabilities are over the whole \
 vocabulary; ranks are 1-based; layers are 0-based block indices."""
@@ -88,7 +58,26 @@ vocabulary; ranks are 1-based; layers are 0-based block indices."""
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True)
 
 
-# Tool bodies: inputs -> core -> (result, text) ------------------------------------------------
+# The MCP session of a call: models from the server's cache, progress as notifications ---------
+
+
+class McpSession:
+    def __init__(self, cache: ModelCache, progress: Progress) -> None:
+        self._cache = cache
+        self._progress = progress
+
+    @property
+    def cache(self) -> ModelCache:
+        return self._cache
+
+    async def open(self, model_id: str) -> ModelAnalyzer:
+        return await open_model(self._cache, model_id, self._progress)
+
+    async def step(self, message: str, job: Awaitable[T]) -> T:
+        return await self._progress.step(message, job)
+
+    async def report(self, done: float, message: str) -> None:
+        await self._progress.report(done, message)
 
 
 async def open_model(cache: ModelCache, model_id: str, progress: Progress) -> ModelAnalyzer:
@@ -103,140 +92,6 @@ async def open_model(cache: ModelCache, model_id: str, progress: Progress) -> Mo
     )
     logger.info("model %s ready after %.1f s", model_id, time.monotonic() - began)
     return analyzer
-
-
-async def run_lens(
-    cache: ModelCache,
-    model_id: str,
-    prompt: str,
-    config: AnalysisConfig,
-    ctx: Context,
-    plot: bool = False,
-) -> AnalysisResult:
-    progress = Progress(ctx, total=2)
-    analyzer = await open_model(cache, model_id, progress)
-    result = await progress.step(
-        "running the logit lens", analyzer.analyze(prompt, config, plot=plot)
-    )
-    await progress.finish("done")
-    return result
-
-
-async def run_batch(
-    cache: ModelCache,
-    model_id: str,
-    prompts: list[str],
-    config: AnalysisConfig,
-    ctx: Context,
-    plot: bool = False,
-) -> list[AnalysisResult]:
-    progress = Progress(ctx, total=1 + len(prompts))
-    analyzer = await open_model(cache, model_id, progress)
-
-    async def report(done: int, total: int) -> None:
-        await progress.report(1 + done, f"analyzed {done} of {total} prompts")
-
-    results = await analyzer.analyze_batch(prompts, config, on_progress=report, plot=plot)
-    await progress.finish("done")
-    return results
-
-
-async def analyze(
-    cache: ModelCache, params: AnalyzeInput, ctx: Context
-) -> tuple[AnalysisResult | AnalysisBatch, str] | tuple[BaseModel, str, list[ImageContent]]:
-    config = params.config()
-    if params.plot and params.plot_metric.value == "rank" and not params.track_tokens:
-        raise InvalidRequestError("plot_metric 'rank' needs a tracked token in track_tokens")
-    out: AnalysisResult | AnalysisBatch
-    if params.prompt is not None:
-        result = await run_lens(cache, params.model, params.prompt, config, ctx, params.plot)
-        out, text, results = result, render_analysis(result), [result]
-    else:
-        results = await run_batch(cache, params.model, params.texts, config, ctx, params.plot)
-        out = AnalysisBatch(results=results)
-        text = render_batch(out)
-    if not params.plot:
-        return out, text
-    limits.check_interrupt_of_call()
-    images = await anyio.to_thread.run_sync(heatmap_images, results, params.plot_metric)
-    return out, text, images
-
-
-async def track_tokens(
-    cache: ModelCache, params: TrackTokensInput, ctx: Context
-) -> tuple[TokenTracking, str]:
-    result = await run_lens(cache, params.model, params.prompt, params.config(), ctx)
-    tracking = TokenTracking.of(result)
-    return tracking, render_tracking(tracking)
-
-
-async def model_info(
-    cache: ModelCache, params: ModelInfoInput, ctx: Context
-) -> tuple[ModelStatus, str]:
-    already = cache.peek(params.model) is not None
-    progress = Progress(ctx, total=1)
-    analyzer = await open_model(cache, params.model, progress)
-    await progress.finish("done")
-    status = ModelStatus(**analyzer.info.model_dump(), already_loaded=already)
-    return status, render_status(status)
-
-
-async def loaded_models(
-    cache: ModelCache, params: LoadedModelsInput, ctx: Context
-) -> tuple[LoadedModels, str]:
-    held = cache.loaded()
-    loaded = LoadedModels(
-        models=[LoadedModel(model=m.info, memory_bytes=m.nbytes) for m in held],
-        max_models=cache.max_models,
-        memory_budget_bytes=cache.memory_budget,
-        memory_used_bytes=sum(m.nbytes for m in held),
-    )
-    return loaded, render_loaded(loaded)
-
-
-async def attribute(
-    cache: ModelCache, params: AttributeInput, ctx: Context
-) -> tuple[AttributionResult, str]:
-    progress = Progress(ctx, total=2)
-    analyzer = await open_model(cache, params.model, progress)
-    result = await progress.step("attributing", analyzer.attribute(params.prompt, params.config()))
-    await progress.finish("done")
-    return result, "\n".join(attribution_lines(result))
-
-
-async def compare(
-    cache: ModelCache, params: CompareInput, ctx: Context
-) -> tuple[CompareResult, str]:
-    progress = Progress(ctx, total=3)
-    analyzer = await open_model(cache, params.model, progress)
-    other = await open_model(cache, params.model_b, progress) if params.model_b else None
-    result = await progress.step(
-        "comparing",
-        analyzer.compare(params.prompt, params.config(), prompt_b=params.prompt_b, other=other),
-    )
-    await progress.finish("done")
-    return result, "\n".join(compare_lines(result))
-
-
-async def generate(
-    cache: ModelCache, params: GenerateInput, ctx: Context
-) -> tuple[GenerationResult, str] | tuple[GenerationResult, str, list[ImageContent]]:
-    config = params.config()
-    progress = Progress(ctx, total=2 + params.max_new_tokens)
-    analyzer = await open_model(cache, params.model, progress)
-
-    async def on_step(step: GenerationStep) -> None:
-        await progress.report(2 + step.step, f"token {step.step + 1}: {step.token!r}")
-
-    await progress.report(1, "reading the prompt")
-    result = await analyzer.generate(params.prompt, config, on_step=on_step, plot=params.plot)
-    await progress.finish("done")
-    text = render_generation(result)
-    if not params.plot:
-        return result, text
-    limits.check_interrupt_of_call()
-    image = await anyio.to_thread.run_sync(generation_image, result, params.plot_metric)
-    return result, text, [image]
 
 
 # Registration and errors ----------------------------------------------------------------------
@@ -263,65 +118,23 @@ def validation_message(exc: ValidationError) -> str:
     return line + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-Body = Callable[[ModelCache, Any, Context], Awaitable[tuple[Any, ...]]]
-
-
-@dataclass(frozen=True)
-class LensTool:
-    """One tool: its body, the pydantic model that validates its arguments (schema, bounds,
-    extra=forbid) and the one its structured content follows."""
-
-    body: Body
-    inputs: type[BaseModel]
-    output: Any  # a pydantic model, or a union of them with ``output_schema`` given
-    doc: str
-    # Whether a call with these arguments waits for the MLX worker (the queue cap applies).
-    needs_worker: Callable[[ModelCache, Any], bool] = lambda cache, params: True
-    output_schema: dict[str, Any] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.body.__name__
-
-    def listing(self) -> Tool:
-        return Tool(
-            name=self.name,
-            title=self.name.replace("_", " ").capitalize(),
-            description=self.doc,
-            input_schema=self.inputs.model_json_schema(by_alias=True),
-            output_schema=self.output_schema or self.output.model_json_schema(mode="serialization"),
-            annotations=READ_ONLY,
-        )
-
-
-TOOLS = (
-    LensTool(
-        analyze,
-        AnalyzeInput,
-        AnalysisResult | AnalysisBatch,
-        ANALYZE_DOC,
-        output_schema=analyze_output_schema(),
-    ),
-    LensTool(track_tokens, TrackTokensInput, TokenTracking, TRACK_DOC),
-    LensTool(attribute, AttributeInput, AttributionResult, ATTRIBUTE_DOC),
-    LensTool(compare, CompareInput, CompareResult, COMPARE_DOC),
-    LensTool(generate, GenerateInput, GenerationResult, GENERATE_DOC),
-    LensTool(
-        model_info,
-        ModelInfoInput,
-        ModelStatus,
-        INFO_DOC,
-        lambda cache, params: cache.peek(params.model) is None,
-    ),
-    LensTool(loaded_models, LoadedModelsInput, LoadedModels, LOADED_DOC, lambda c, p: False),
-)
+def listing(spec: ToolSpec) -> Tool:
+    """What ``tools/list`` says of a tool: lean (no titles, top-level output fields only)."""
+    return Tool(
+        name=spec.name,
+        title=spec.name.replace("_", " ").capitalize(),
+        description=spec.doc,
+        input_schema=input_schema(spec),
+        output_schema=output_schema(spec),
+        annotations=READ_ONLY,
+    )
 
 
 def _outer_bound(timeout: float | None) -> float | None:
     return None if timeout is None else 2 * timeout + 1.0
 
 
-def _busy(cache: ModelCache, tool: LensTool, params: BaseModel) -> str | None:
+def _busy(cache: ModelCache, tool: ToolSpec, params: Any) -> str | None:
     waiting = worker.pending()
     cap = limits.current().max_queued_calls
     if waiting >= cap and tool.needs_worker(cache, params):
@@ -333,11 +146,11 @@ def _busy(cache: ModelCache, tool: LensTool, params: BaseModel) -> str | None:
 
 
 async def call_tool(
-    cache: ModelCache, tool: LensTool, arguments: dict[str, Any], ctx: Context
+    cache: ModelCache, tool: ToolSpec, arguments: dict[str, Any], ctx: Context
 ) -> CallToolResult:
     """Validate, run under the call's deadline, and answer: a result, or an error in one line."""
     try:
-        params = tool.inputs.model_validate(arguments)
+        params = tool.validate(arguments)
     except ValidationError as exc:
         return error_result(validation_message(exc))
     busy = _busy(cache, tool, params)
@@ -349,10 +162,15 @@ async def call_tool(
         # checked again before serializing. This outer bound also covers the waits (the queue,
         # a load); twice the limit, since the call's own clock starts when its job does.
         with limits.call_deadline(timeout) as job, anyio.fail_after(_outer_bound(timeout)):
-            result, text, *extra = await tool.body(cache, params, ctx)
+            session = McpSession(cache, Progress(ctx, total=tool.steps))
+            result = await invoke(tool, session, params)
+            text = tool.render(result)
+            images = await _images(tool, params, result)
             job.check()
             data = result.model_dump(mode="json")
             job.check()
+            if tool.steps:
+                await session.report(tool.steps, "done")
     except TimeoutError:
         return error_result(
             f"the call ran past its time limit of {timeout:g} s (--call-timeout) and was stopped"
@@ -366,8 +184,19 @@ async def call_tool(
         return error_result(
             f"{tool.name} failed with an internal error; the server's log has details"
         )
-    blocks: list[Any] = [TextContent(type="text", text=text), *(extra[0] if extra else [])]
+    blocks: list[Any] = [TextContent(type="text", text=text), *images]
     return CallToolResult(content=blocks, structured_content=data)
+
+
+async def _images(tool: ToolSpec, params: Any, result: Any) -> list[ImageContent]:
+    if tool.images is None:
+        return []
+    limits.check_interrupt_of_call()
+    pngs = await anyio.to_thread.run_sync(tool.images, params, result)
+    return [
+        ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
+        for png in pngs
+    ]
 
 
 def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) -> Server[Any]:
@@ -379,12 +208,12 @@ def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) 
     """
     cache = cache if cache is not None else default_cache()
     tools = {tool.name: tool for tool in TOOLS}
-    listing = [tool.listing() for tool in TOOLS]
+    listed = [listing(tool) for tool in TOOLS]
 
     async def on_list_tools(
         ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
-        return ListToolsResult(tools=listing)
+        return ListToolsResult(tools=listed)
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any], params: CallToolRequestParams
@@ -399,9 +228,7 @@ def create_server(cache: ModelCache | None = None, preload: Sequence[str] = ()) 
         version=server_version(),
         instructions=INSTRUCTIONS,
         lifespan=_preloading(cache, list(preload)),
-        get_tool_input_schema=lambda name: (
-            tools[name].listing().input_schema if name in tools else None
-        ),
+        get_tool_input_schema=lambda name: input_schema(tools[name]) if name in tools else None,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )

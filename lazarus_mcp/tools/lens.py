@@ -1,32 +1,33 @@
-"""The MCP tools' inputs and outputs: pydantic models an agent sees as JSON schemas.
+"""``analyze`` and ``track_tokens``: the logit lens of a prompt (or a batch), as one tool spec each.
 
-Inputs map onto the core's :class:`AnalysisConfig` the way the CLI's options do, so the same
-arguments give the same result through either interface. Outputs are core models (``analyze``
-returns :class:`AnalysisResult` itself) or thin views of them. The short text renderings are for
-clients that read only a tool's text content.
+Inputs map onto the core's :class:`AnalysisConfig` the way ``lazarus introspect analyze`` maps its
+options (the command is built from the same input model), so the same arguments give the same
+result through either interface. ``analyze`` returns :class:`AnalysisResult` itself (or an
+:class:`AnalysisBatch` for ``prompts``); ``track_tokens`` a thin view of one. The short text
+renderings are for clients that read only a tool's text content, and for people.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from lazarus_mcp.lens.layers import layer_config
+from lazarus_mcp.lens.positions import parse_positions
 from lazarus_mcp.plots.grid import Metric
+from lazarus_mcp.runtime.gate import Request
 from lazarus_mcp.schema import (
     AnalysisBatch,
     AnalysisConfig,
     AnalysisResult,
     Fidelity,
     Milestones,
-    ModelInfo,
     TokenEvolution,
 )
-from lazarus_mcp.server.fields import (
+from lazarus_mcp.tools.fields import (
     LAYERS_HELP,
     PROMPT_HELP,
-    Input,
     LayersField,
     LayerStepField,
     ModelField,
@@ -34,59 +35,88 @@ from lazarus_mcp.server.fields import (
     RawField,
     SampledStrategyField,
     TopKField,
+    parse_int_list,
 )
-from lazarus_mcp.server.summaries import milestone_lines
+from lazarus_mcp.tools.spec import Cli, Input, Session, ToolSpec
+from lazarus_mcp.tools.text import milestone_lines
+
+TRACKED_HELP = (
+    "spelled as the model spells them: ' Paris' (leading space) is the word after a space, "
+    "'Paris' the word at the start of a text."
+)
 
 
 class AnalyzeInput(Input):
     model: ModelField
-    prompt: str | None = Field(
-        None, min_length=1, description=f"{PROMPT_HELP} Give prompt or prompts, not both."
-    )
-    prompts: list[str] | None = Field(
-        None,
-        min_length=1,
-        max_length=256,
-        description="Several texts to analyze together (one padded forward pass per group of "
-        "similar length); the result is {results: [one analysis per prompt, in order]}.",
-    )
+    prompt: Annotated[
+        str | None,
+        Field(min_length=1, description=f"{PROMPT_HELP} Give prompt or prompts, not both."),
+        Cli(hidden=True),  # the command's repeatable -p gives prompt or prompts
+    ] = None
+    prompts: Annotated[
+        list[str] | None,
+        Field(
+            min_length=1,
+            json_schema_extra={"maxItems": 256},
+            description="Several texts to analyze together (one padded forward pass per group "
+            "of similar length); the result is {results: [one analysis per prompt, in order]}.",
+        ),
+        Cli(hidden=True),
+    ] = None
     layer_strategy: SampledStrategyField = None
     layer_step: LayerStepField = 4
     layers: LayersField = None
     top_k: TopKField = 5
-    track_tokens: list[str] = Field(
-        default_factory=list,
-        max_length=32,
-        description="Tokens whose probability and rank to follow across the layers, spelled as "
-        "the model spells them: ' Paris' (leading space) is the word after a space, 'Paris' the "
-        "word at the start of a text. A string of several tokens tracks its first token.",
-    )
+    track_tokens: Annotated[
+        list[str],
+        Field(
+            default_factory=list,
+            json_schema_extra={"maxItems": 32},
+            description="Tokens whose probability and rank to follow across the layers, "
+            f"{TRACKED_HELP} A string of several tokens tracks its first token.",
+        ),
+        Cli(("-t", "--track"), "Token to follow across layers (repeatable)."),
+    ]
     raw: RawField = False
-    embedding_scale: float | None = Field(
-        None,
-        gt=0,
-        description="Replace the model's own embedding scale (Gemma: sqrt(hidden_size)) for this "
-        "call, to study its effect; null uses the model's.",
-    )
-    positions: Literal["last", "all"] | list[int] = Field(
-        "last",
-        description="Prompt positions to read: 'last' (the next-token prediction), 'all' (the "
-        "whole grid: what every layer predicts at every position, in result.grid), or indices "
-        "such as [0, 3, -1] (negative from the end).",
-    )
-    include_embeddings: bool = Field(
-        False, description="Add a row for the embedding output (layer_idx null), before block 0."
-    )
-    plot: bool = Field(
-        False,
-        description="Also return the layers x positions heatmap as a PNG image content block "
-        "(each cell: the top token, coloured by plot_metric). Use with positions 'all'.",
-    )
-    plot_metric: Metric = Field(
-        Metric.probability,
-        description="Heatmap colour: probability (of the top token), entropy, kl, or rank (of "
-        "the first track_tokens entry).",
-    )
+    embedding_scale: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="Replace the model's own embedding scale (Gemma: sqrt(hidden_size)) for "
+            "this call, to study its effect; null uses the model's.",
+        ),
+        Cli(help="Replace the model's embedding scale for this run."),
+    ] = None
+    positions: Annotated[
+        Literal["last", "all"] | list[StrictInt],
+        Field(
+            description="Prompt positions to read: 'last' (the next-token prediction), 'all' (the "
+            "whole grid: what every layer predicts at every position, in result.grid), or "
+            "indices such as [0, 3, -1] (negative from the end).",
+        ),
+        Cli(help="Positions to read: last, all, or indices such as 0,3,-1.", parse=parse_positions),
+    ] = "last"
+    include_embeddings: Annotated[
+        bool,
+        Field(description="Add a row for the embedding output (layer_idx null), before block 0."),
+        Cli(help="Add a row for the embedding output."),
+    ] = False
+    plot: Annotated[
+        bool,
+        Field(
+            description="Also return the layers x positions heatmap as a PNG image content block "
+            "(each cell: the top token, coloured by plot_metric). Use with positions 'all'.",
+        ),
+        Cli(hidden=True),  # the command draws files: --plot PATH
+    ] = False
+    plot_metric: Annotated[
+        Metric,
+        Field(
+            description="Heatmap colour: probability (of the top token), entropy, kl, or rank (of "
+            "the first track_tokens entry).",
+        ),
+        Cli(help="Cell colour: probability, entropy, kl, or rank (of --track)."),
+    ] = Metric.probability
 
     @model_validator(mode="after")
     def _one_prompt_field(self) -> AnalyzeInput:
@@ -96,6 +126,8 @@ class AnalyzeInput(Input):
                 if self.prompt is None
                 else "give 'prompt' or 'prompts', not both"
             )
+        if self.plot and self.plot_metric is Metric.rank and not self.track_tokens:
+            raise ValueError("plot_metric 'rank' needs a tracked token in track_tokens")
         return self
 
     @property
@@ -117,20 +149,28 @@ class AnalyzeInput(Input):
             include_embeddings=self.include_embeddings,
         )
 
+    def request(self) -> Request:
+        return Request("lens", self.texts, self.config(), plot=self.plot)
+
 
 class TrackTokensInput(Input):
     model: ModelField
     prompt: PromptField
-    tokens: list[str] = Field(
-        min_length=1,
-        max_length=32,
-        description="The tokens to follow, spelled as the model spells them: ' Paris' (leading "
-        "space) is the word after a space, 'Paris' the word at the start of a text. A string of "
-        "several tokens tracks its first token (the result says so).",
-    )
-    layers: list[int] | None = Field(
-        None, min_length=1, description=f"Blocks to read; default every block. {LAYERS_HELP}"
-    )
+    tokens: Annotated[
+        list[str],
+        Field(
+            min_length=1,
+            json_schema_extra={"maxItems": 32},
+            description=f"The tokens to follow, {TRACKED_HELP} A string of several tokens tracks "
+            "its first token (the result says so).",
+        ),
+        Cli(("-t", "--token"), "Token to follow (repeatable)."),
+    ]
+    layers: Annotated[
+        list[StrictInt] | None,
+        Field(min_length=1, description=f"Blocks to read; default every block. {LAYERS_HELP}"),
+        Cli(("--layers",), "Blocks, e.g. 0,4,-1 (default every block).", parse_int_list),
+    ] = None
     raw: RawField = False
 
     def config(self) -> AnalysisConfig:
@@ -144,22 +184,8 @@ class TrackTokensInput(Input):
             use_chat_template=not self.raw,
         )
 
-
-class ModelInfoInput(Input):
-    model: ModelField
-
-
-class LoadedModelsInput(Input):
-    pass
-
-
-class ModelStatus(ModelInfo):
-    """``ModelInfo`` plus whether the model was in memory before this call."""
-
-    already_loaded: bool = Field(
-        description="True: the model was in memory when the call arrived. False: it was loaded "
-        "for this call; it now stays loaded, so later calls on it start at once (until evicted)."
-    )
+    def request(self) -> Request:
+        return Request("lens", [self.prompt], self.config())
 
 
 class TokenTracking(BaseModel):
@@ -193,22 +219,6 @@ class TokenTracking(BaseModel):
         )
 
 
-class LoadedModel(BaseModel):
-    model: ModelInfo
-    memory_bytes: int = Field(description="Bytes of weights the model holds in memory.")
-
-
-class LoadedModels(BaseModel):
-    """What the server holds in memory and the limits it evicts by."""
-
-    models: list[LoadedModel] = Field(description="Least recently used first.")
-    max_models: int = Field(description="Models kept at most; the least recently used goes.")
-    memory_budget_bytes: int | None = Field(
-        description="Bytes of weights kept at most (null: no budget; one model always stays)."
-    )
-    memory_used_bytes: int
-
-
 # What each tool answers, for the agent choosing one.
 
 ANALYZE_DOC = """\
@@ -226,16 +236,63 @@ by default): per token, its probability and 1-based rank over the whole vocabula
 layer, at the final output, and emergence_layer, the first layer where it ranks 1 (null if \
 never). Use it to compare candidates (a right and a wrong answer) or find where a token wins."""
 
-INFO_DOC = """\
-Describe a model: family (model_type), number of blocks (layers are 0..num_layers-1), hidden \
-size, vocabulary size, tied embeddings, embedding scale (Gemma), final logit soft-cap (Gemma 2), \
-quantization, dtypes, device, chat template, and already_loaded. Loads the model if it is not in \
-memory, so a later analyze starts at once. Use it to pick valid layer indices."""
 
-LOADED_DOC = """\
-The models the server holds in memory (least recently used first), with their sizes and the \
-cache limits. Calls on a loaded model start at once; others load it first, which may evict the \
-least recently used model."""
+# The core functions ----------------------------------------------------------------------------
+
+
+async def analyze(session: Session, params: AnalyzeInput) -> AnalysisResult | AnalysisBatch:
+    analyzer = await session.open(params.model)
+    config = params.config()
+    if params.prompt is not None:
+        job = analyzer.analyze(params.prompt, config, plot=params.plot)
+        return await session.step("running the logit lens", job)
+    texts = params.texts
+
+    async def report(done: int, total: int) -> None:
+        await session.report(1 + done / max(1, total), f"analyzed {done} of {total} prompts")
+
+    job_b = analyzer.analyze_batch(texts, config, on_progress=report, plot=params.plot)
+    return AnalysisBatch(results=await session.step("running the logit lens", job_b))
+
+
+async def track_tokens(session: Session, params: TrackTokensInput) -> TokenTracking:
+    analyzer = await session.open(params.model)
+    result = await session.step(
+        "running the logit lens", analyzer.analyze(params.prompt, params.config())
+    )
+    return TokenTracking.of(result)
+
+
+def heatmaps(params: AnalyzeInput, out: AnalysisResult | AnalysisBatch) -> list[bytes]:
+    """PNG heatmaps for MCP's image content, when asked (``plot``)."""
+    if not params.plot:
+        return []
+    from lazarus_mcp.plots import render_heatmap
+
+    results = out.results if isinstance(out, AnalysisBatch) else [out]
+    return [render_heatmap(r, "png", params.plot_metric) for r in results]
+
+
+def analyze_output_schema() -> dict[str, Any]:
+    """One result or a batch: MCP wants one object schema, so the single result's fields with
+    the batch as the other branch of an ``anyOf``."""
+    from lazarus_mcp.tools.spec import lean_output_schema
+
+    single = lean_output_schema(AnalysisResult)
+    return {
+        **single,
+        "description": f"{single.get('description', '')} With 'prompts': "
+        "{results: [one such result per prompt, in order]}.",
+        "required": [],
+        "anyOf": [
+            {"required": single.get("required", [])},
+            {"properties": {"results": {"type": "array"}}, "required": ["results"]},
+        ],
+    }
+
+
+def render_output(out: AnalysisResult | AnalysisBatch) -> str:
+    return render_batch(out) if isinstance(out, AnalysisBatch) else render_analysis(out)
 
 
 # Short renderings for text-only clients: the headline numbers, not the whole result.
@@ -327,29 +384,23 @@ def render_tracking(tracking: TokenTracking) -> str:
     return "\n".join([head, *render_evolutions(tracking.token_evolutions)])
 
 
-def render_status(status: ModelStatus) -> str:
-    extras = [
-        f"embedding scale {status.embedding_scale:g}" if status.embedding_scale else "",
-        f"soft-cap {status.final_logit_softcap:g}" if status.final_logit_softcap else "",
-        f"{status.quantization.bits}-bit" if status.quantization else "",
-        "tied embeddings" if status.tied_embeddings else "untied head",
-        "chat template" if status.has_chat_template else "no chat template",
-    ]
-    return (
-        f"{status.model_id}: {status.family} ({status.support}), {status.num_layers} layers, "
-        f"hidden {status.hidden_size}, vocab {status.vocab_size}, "
-        f"{', '.join(e for e in extras if e)}; "
-        f"{status.dtype} computed in {status.compute_dtype} on {status.device}"
-        + (f" (linear layers: {status.matmul})" if status.matmul != "mlx" else "")
-        + "; "
-        + ("was loaded already" if status.already_loaded else "loaded by this call")
-    )
-
-
-def render_loaded(loaded: LoadedModels) -> str:
-    if not loaded.models:
-        return f"No model loaded (up to {loaded.max_models} kept)."
-    names = ", ".join(
-        f"{m.model.model_id} ({m.memory_bytes / 2**20:.1f} MiB)" for m in loaded.models
-    )
-    return f"Loaded, least recently used first: {names}; up to {loaded.max_models} kept."
+ANALYZE = ToolSpec(
+    name="analyze",
+    example={"model": "demo", "prompt": "The capital of France is", "raw": True},
+    doc=ANALYZE_DOC,
+    inputs=AnalyzeInput,
+    result=AnalysisResult | AnalysisBatch,
+    run=analyze,
+    render=render_output,
+    output_schema=analyze_output_schema,
+    images=heatmaps,
+)
+TRACK_TOKENS = ToolSpec(
+    name="track_tokens",
+    example={"model": "demo", "prompt": "The capital of France is", "tokens": [" Paris"]},
+    doc=TRACK_DOC,
+    inputs=TrackTokensInput,
+    result=TokenTracking,
+    run=track_tokens,
+    render=render_tracking,
+)
