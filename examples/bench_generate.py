@@ -81,9 +81,11 @@ def main() -> None:
         first = await analyzer.generate(PROMPT, config)
         ids = first.token_ids
         rows = len(first.captured_layers)
-        print(f"{args.model}: {first.model.family}, {first.model.num_layers} blocks, "
-              f"{first.model.compute_dtype} ({first.model.matmul}); prompt {len(ids)} tokens; "
-              f"lens rows {rows} ({first.captured_layers}), top-{args.top_k}")
+        print(
+            f"{args.model}: {first.model.family}, {first.model.num_layers} blocks, "
+            f"{first.model.compute_dtype} ({first.model.matmul}); prompt {len(ids)} tokens; "
+            f"lens rows {rows} ({first.captured_layers}), top-{args.top_k}"
+        )
         ours: list[float] = []
         theirs: list[float] = []
         whole: list[float] = []
@@ -96,12 +98,18 @@ def main() -> None:
             ours.append((len(tokens_b) - 1) / seconds_b)
             whole.append(len(tokens_b) / total_b)
         mine, peer = statistics.median(ours), statistics.median(theirs)
-        print(f"mlx-lm generate:        {peer:7.1f} tokens/s (median of {args.runs}: "
-              f"{', '.join(f'{x:.1f}' for x in theirs)})")
-        print(f"lazarus generate+lens:  {mine:7.1f} tokens/s (median of {args.runs}: "
-              f"{', '.join(f'{x:.1f}' for x in ours)})")
-        print(f"ratio: {mine / peer:.2f}x; lens cost per token: "
-              f"{1000 / mine - 1000 / peer:.2f} ms ({1000 / peer:.2f} ms -> {1000 / mine:.2f} ms)")
+        print(
+            f"mlx-lm generate:        {peer:7.1f} tokens/s (median of {args.runs}: "
+            f"{', '.join(f'{x:.1f}' for x in theirs)})"
+        )
+        print(
+            f"lazarus generate+lens:  {mine:7.1f} tokens/s (median of {args.runs}: "
+            f"{', '.join(f'{x:.1f}' for x in ours)})"
+        )
+        print(
+            f"ratio: {mine / peer:.2f}x; lens cost per token: "
+            f"{1000 / mine - 1000 / peer:.2f} ms ({1000 / peer:.2f} ms -> {1000 / mine:.2f} ms)"
+        )
         print(f"lazarus end to end (prompt included): {statistics.median(whole):.1f} tokens/s")
         print(f"load: {os.getloadavg()}")
 

@@ -23,7 +23,9 @@ OPTIONS = [
         default=None,
         annotation=Annotated[
             Path | None,
-            typer.Option("--plot", help="Draw the layers x generated tokens heatmap: .png or .svg."),
+            typer.Option(
+                "--plot", help="Draw the layers x generated tokens heatmap: .png or .svg."
+            ),
         ],
     )
 ]

@@ -11,12 +11,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from lazarus_mcp.analyses.analysis import plan_lens
+from lazarus_mcp.analyses.batch import analyze_encoded
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.generation.run import generate_loaded
 from lazarus_mcp.generation.sampling import nucleus_logits
 from lazarus_mcp.generation.stopping import StopWatch
-from lazarus_mcp.analyses.analysis import plan_lens
-from lazarus_mcp.analyses.batch import analyze_encoded
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.modeling.loading import LoadedModel, load
 from lazarus_mcp.runtime import limits, worker
@@ -152,8 +152,10 @@ def test_sampling_with_a_seed_is_reproducible(demo: LoadedModel) -> None:
     drawn = generate(demo, "one two three", **fields)
     again = generate(demo, "one two three", seed=drawn.seed, **fields)
     assert again.generated_token_ids == drawn.generated_token_ids
-    others = {tuple(generate(demo, "one two three", seed=s, **fields).generated_token_ids)
-              for s in range(5)}
+    others = {
+        tuple(generate(demo, "one two three", seed=s, **fields).generated_token_ids)
+        for s in range(5)
+    }
     assert len(others) > 1  # the seed matters
     assert mx.random.state is not None
 
@@ -162,7 +164,12 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p() -> None:
     logits = mx.log(mx.array([0.5, 0.3, 0.15, 0.05]))
     kept = np.isfinite(np.array(nucleus_logits(logits, 0.7)))
     assert kept.tolist() == [True, True, False, False]
-    assert np.isfinite(np.array(nucleus_logits(logits, 0.5))).tolist() == [True, False, False, False]
+    assert np.isfinite(np.array(nucleus_logits(logits, 0.5))).tolist() == [
+        True,
+        False,
+        False,
+        False,
+    ]
     assert np.isfinite(np.array(nucleus_logits(logits, 1.0))).all()
 
 

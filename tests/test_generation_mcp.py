@@ -72,9 +72,7 @@ async def test_the_tool_gives_the_api_result_and_a_progress_note_per_token(
     progress = [p for p, _, _ in seen]
     assert progress == sorted(progress) and len(set(progress)) == len(progress)
     analyzer = ModelAnalyzer(cache.peek(LLAMA))  # type: ignore[arg-type]
-    config = GenerationConfig(
-        max_new_tokens=8, track_tokens=[" Paris"], use_chat_template=False
-    )
+    config = GenerationConfig(max_new_tokens=8, track_tokens=[" Paris"], use_chat_template=False)
     api = await analyzer.generate(GOOD["prompt"], config)
     assert api.model_dump(mode="json") == data
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lazarus_mcp.generation.run import GenerationRun, generate_loaded, start_generation
+from lazarus_mcp.generation.run import GenerationRun, start_generation
 from lazarus_mcp.modeling.loading import LoadedModel, load
 from lazarus_mcp.runtime import worker
 from lazarus_mcp.schema.generation import GenerationConfig, GenerationResult
@@ -48,7 +48,9 @@ def torch_greedy(model: Any, ids: list[int], steps: int, eos: frozenset[int]) ->
     return out
 
 
-def ours(loaded: LoadedModel, prompt: str, raw: bool, steps: int) -> tuple[GenerationResult, frozenset[int]]:
+def ours(
+    loaded: LoadedModel, prompt: str, raw: bool, steps: int
+) -> tuple[GenerationResult, frozenset[int]]:
     config = GenerationConfig(
         max_new_tokens=steps, layer_strategy="all", use_chat_template=not raw, top_k=5
     )

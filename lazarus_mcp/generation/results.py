@@ -6,15 +6,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from lazarus_mcp.generation.cells import StepArrays
 from lazarus_mcp.analyses.analysis import _evolutions, _layer_predictions, _top
+from lazarus_mcp.generation.cells import StepArrays
 from lazarus_mcp.lens.milestones import _settled
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText
-from lazarus_mcp.schema import Fidelity
+from lazarus_mcp.schema import Fidelity, TokenAtLayer
 from lazarus_mcp.schema.generation import (
     GenerationMilestones,
     GenerationStep,
-    TokenAtLayer,
     TrackedMilestone,
 )
 
@@ -51,7 +50,9 @@ def worst_fidelity(fidelities: Sequence[Fidelity]) -> Fidelity:
     )
 
 
-def _tracked_milestone(column: int, token: ResolvedToken, steps: list[GenerationStep]) -> TrackedMilestone:
+def _tracked_milestone(
+    column: int, token: ResolvedToken, steps: list[GenerationStep]
+) -> TrackedMilestone:
     first_step = first_layer = good_step = good_layer = None
     for step in steps:
         evolution = step.token_evolutions[column]

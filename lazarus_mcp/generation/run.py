@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lazarus_mcp.analyses.analysis import LensPlan, plan_lens
+from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.generation.cells import step_lens
 from lazarus_mcp.generation.results import (
     generation_milestones,
@@ -22,8 +24,6 @@ from lazarus_mcp.generation.results import (
 )
 from lazarus_mcp.generation.sampling import Sampler, fresh_seed
 from lazarus_mcp.generation.stopping import StopWatch, eos_token_ids
-from lazarus_mcp.analyses.analysis import LensPlan, plan_lens
-from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.lens.step import Steps, start_steps
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.schema import Fidelity
@@ -69,10 +69,8 @@ class GenerationRun:
         if self.finished:
             return None
         loaded = self.loaded
-        if self.steps:
-            fed = [self.steps[-1].token_id]
-        else:
-            fed = list(self.encoded.token_ids)
+        # The first step reads the whole prompt; each later one the token emitted before it.
+        fed = [self.steps[-1].token_id] if self.steps else list(self.encoded.token_ids)
         position = len(self.encoded.token_ids) - 1 + len(self.steps)
         request = self.plan.request
         with loaded.scope():
@@ -149,10 +147,8 @@ def start_generation(loaded: LoadedModel, prompt: str, config: GenerationConfig)
     encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
     # Greedy decoding draws nothing: its seed is 0 unless given, so its result is the same
     # field for field on every run.
-    if config.seed is not None:
-        seed = config.seed
-    else:
-        seed = 0 if config.greedy else fresh_seed()
+    drawn = 0 if config.greedy else fresh_seed()
+    seed = config.seed if config.seed is not None else drawn
     with loaded.scope():
         stepper = start_steps(loaded.model, plan.request.embedding_factor, loaded.sliding_windows)
         sampler = Sampler(config.temperature, config.top_p, seed)

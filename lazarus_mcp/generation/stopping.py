@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lazarus_mcp.modeling.safe_files import (
-    checkpoint_root,
     check_file,
+    checkpoint_root,
     parse_json,
     read_capped,
 )

@@ -29,8 +29,8 @@ from lazarus_mcp.schema import (
 )
 
 if TYPE_CHECKING:
-    from lazarus_mcp.modeling.loading import LoadedModel
     from lazarus_mcp.generation.run import GenerationRun
+    from lazarus_mcp.modeling.loading import LoadedModel
     from lazarus_mcp.runtime.generation import GenerationStream
     from lazarus_mcp.schema.generation import GenerationConfig, GenerationResult, GenerationStep
 

@@ -176,8 +176,12 @@ def heatmap(params: GenerateInput, result: GenerationResult) -> list[bytes]:
 
 GENERATE = ToolSpec(
     name="generate",
-    example={"model": "demo", "prompt": "The capital of France is", "raw": True,
-             "max_new_tokens": 4},
+    example={
+        "model": "demo",
+        "prompt": "The capital of France is",
+        "raw": True,
+        "max_new_tokens": 4,
+    },
     doc=GENERATE_DOC,
     inputs=GenerateInput,
     result=GenerationResult,

@@ -18,7 +18,9 @@ def _sampling(result: GenerationResult) -> str:
     config = result.config
     if config.greedy:
         return "greedy"
-    return f"sampled at temperature {config.temperature:g}, top-p {config.top_p:g}, seed {result.seed}"
+    return (
+        f"sampled at temperature {config.temperature:g}, top-p {config.top_p:g}, seed {result.seed}"
+    )
 
 
 def _decided(layer: int | None) -> str:
@@ -49,8 +51,11 @@ def milestone_lines(result: GenerationResult) -> list[str]:
     lines = [
         f"Decided (the block from which each written token stays top-1): median layer {median}"
         f" of layers {result.captured_layers[0]}..{result.captured_layers[-1]}"
-        + (f"; not top-1 at the last block (sampled): steps {m.undecided_steps}"
-           if m.undecided_steps else ""),
+        + (
+            f"; not top-1 at the last block (sampled): steps {m.undecided_steps}"
+            if m.undecided_steps
+            else ""
+        ),
         f"Fidelity (lens of the last block vs the model's output, worst step): max |dp| "
         f"{fid.max_abs_prob_diff:.1e}, KL {fid.kl_divergence:.1e}, top-1 "
         + ("agrees" if fid.top1_agrees else "DISAGREES"),
