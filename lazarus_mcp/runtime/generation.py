@@ -37,9 +37,11 @@ def _result(run: GenerationRun) -> GenerationResult:
     return run.result()
 
 
-# Stop before the call's deadline with this much left (and twice the last step's time), so the
-# result is built and serialized inside the call's time, answering "deadline" rather than an error.
-DEADLINE_RESERVE_S = 1.0
+# Stop before the call's deadline with this share of its limit left (at most 1 s) and twice the
+# last step's time, so the result is built and serialized inside the call's time, answering
+# "deadline" rather than an error.
+DEADLINE_RESERVE = 0.1
+DEADLINE_RESERVE_MAX_S = 1.0
 
 
 class GenerationStream:
@@ -58,9 +60,11 @@ class GenerationStream:
 
     def _near_deadline(self, last_step_s: float) -> bool:
         left = self._interrupt.remaining()
-        if left is None or self._interrupt.deadline is None:
+        limit = self._interrupt.timeout
+        if left is None or limit is None or self._interrupt.deadline is None:
             return False
-        return left < DEADLINE_RESERVE_S + 2 * last_step_s
+        reserve = min(DEADLINE_RESERVE_MAX_S, DEADLINE_RESERVE * limit)
+        return left < reserve + 2 * last_step_s
 
     def __aiter__(self) -> AsyncIterator[GenerationStep]:
         return self._steps()
