@@ -11,6 +11,8 @@ the lens at its last position); each later step feeds the one token emitted befo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ from lazarus_mcp.generation.sampling import Sampler, fresh_seed
 from lazarus_mcp.generation.stopping import StopWatch, eos_token_ids
 from lazarus_mcp.lens.step import Steps, start_steps
 from lazarus_mcp.lens.tokens import EncodedPrompt
+from lazarus_mcp.runtime import limits
 from lazarus_mcp.schema import Fidelity
 from lazarus_mcp.schema.generation import (
     GenerationConfig,
@@ -36,6 +39,24 @@ from lazarus_mcp.schema.generation import (
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
+
+
+@contextmanager
+def _whole_step(one_token: bool) -> Iterator[None]:
+    """A one-token step runs as one graph: the call's deadline and cancellation are checked
+    before and after it instead of between its blocks (an evaluation after every block cost
+    SmolLM2-135M about as much as the lens). The prompt's forward keeps the checks between
+    blocks: it may be long. A cancelled call still stops within one step."""
+    job = limits.interrupt()
+    if not one_token or job is None:
+        yield
+        return
+    job.check()
+    limits.set_interrupt(None)
+    try:
+        yield
+    finally:
+        limits.set_interrupt(job)
 
 
 @dataclass
@@ -73,7 +94,7 @@ class GenerationRun:
         fed = [self.steps[-1].token_id] if self.steps else list(self.encoded.token_ids)
         position = len(self.encoded.token_ids) - 1 + len(self.steps)
         request = self.plan.request
-        with loaded.scope():
+        with loaded.scope(), _whole_step(bool(self.steps)):
             tapped = self.stepper.feed(fed, outputs=sorted({*request.blocks, request.last}))
             arrays = step_lens(
                 request,
