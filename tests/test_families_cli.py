@@ -41,8 +41,8 @@ def test_info_shows_the_support_level(tmp_path: Path) -> None:
 def test_mcp_text_shows_the_support_level(tmp_path: Path) -> None:
     from lazarus_mcp.analyses.analysis import analyze_loaded
     from lazarus_mcp.schema import AnalysisConfig
-    from lazarus_mcp.tools.lens import render_analysis
     from lazarus_mcp.tools.models import ModelStatus, render_status
+    from lazarus_mcp.tools.text import render_analysis
 
     path = build_checkpoint(tmp_path / "gpt2", "gpt2")
     loaded = worker.run_sync(load, str(path))

@@ -1,10 +1,19 @@
-"""Text summaries shared by the CLI and the MCP tools' text content: milestones first (what an
-agent reads before anything else), then attribution and comparison tables.
+"""Text shared by the CLI and the MCP tools' text content: milestones first (what an agent reads
+before anything else), the lens by layer and position, attribution and comparison tables.
+Neutral: the CLI and the MCP server both import it, neither owns it.
 """
 
 from __future__ import annotations
 
-from lazarus_mcp.schema import AttributionResult, CompareResult, Fidelity, Milestones
+from lazarus_mcp.schema import (
+    AnalysisBatch,
+    AnalysisResult,
+    AttributionResult,
+    CompareResult,
+    Fidelity,
+    Milestones,
+    TokenEvolution,
+)
 
 
 def _layer(value: int | None) -> str:
@@ -90,4 +99,88 @@ def compare_lines(result: CompareResult) -> list[str]:
                 f"      {ta.token!r}: A {_prob(ta.probability)} #{ta.rank} | "
                 f"B {_prob(tb.probability)} #{tb.rank}"
             )
+    return lines
+
+
+# Short renderings for text-only clients: the headline numbers, not the whole result.
+
+
+def _pct(p: float) -> str:
+    # Percent for the large ones; small ones keep their magnitude (rank already orders them).
+    return f"{p:.1%}" if p >= 0.001 else f"{p:.0e}"
+
+
+def render_analysis(result: AnalysisResult) -> str:
+    info = result.model
+    top = ", ".join(f"{t.token!r} {_pct(t.probability)}" for t in result.final_prediction[:5])
+    lines = [
+        f"{info.model_id} ({info.family}, {info.num_layers} layers): {len(result.tokens)} "
+        f"tokens, predicting after {result.tokens[-1]!r}"
+        + (" (chat template applied)" if result.chat_template_applied else "")
+        + f"; lens {info.support}",
+        *milestone_lines(result.milestones, result.fidelity),
+        f"Final prediction: {top}",
+        "Top token by layer:",
+    ]
+    lines += [
+        f"  layer {'emb' if p.layer_idx is None else p.layer_idx}: {p.top_token!r} "
+        f"{_pct(p.top_probability)} "
+        f"(entropy {p.entropy:.2f}, KL {p.kl_divergence:.2f})"
+        for p in result.layer_predictions
+    ]
+    lines += render_evolutions(result.token_evolutions)
+    lines += render_grid(result)
+    return "\n".join(lines)
+
+
+GRID_TEXT_POSITIONS = 64
+
+
+def render_grid(result: AnalysisResult) -> list[str]:
+    """One line per position: the final top token and each layer's top token."""
+    if not result.grid:
+        return []
+    lines = ["Grid (per position: the final top token, then the top token by layer):"]
+    for column in result.grid[:GRID_TEXT_POSITIONS]:
+        final = column.final_prediction[0]
+        tops = " ".join(repr(p.top_token) for p in column.layer_predictions)
+        lines.append(
+            f"  pos {column.position} {column.token!r}: {final.token!r} "
+            f"{_pct(final.probability)}; layers {tops}"
+        )
+    more = len(result.grid) - GRID_TEXT_POSITIONS
+    if more > 0:
+        lines.append(f"  ... {more} more positions in the structured result")
+    return lines
+
+
+def render_batch(batch: AnalysisBatch) -> str:
+    return "\n\n".join(
+        f"Prompt {n} of {len(batch.results)}:\n{render_analysis(r)}"
+        for n, r in enumerate(batch.results, 1)
+    )
+
+
+def render_evolutions(evolutions: list[TokenEvolution]) -> list[str]:
+    lines = []
+    for evo in evolutions:
+        path = ", ".join(
+            f"L{'emb' if s.layer_idx is None else s.layer_idx} {_pct(s.probability)} #{s.rank}"
+            for s in evo.layers
+        )
+        first = (
+            "never rank 1"
+            if evo.emergence_layer is None
+            else f"rank 1 from layer {evo.emergence_layer}"
+        )
+        split = f" (first of {evo.pieces})" if evo.multi_token else ""
+        if evo.final_sequence_logprob is not None:
+            path += "; whole string log p by layer: " + ", ".join(
+                f"L{s.layer_idx} {s.sequence_logprob:.2f}" for s in evo.layers
+            )
+            split += f" (whole string final log p {evo.final_sequence_logprob:.3f})"
+        lines.append(
+            f"Token {evo.token!r}{split}: {path}; final {_pct(evo.final_probability)} "
+            f"#{evo.final_rank}; {first}"
+        )
     return lines
