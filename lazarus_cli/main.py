@@ -39,8 +39,10 @@ def _register_tools() -> None:
         "compare": render.compare,
         "model_info": lambda status: render.model_info(status),
     }
+    from lazarus_cli.generate_extras import EXTRAS as GENERATE_EXTRAS
+
     for spec in TOOLS:
-        extras = EXTRAS if spec.name == "analyze" else None
+        extras = {"analyze": EXTRAS, "generate": GENERATE_EXTRAS}.get(spec.name)
         register(introspect, spec, render=renderers.get(spec.name), extras=extras)
 
 

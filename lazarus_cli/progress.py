@@ -57,10 +57,11 @@ class TerminalProgress:
         """A line of progress in words (a step of a call)."""
         self._draw(f"{text} ({time.monotonic() - self._began:.0f} s)")
 
-    async def update(self, done: int, total: int) -> None:
-        """A bar for prompts done out of ``total`` (awaited by ``analyze_batch``)."""
+    async def update(self, done: int, total: int, unit: str = "prompts") -> None:
+        """A bar for ``unit`` done out of ``total`` (awaited by ``analyze_batch``, and per
+        token by ``generate``)."""
         filled = round(_WIDTH * done / max(1, total))
         bar = "#" * filled + "-" * (_WIDTH - filled)
-        self._draw(f"[{bar}] {done}/{total} prompts ({time.monotonic() - self._began:.0f} s)")
+        self._draw(f"[{bar}] {done}/{total} {unit} ({time.monotonic() - self._began:.0f} s)")
         if done >= total:
             self.clear()

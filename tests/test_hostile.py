@@ -444,8 +444,9 @@ class ExpiresInForward(limits.Interrupt):
         ("analyze", {"model": LLAMA, "prompts": ["The capital of France is", "Hi"], "raw": True}),
         ("attribute", GOOD),
         ("compare", {**GOOD, "prompt_b": "Hello world"}),
+        ("generate", {**GOOD, "max_new_tokens": 4}),
     ],
-    ids=["grid", "batch", "attribute", "compare"],
+    ids=["grid", "batch", "attribute", "compare", "generate"],
 )
 async def test_every_forward_stops_between_blocks_past_its_deadline(
     client: Client, cache: ModelCache, tool: str, args: dict[str, Any]

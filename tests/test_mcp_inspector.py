@@ -51,6 +51,7 @@ def test_inspector_lists_the_tools_with_portable_schemas(tmp_path: Path) -> None
         "track_tokens",
         "attribute",
         "compare",
+        "generate",
         "model_info",
         "loaded_models",
     }

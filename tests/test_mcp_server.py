@@ -29,6 +29,7 @@ from lazarus_mcp.schema import (
     LayerStrategy,
     ModelInfo,
 )
+from lazarus_mcp.schema.generation import GenerationResult
 from lazarus_mcp.server.app import create_server, validation_message
 from lazarus_mcp.tools.lens import AnalyzeInput, TokenTracking
 from lazarus_mcp.tools.models import LoadedModels, ModelStatus
@@ -39,7 +40,15 @@ pytestmark = pytest.mark.anyio
 
 LLAMA = str(PARITY / "llama")
 GEMMA2 = str(PARITY / "gemma2")
-TOOLS = {"analyze", "track_tokens", "attribute", "compare", "model_info", "loaded_models"}
+TOOLS = {
+    "analyze",
+    "track_tokens",
+    "attribute",
+    "compare",
+    "generate",
+    "model_info",
+    "loaded_models",
+}
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +122,7 @@ async def test_tools_are_listed_with_schemas_and_annotations() -> None:
         "loaded_models": LoadedModels,
         "attribute": AttributionResult,
         "compare": CompareResult,
+        "generate": GenerationResult,
     }
     for name, model in outputs.items():
         assert set(listed[name].output_schema["properties"]) == set(model.model_fields), name

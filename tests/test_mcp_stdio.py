@@ -65,6 +65,7 @@ async def test_stdio_initialize_list_and_call() -> None:
             "track_tokens",
             "attribute",
             "compare",
+            "generate",
             "model_info",
             "loaded_models",
         }

@@ -45,6 +45,7 @@ class PlotGrid:
     top: list[list[str]]
     cells: list[list[LayerPrediction]]
     evolutions: list[list[TokenEvolution]]  # per position
+    x_label: str = "input token and position (each cell shows the predicted next token)"
 
 
 def row_label(layer_idx: int | None) -> str:

@@ -82,7 +82,7 @@ def heatmap(grid: PlotGrid, fmt: str) -> bytes:
     )
     ax.set_yticks(range(rows))
     ax.set_yticklabels(grid.row_labels, fontsize=tick)
-    ax.set_xlabel("input token and position (each cell shows the predicted next token)")
+    ax.set_xlabel(grid.x_label)
     ax.set_ylabel("layer (emb = embedding output)")
     ax.set_title(clip(grid.title, 100), fontsize=10, loc="left")
     bar = fig.colorbar(image, ax=ax, fraction=0.04 if cols > 8 else 0.08, pad=0.02)

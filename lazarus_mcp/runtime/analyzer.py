@@ -29,9 +29,13 @@ from lazarus_mcp.schema import (
 )
 
 if TYPE_CHECKING:
+    from lazarus_mcp.generation.run import GenerationRun
     from lazarus_mcp.modeling.loading import LoadedModel
+    from lazarus_mcp.runtime.generation import GenerationStream
+    from lazarus_mcp.schema.generation import GenerationConfig, GenerationResult, GenerationStep
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
+StepCallback = Callable[["GenerationStep"], Awaitable[None]]
 T = TypeVar("T")
 
 
@@ -250,3 +254,47 @@ class ModelAnalyzer:
             lens_b,
             others=(loaded_b,) if other is not None else (),
         )
+
+    def generate_steps(
+        self,
+        prompt: str,
+        config: GenerationConfig | None = None,
+        *,
+        interrupt: Interrupt | None = None,
+        plot: bool = False,
+    ) -> GenerationStream:
+        """The generation as it happens: ``async for step in analyzer.generate_steps(...)``
+        yields each generated token's lens as the model writes it (one forward per token over
+        the KV cache); ``await stream.result()`` gives the whole :class:`GenerationResult`."""
+        from lazarus_mcp.runtime import generation
+        from lazarus_mcp.schema.generation import GenerationConfig
+
+        job = interrupt if interrupt is not None else _deadline()
+        settings = config or GenerationConfig()
+        request = gate.Request("generate", [prompt], settings, plot=plot)
+
+        async def start() -> GenerationRun:
+            # The gate, then the plan, the prompt's tokens and the cache: one job, before any
+            # forward. Each token is then a job of its own (``runtime/generation.py``).
+            return await self.compute(
+                request, generation.start, self._loaded, prompt, settings, interrupt=job
+            )
+
+        return generation.GenerationStream(start, job)
+
+    async def generate(
+        self,
+        prompt: str,
+        config: GenerationConfig | None = None,
+        *,
+        on_step: StepCallback | None = None,
+        interrupt: Interrupt | None = None,
+        plot: bool = False,
+    ) -> GenerationResult:
+        """Generate from ``prompt`` and read the lens at every generated token: what each
+        layer predicted before the model wrote it. ``on_step(step)`` is awaited per token."""
+        stream = self.generate_steps(prompt, config, interrupt=interrupt, plot=plot)
+        async for step in stream:
+            if on_step is not None:
+                await on_step(step)
+        return await stream.result()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
     from lazarus_mcp.schema import AnalysisConfig
 
-Kind = Literal["lens", "attribute", "compare", "model"]
+Kind = Literal["lens", "attribute", "compare", "generate", "model"]
 
 # Bytes of JSON per entry of a result, measured on indented results (``to_json``, which the CLI
 # writes; MCP's compact JSON is about half): a top-k or tracked entry at its depth in a grid
@@ -238,6 +238,9 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
                 raise
             raise InvalidRequestError(f"prompt {n + 1} of {len(request.prompts)}: {exc}") from exc
         counts.append(count)
+        if request.kind == "generate":
+            _admit_generation(loaded, config, count, rows, tracked, request.plot)
+            return Admission(counts)
         grid = config.positions != "last"
         cells = positions + (1 if grid else 0)
         cells_total += cells
@@ -286,3 +289,51 @@ def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int) -
         )
         for group in groups
     )
+
+
+# A generated token's step lists, per lens row, the top-k, the tracked tokens and the emitted
+# token; besides the rows, the model's own top-k and the step's own fields.
+STEP_BYTES = 400
+
+
+def generation_result_bytes(
+    prompt_tokens: int, new_tokens: int, rows: int, top_k: int, tracked: int
+) -> int:
+    """JSON bytes of a generation: every step is a lens column plus the emitted token's row."""
+    row = ROW_BYTES + ENTRY_BYTES * (top_k + tracked + 1)
+    step = STEP_BYTES + rows * row + ENTRY_BYTES * top_k
+    return 2 * TOKEN_BYTES * (prompt_tokens + new_tokens) + new_tokens * step
+
+
+def _admit_generation(
+    loaded: LoadedModel, config: AnalysisConfig, count: int, rows: int, tracked: int, plot: bool
+) -> None:
+    """A generation: the prompt plus max_new_tokens against the context and the limit, the last
+    step's memory (the KV cache of the whole sequence, estimated as its forward), the result's
+    size (max_new_tokens x rows x (top_k + tracked + 1) entries) and the plot's cells."""
+    lim = limits.current()
+    new = int(getattr(config, "max_new_tokens", 1))
+    total = count + new
+    context, key = context_length(loaded)
+    bounds = [b for b in (context, lim.max_prompt_tokens) if b is not None]
+    if bounds and total > min(bounds):
+        bound = min(bounds)
+        which = (
+            f"the model's context ({key or 'max_position_embeddings'})"
+            if bound == context
+            else "this server's limit (--max-prompt-tokens)"
+        )
+        raise limits.LimitExceededError(
+            f"the prompt ({count:,} tokens) plus max_new_tokens ({new:,}) is {total:,} tokens, "
+            f"more than {which} of {bound:,}; ask for fewer tokens or shorten the prompt"
+        )
+    if plot and rows * new > lim.max_plot_cells:
+        raise limits.LimitExceededError(
+            f"the heatmap would have {rows * new:,} cells ({rows} layers x {new} tokens); a plot "
+            f"draws at most {lim.max_plot_cells:,} legibly: generate fewer tokens or read fewer "
+            "layers"
+        )
+    need = forward_bytes(loaded, batch=1, length=total, cells=1, rows=rows, taps=rows + 1)
+    limits.check_memory("this generation", need, lim)
+    result = generation_result_bytes(count, new, rows, config.top_k, tracked)
+    limits.check_result_bytes("the generation's result", result, lim)

@@ -6,11 +6,20 @@ here and add it to this tuple (see /work/notes/TOOLSPEC.md).
 from __future__ import annotations
 
 from lazarus_mcp.tools.depth import ATTRIBUTE, COMPARE
+from lazarus_mcp.tools.generate import GENERATE
 from lazarus_mcp.tools.lens import ANALYZE, TRACK_TOKENS
 from lazarus_mcp.tools.models import LOADED_MODELS, MODEL_INFO
 from lazarus_mcp.tools.spec import ToolSpec
 
-TOOLS: tuple[ToolSpec, ...] = (ANALYZE, TRACK_TOKENS, ATTRIBUTE, COMPARE, MODEL_INFO, LOADED_MODELS)
+TOOLS: tuple[ToolSpec, ...] = (
+    ANALYZE,
+    TRACK_TOKENS,
+    ATTRIBUTE,
+    COMPARE,
+    GENERATE,
+    MODEL_INFO,
+    LOADED_MODELS,
+)
 
 
 def tool(name: str) -> ToolSpec:
