@@ -53,6 +53,8 @@ class NoEmbedding(nn.Module):
     """Rank > 0 of an untied model: the embedding's shape without its table (the stream it
     would start is replaced by the one received from the previous rank)."""
 
+    stands_for_token_embedding = True  # found where the embedding is looked up (lens/head.py)
+
     def __init__(self, dims: int) -> None:
         super().__init__()
         self._dims = dims

@@ -75,6 +75,9 @@ def backbone(model: nn.Module) -> Any:
 
 
 def _is_embedding(value: Any) -> bool:
+    # A stand-in may declare itself the token embedding (a pipeline rank's, which holds no table).
+    if getattr(value, "stands_for_token_embedding", False):
+        return True
     kinds = (nn.Embedding, nn.QuantizedEmbedding)
     return isinstance(value, kinds) or callable(getattr(value, "as_linear", None))
 

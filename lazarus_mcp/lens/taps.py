@@ -255,13 +255,15 @@ def _swapped(container: Any, key: Any, replacement: Any) -> Iterator[None]:
         container[key] = original
 
 
-def applied_embedding_scale(model: nn.Module, num_tokens: int = 16) -> float:
+def applied_embedding_scale(
+    model: nn.Module, num_tokens: int = 16, embedding_name: str | None = None
+) -> float:
     """The factor the model's own forward applies between the embedding lookup and block 0.
 
     Measured, not assumed: the forward is stopped at the input of block 0 (one lookup of cost).
     """
     layers = block_list(model)
-    holder, key = embedding_slot(model)
+    holder, key = embedding_slot(model, embedding_name)
     ids = mx.arange(num_tokens)[None]
     try:
         with _swapped(layers, 0, _FirstBlockInput(layers[0])):

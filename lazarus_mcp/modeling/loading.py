@@ -423,7 +423,7 @@ def _describe(
         )
     else:
         head = self_checked_head(family, model, probe_ids(tokenizer, vocab))
-    applied = applied_embedding_scale(model, min(16, vocab))
+    applied = applied_embedding_scale(model, min(16, vocab), names.embedding if names else None)
     intended = spec.embedding_scale(hidden, config) if spec else None
     if intended is not None:
         # The family's scale sqrt(hidden), rounded as the compute dtype rounds it (as the
