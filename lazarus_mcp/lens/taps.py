@@ -214,7 +214,7 @@ def step_masks(cache: list[Any], length: int, windows: dict[int, int]) -> dict[i
     return {i: masks[i] for i in full if i in masks}
 
 
-class _ScaledEmbedding:
+class ScaledEmbedding:
     """Multiplies the embedding lookup by a factor; everything else (``as_linear``) is untouched."""
 
     def __init__(self, embedding: nn.Module, factor: float) -> None:
@@ -354,7 +354,7 @@ def tapped_forward(
             stack.enter_context(_swapped(blocks, i, block))
         if embedding_factor != 1.0:
             holder, key = embedding_slot(model)
-            scaled = _ScaledEmbedding(holder[key], embedding_factor)
+            scaled = ScaledEmbedding(holder[key], embedding_factor)
             stack.enter_context(_swapped(holder, key, scaled))
         logits = model(ids) if cache is None else model(ids, cache=cache)
     tapped = Tapped({}, {}, {}, logits)

@@ -22,7 +22,7 @@ import mlx.nn as nn
 
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.head import embedding_slot
-from lazarus_mcp.lens.taps import attention_masks
+from lazarus_mcp.lens.taps import ScaledEmbedding, attention_masks
 
 
 class _Reached(Exception):
@@ -57,19 +57,6 @@ class _Perturbed:
         return getattr(self._block, name)
 
 
-class _Scaled:
-    def __init__(self, embedding: Any, factor: float) -> None:
-        self._embedding = embedding
-        self._factor = factor
-
-    def __call__(self, ids: mx.array) -> mx.array:
-        out = self._embedding(ids)
-        return out * mx.array(self._factor, dtype=out.dtype)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._embedding, name)
-
-
 @contextmanager
 def perturbable(
     model: nn.Module,
@@ -92,7 +79,7 @@ def perturbable(
         if embedding_factor != 1.0:
             holder, key = embedding_slot(model)
             original_embedding = holder[key]
-            holder[key] = _Scaled(original_embedding, embedding_factor)
+            holder[key] = ScaledEmbedding(original_embedding, embedding_factor)
             stack.callback(holder.__setitem__, key, original_embedding)
 
         def run(ids: mx.array, deltas: list[mx.array]) -> mx.array:
