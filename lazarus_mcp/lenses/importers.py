@@ -20,8 +20,6 @@ against the model the lens is imported for; anything wrong is one line.
 from __future__ import annotations
 
 import json
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import numpy as np
 
 from lazarus_mcp.lenses.identity import ModelIdentity
 from lazarus_mcp.lenses.lens_dir import LensConfig, LensFile, check_tensors
-from lazarus_mcp.lenses.safetensors_io import LensFileError
+from lazarus_mcp.lenses.safetensors_io import LensFileError, check_regular
 
 MAX_PT_BYTES = 4 * 2**30
 MAX_JSON_BYTES = 2**20
@@ -50,20 +48,9 @@ def _torch() -> Any:
     return torch
 
 
-def _regular(path: Path, cap: int) -> None:
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise LensFileError(f"cannot read {path.name} ({exc.strerror})") from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise LensFileError(f"{path.name} is not a regular file; refused")
-    if info.st_size > cap:
-        raise LensFileError(f"{path.name} is larger than {cap:,} bytes; refused")
-
-
 def load_pt(path: Path) -> Any:
     """A ``.pt`` file's tensors and plain values; never runs pickled code."""
-    _regular(path, MAX_PT_BYTES)
+    check_regular(path, MAX_PT_BYTES)
     torch = _torch()
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -92,7 +79,7 @@ def _check_model(d_model: int, num_layers: int, model: ModelIdentity, what: str)
 def import_tuned_lens(src: Path, model: ModelIdentity) -> LensFile:
     """A tuned-lens directory for ``model`` as a LensFile (not yet written)."""
     config_path, params_path = src / "config.json", src / "params.pt"
-    _regular(config_path, MAX_JSON_BYTES)
+    check_regular(config_path, MAX_JSON_BYTES)
     try:
         raw = json.loads(config_path.read_bytes())
     except (ValueError, RecursionError) as exc:

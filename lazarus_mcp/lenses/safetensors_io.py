@@ -40,7 +40,7 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def _check_regular(path: Path, cap: int) -> int:
+def check_regular(path: Path, cap: int) -> int:
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -90,7 +90,7 @@ def _entries(
 
 def read_tensors(path: Path, cap: int) -> dict[str, np.ndarray]:
     """Every tensor of a safetensors file as float32 numpy arrays, after checking the header."""
-    size = _check_regular(path, cap)
+    size = check_regular(path, cap)
     with open(path, "rb") as f:
         blob = f.read(cap + 1)
     if len(blob) != size or size < 8:
