@@ -13,10 +13,16 @@ from typing import TYPE_CHECKING
 
 from lazarus_mcp.analyses.analysis import LensPlan, build_result, plan_lens
 from lazarus_mcp.analyses.guards import check_encoded
-from lazarus_mcp.analyses.prompt_lens import lens_of_prompts, lens_with_continuations
+from lazarus_mcp.analyses.prompt_lens import (
+    PassFn,
+    lens_of_prompts,
+    lens_with_continuations,
+    local_pass,
+)
 from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens.positions import select_positions
+from lazarus_mcp.lens.readout import lens_name
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.runtime import limits
 from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
@@ -91,16 +97,16 @@ def analyze_encoded(
 
     Multi-token tracked strings are scored as continuations: one forward per prompt, its rows
     the prompt followed by each string's pieces. A model split over processes carries its
-    ``pipeline``, which runs the same lens rank by rank (``lazarus_mcp/distributed``)."""
+    ``pipeline``, whose pass runs the same lens rank by rank (``lazarus_mcp/distributed``)."""
     pipeline = getattr(loaded, "pipeline", None)
-    if pipeline is not None:
-        return pipeline.analyze_encoded(loaded, prompts, encoded, config, plan)
+    run: PassFn = (
+        local_pass(loaded.model) if pipeline is None else pipeline.passer(loaded, lens_name(config))
+    )
     with loaded.scope():
         if plan.multi_token:
             pieces = [list(t.piece_ids) for t in plan.tracked if t.multi_token]
             lenses = [
-                lens_with_continuations(loaded.model, plan.request, e.token_ids, pieces)
-                for e in encoded
+                lens_with_continuations(run, plan.request, e.token_ids, pieces) for e in encoded
             ]
         else:
             # Each prompt's requested positions plus its last (the top-level fields read it).
@@ -110,9 +116,7 @@ def analyze_encoded(
                 )
                 for e in encoded
             ]
-            lenses = lens_of_prompts(
-                loaded.model, plan.request, [e.token_ids for e in encoded], wanted
-            )
+            lenses = lens_of_prompts(run, plan.request, [e.token_ids for e in encoded], wanted)
     return [
         build_result(loaded, prompt, enc, config, plan, lens)
         for prompt, enc, lens in zip(prompts, encoded, lenses, strict=True)

@@ -17,7 +17,9 @@ Runs on the MLX worker thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -57,6 +59,18 @@ class LensPass:
     starts: list[int]
     blocks: list[Column]
     fidelity: list[Fidelity]
+
+
+# A lens pass without its model: ``local_pass(model)`` in one process, or the pipeline's pass
+# over a model split across processes (``distributed/pipeline.py``), which returns the same
+# :class:`LensPass` rank by rank.
+PassFn = Callable[
+    [LensRequest, list[list[int]], list[list[int]], list[int], np.ndarray | None], LensPass
+]
+
+
+def local_pass(model: nn.Module) -> PassFn:
+    return partial(lens_pass, model)
 
 
 def lens_pass(
@@ -132,10 +146,10 @@ class PromptLens:
 
 
 def lens_of_prompts(
-    model: nn.Module, request: LensRequest, prompts: list[list[int]], wanted: list[list[int]]
+    run: PassFn, request: LensRequest, prompts: list[list[int]], wanted: list[list[int]]
 ) -> list[PromptLens]:
     """Prompts of one padded forward, each at its ``wanted`` positions (its last among them)."""
-    done = lens_pass(model, request, prompts, wanted, [len(ids) - 1 for ids in prompts])
+    done = run(request, prompts, wanted, [len(ids) - 1 for ids in prompts], None)
     return [
         PromptLens(
             positions={p: done.cells.column(done.starts[b] + j) for j, p in enumerate(wanted[b])},
@@ -147,7 +161,7 @@ def lens_of_prompts(
 
 
 def lens_with_continuations(
-    model: nn.Module, request: LensRequest, prompt: list[int], pieces: list[list[int]]
+    run: PassFn, request: LensRequest, prompt: list[int], pieces: list[list[int]]
 ) -> PromptLens:
     """One prompt at its last position, and each string of ``pieces`` (2+ ids each) scored as
     its continuation in the same forward: ``sequence_logprobs`` [Q, L] over the rows."""
@@ -157,9 +171,7 @@ def lens_with_continuations(
     positions = list(range(start, start + span))
     picks = np.array([p + [0] * (span - len(p)) for p in pieces], dtype=np.int64)  # [Q, span]
     valid = np.array([[j < len(p) for j in range(span)] for p in pieces])
-    done = lens_pass(
-        model, request, rows, [positions] * len(rows), [start] * len(rows), picks.ravel()
-    )
+    done = run(request, rows, [positions] * len(rows), [start] * len(rows), picks.ravel())
     assert done.cells.picked is not None and done.cells.final_picked is not None
     per_row = done.cells.picked.reshape(len(request.rows), len(pieces), span)
     final = done.cells.final_picked.reshape(len(pieces), span)

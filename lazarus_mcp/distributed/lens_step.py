@@ -75,9 +75,9 @@ def pack_cells(cells: Cells) -> dict[str, np.ndarray]:
 
 
 def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
-    """This rank's statistics for ``request`` (``pipeline.analyze_encoded``), packed: its rows
-    at every wanted cell, its blocks at every prompt's last position (the milestones), and on
-    the last rank the fidelity."""
+    """This rank's statistics for ``request`` (``pipeline.Pipeline.passer``), packed: its rows
+    at every wanted cell (with ``picks``, each cell's pick's log-probability), its blocks at
+    every row's anchor (the milestones), and on the last rank the fidelity."""
     loaded, split = held.loaded, held.split
     rank = group.rank()
     is_last = rank == split.ranks - 1
@@ -85,7 +85,8 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
     first, end = split.ranges[rank]
     batch: list[list[int]] = request["batch"]
     wanted: list[list[int]] = request["wanted"]
-    anchors = [len(ids) - 1 for ids in batch]
+    anchors: list[int] = request["anchors"]
+    picks = None if request["picks"] is None else np.array(request["picks"], dtype=np.int64)
     rows = my_rows(request["rows"], rank, split)
     blocks = [r for r in rows if r is not None]
     mine_all = list(range(first, end))
@@ -122,7 +123,7 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
         hidden = {r: h.reshape(-1, h.shape[-1])[cells] for r, h in states.items()}
         spec = CellSpec(lens, rows, last, request["top_k"], request["tracked"])
         # A middle rank may hold none of the displayed rows (it still runs its blocks).
-        result = cell_stats(spec, hidden, own, own_rows=cells) if rows else None
+        result = cell_stats(spec, hidden, own, own_rows=cells, picks=picks) if rows else None
         every: dict[Row, mx.array] = {i: tapped.every[i][:, 0] for i in mine_all}
         at_blocks = cell_stats(CellSpec(lens, mine_all, last), every, own, anchor_cells)
         fidelity = []

@@ -1,7 +1,7 @@
 """Rank 0 puts the ranks' statistics back together: per cell, the requested rows in order, each
 from the rank that ran its block, the final statistics (the model's own output) and the fidelity
-from the last rank, and every block at each prompt's last position (the milestones). The result
-is the :class:`~lazarus_mcp.analyses.prompt_lens.PromptLens` one process computes."""
+from the last rank, and every block at each row's anchor (the milestones). The result is the
+:class:`~lazarus_mcp.analyses.prompt_lens.LensPass` one process computes."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from lazarus_mcp.analyses.prompt_lens import PromptLens
+from lazarus_mcp.analyses.prompt_lens import LensPass
 from lazarus_mcp.distributed import wire
 from lazarus_mcp.lens.cells import Cells, Row
 from lazarus_mcp.schema.fidelity import Fidelity
 
 _FIELDS = [f for f in fields(Cells) if f.metadata]
 
+Part = tuple[dict[str, np.ndarray], list[Row]]
 
-def _joined(
-    parts: list[tuple[dict[str, np.ndarray], list[Row]]], prefix: str, rows: list[Row]
-) -> Cells:
+
+def joined(parts: list[Part], prefix: str, rows: list[Row]) -> Cells:
     """One :class:`Cells` over ``rows``: row fields from the rank holding each row, final
     fields from the last rank."""
     where: dict[Row, tuple[dict[str, np.ndarray], int]] = {}
@@ -42,21 +42,11 @@ def _joined(
 
 def merge(
     parts: list[bytes], rows: list[Row], wanted: list[list[int]], num_blocks: int
-) -> list[PromptLens]:
-    """Each prompt's lens from every rank's packed answer (``lens_step.run_lens``)."""
+) -> LensPass:
+    """The pass over every row from every rank's packed answer (``lens_step.run_lens``)."""
     unpacked = [wire.unpack(p) for p in parts]
-    cells = _joined([(a, m["rows"]) for a, m in unpacked], "cells", rows)
-    blocks = _joined([(a, m["blocks"]) for a, m in unpacked], "blocks", list(range(num_blocks)))
+    cells = joined([(a, m["rows"]) for a, m in unpacked], "cells", rows)
+    blocks = joined([(a, m["blocks"]) for a, m in unpacked], "blocks", list(range(num_blocks)))
     fidelity = [Fidelity(**f) for f in unpacked[-1][1]["fidelity"]]
-    lenses = []
-    start = 0
-    for b, positions in enumerate(wanted):
-        lenses.append(
-            PromptLens(
-                positions={p: cells.column(start + j) for j, p in enumerate(positions)},
-                blocks=blocks.column(b),
-                fidelity=fidelity[b],
-            )
-        )
-        start += len(positions)
-    return lenses
+    starts = [sum(len(w) for w in wanted[:b]) for b in range(len(wanted))]
+    return LensPass(cells, starts, [blocks.column(b) for b in range(len(wanted))], fidelity)

@@ -2,8 +2,9 @@
 ``LoadedModel`` every analysis takes, and the lens of a batch over the pipeline.
 
 ``load_sharded`` is what the model cache calls for ``LoadOptions(shards=N)`` (or a hostfile);
-``analyze_encoded`` is what ``analyses.batch.analyze_encoded`` hands a sharded model to: the same
-plan, positions and result building, with the forward and the statistics done rank by rank.
+``Pipeline.passer`` is the lens pass ``analyses.batch.analyze_encoded`` runs for a sharded model:
+the same plan, positions, continuations and result building, with the forward and the
+statistics done rank by rank.
 """
 
 from __future__ import annotations
@@ -12,23 +13,21 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lazarus_mcp.distributed import wire
 from lazarus_mcp.distributed.group import ShardGroup, shard_group
 from lazarus_mcp.distributed.hosts import Hosts, local_hosts, read_hostfile
 from lazarus_mcp.distributed.merge import merge
 from lazarus_mcp.distributed.split import holds
 from lazarus_mcp.errors import InvalidRequestError, ModelLoadError, UnsupportedModelError
-from lazarus_mcp.lens.positions import select_positions
-from lazarus_mcp.lens.readout import lens_name
 from lazarus_mcp.modeling.checkpoint import resolve_model_path
 from lazarus_mcp.modeling.loading import LoadedModel
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.schema.model import ShardingInfo
 
 if TYPE_CHECKING:
-    from lazarus_mcp.analyses.analysis import LensPlan
-    from lazarus_mcp.lens.tokens import EncodedPrompt
-    from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
+    from lazarus_mcp.analyses.prompt_lens import LensPass, LensRequest, PassFn
 
 _ERRORS = {
     "UnsupportedModelError": UnsupportedModelError,
@@ -48,17 +47,35 @@ class Pipeline:
         self.group.hold(self.key)
         weakref.finalize(self, self.group.release, self.key)
 
-    def analyze_encoded(
-        self,
-        loaded: ShardedModel,
-        prompts: list[str],
-        encoded: list[EncodedPrompt],
-        config: AnalysisConfig,
-        plan: LensPlan,
-    ) -> list[AnalysisResult]:
-        """What ``analyses.batch.analyze_encoded`` hands a sharded model to (it calls this seam
+    def passer(self, loaded: LoadedModel, lens: str) -> PassFn:
+        """The lens pass of ``analyses.prompt_lens`` over the pipeline (what
+        ``analyses.batch.analyze_encoded`` runs for a sharded model; it reaches this seam
         without importing this package)."""
-        return analyze_encoded(loaded, prompts, encoded, config, plan)
+
+        def run(
+            request: LensRequest,
+            rows: list[list[int]],
+            wanted: list[list[int]],
+            anchors: list[int],
+            picks: np.ndarray | None,
+        ) -> LensPass:
+            message: dict[str, Any] = {
+                "op": "lens",
+                "key": self.key,
+                "batch": rows,
+                "wanted": wanted,
+                "anchors": anchors,
+                "picks": None if picks is None else picks.tolist(),
+                "rows": request.rows,
+                "lens": lens,
+                "factor": request.embedding_factor,
+                "top_k": request.top_k,
+                "tracked": list(request.tracked),
+            }
+            parts = self.group.request(message)
+            return merge(parts, request.rows, wanted, loaded.info.num_layers)
+
+        return run
 
 
 @dataclass
@@ -113,45 +130,6 @@ def load_sharded(model_id: str, options: LoadOptions) -> ShardedModel:
     fields = {f: getattr(loaded, f) for f in loaded.__dataclass_fields__}
     fields["info"] = info
     return ShardedModel(**fields, pipeline=Pipeline(group, key, ranges))
-
-
-def analyze_encoded(
-    loaded: ShardedModel,
-    prompts: list[str],
-    encoded: list[EncodedPrompt],
-    config: AnalysisConfig,
-    plan: LensPlan,
-) -> list[AnalysisResult]:
-    """``analyses.batch.analyze_encoded`` over the pipeline: same positions, same result."""
-    from lazarus_mcp.analyses.analysis import build_result
-
-    if plan.multi_token:
-        raise InvalidRequestError(
-            "multi-token track_tokens are not scored over --shards yet: track single tokens"
-        )
-    assert loaded.pipeline is not None
-    wanted = [
-        sorted({*select_positions(config.positions, len(e.token_ids)), len(e.token_ids) - 1})
-        for e in encoded
-    ]
-    lens_request = plan.request
-    request: dict[str, Any] = {
-        "op": "lens",
-        "key": loaded.pipeline.key,
-        "batch": [e.token_ids for e in encoded],
-        "wanted": wanted,
-        "rows": lens_request.rows,
-        "lens": lens_name(config),
-        "factor": lens_request.embedding_factor,
-        "top_k": lens_request.top_k,
-        "tracked": list(lens_request.tracked),
-    }
-    parts = loaded.pipeline.group.request(request)
-    lenses = merge(parts, lens_request.rows, wanted, loaded.info.num_layers)
-    return [
-        build_result(loaded, prompt, enc, config, plan, lens)
-        for prompt, enc, lens in zip(prompts, encoded, lenses, strict=True)
-    ]
 
 
 def refuse(loaded: LoadedModel, what: str) -> None:
