@@ -19,10 +19,18 @@ from lazarus_mcp.analyses.attribution import tracked_at
 from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens import stats
-from lazarus_mcp.lens.cells import CellSpec, Column, Row, cell_stats, check_top_k, row_logits
+from lazarus_mcp.lens.cells import (
+    Cells,
+    CellSpec,
+    Column,
+    Row,
+    cell_stats,
+    check_top_k,
+    row_logits,
+)
 from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.lens.layers import select_layers
-from lazarus_mcp.lens.readout import lens_name, make_lens
+from lazarus_mcp.lens.readout import Lens, lens_name, make_lens
 from lazarus_mcp.lens.taps import tapped_forward
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.schema import AnalysisConfig, TokenProbability
@@ -35,18 +43,55 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class SideLens:
+    """One run's lens at its last position: the displayed rows' statistics, every block's (the
+    milestones) and the fidelity."""
+
+    shown: Column
+    blocks: Column
+    fidelity: Fidelity
+    lens: LensUsed
+
+
+@dataclass
+class Divergences:
+    """The two runs' distributions compared at each displayed row, and their own outputs'."""
+
+    js: np.ndarray  # [L]
+    kl_ab: np.ndarray  # [L]
+    kl_ba: np.ndarray  # [L]
+    final_js: float
+
+
+@dataclass
 class _Run:
     loaded: LoadedModel
     prompt: str
     encoded: EncodedPrompt
+    side: SideLens
+
+    @property
+    def shown(self) -> Column:
+        return self.side.shown
+
+
+@dataclass
+class _Distributions:
     logprobs: np.ndarray  # [L, V]: the displayed rows
     probs: np.ndarray
     final_lp: np.ndarray  # [V]: the model's own output
     final_p: np.ndarray
-    shown: Column  # the displayed rows' statistics
-    blocks: Column  # every block's (milestones)
-    fidelity: Fidelity
-    lens: LensUsed
+
+
+def divergences(a: _Distributions, b: _Distributions) -> Divergences:
+    """Row by row over the whole vocabulary (also what each rank of a pipeline computes for
+    its own rows, ``distributed/compare_step.py``)."""
+    return Divergences(
+        js=stats.js_divergence(a.logprobs, a.probs, b.logprobs, b.probs),
+        kl_ab=stats.kl_divergence(a.logprobs, a.probs, b.logprobs),
+        kl_ba=stats.kl_divergence(b.logprobs, b.probs, a.logprobs),
+        final_js=float(stats.js_divergence(a.final_lp, a.final_p, b.final_lp, b.final_p)),
+    )
 
 
 def check_comparable(a: LoadedModel, b: LoadedModel) -> None:
@@ -65,12 +110,38 @@ def check_comparable(a: LoadedModel, b: LoadedModel) -> None:
         )
 
 
+def side_lens(
+    lens: Lens,
+    hidden: dict[Row, mx.array],
+    own: mx.array,
+    layers: list[int],
+    every: list[int],
+    last: int,
+    top_k: int,
+    tracked: list[int],
+) -> tuple[Cells, _Distributions | None]:
+    """The cells of ``every`` block at one cell (``hidden[i]`` [1, D], ``own`` [1, V]) and the
+    distributions of the displayed ``layers`` among them (None without any)."""
+    cells = cell_stats(CellSpec(lens, every, last, top_k, tracked), hidden, own)
+    if not layers:
+        return cells, None
+    logits = row_logits(lens, layers, hidden, own, last)[:, 0]
+    own32 = own[0].astype(mx.float32)
+    mx.eval(logits, own32)
+    lp, p = stats.softmax_pair(np.array(logits))
+    final_lp, final_p = stats.softmax_pair(np.array(own32))
+    return cells, _Distributions(lp, p, final_lp, final_p)
+
+
 def _run(
-    loaded: LoadedModel, prompt: str, config: AnalysisConfig, layers: list[int], tracked: list[int]
-) -> _Run:
+    loaded: LoadedModel,
+    encoded: EncodedPrompt,
+    config: AnalysisConfig,
+    layers: list[int],
+    tracked: list[int],
+) -> tuple[SideLens, _Distributions]:
     """One run's lens at its last position: every block (milestones), the displayed rows'
     statistics and distributions (the comparison), from one forward pass."""
-    encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
     last = loaded.info.num_layers - 1
     every = list(range(last + 1))
     lens = make_lens(loaded, lens_name(config))
@@ -85,17 +156,11 @@ def _run(
     )
     hidden: dict[Row, mx.array] = {i: h[0] for i, h in tapped.outputs.items()}
     own = tapped.logits[0]
-    cells = cell_stats(CellSpec(lens, every, last, config.top_k, tracked), hidden, own)
-    logits = row_logits(lens, layers, hidden, own, last)[:, 0]
-    own32 = own[0].astype(mx.float32)
-    mx.eval(logits, own32)
-    lp, p = stats.softmax_pair(np.array(logits))
-    final_lp, final_p = stats.softmax_pair(np.array(own32))
+    cells, dist = side_lens(lens, hidden, own, layers, every, last, config.top_k, tracked)
+    assert dist is not None
     fidelity = fidelities(lens, last, hidden[last], own)[0]
-    shown = cells.rows_at(layers).column(0)
     used = LensUsed(**lens.describe())
-    columns = (shown, cells.column(0))
-    return _Run(loaded, prompt, encoded, lp, p, final_lp, final_p, *columns, fidelity, used)
+    return SideLens(cells.rows_at(layers).column(0), cells.column(0), fidelity, used), dist
 
 
 def _side(run: _Run) -> CompareSide:
@@ -106,9 +171,9 @@ def _side(run: _Run) -> CompareSide:
         final_prediction=_top(
             text, run.shown.final_top_ids.tolist(), run.shown.final_top_probs.tolist()
         ),
-        fidelity=run.fidelity,
-        milestones=block_milestones(text, run.blocks),
-        lens=run.lens,
+        fidelity=run.side.fidelity,
+        milestones=block_milestones(text, run.side.blocks),
+        lens=run.side.lens,
     )
 
 
@@ -142,15 +207,29 @@ def compare_loaded(
     tracked = [loaded_a.token_text.resolve(q).token_id for q in config.track_tokens]
     if any(t >= info.vocab_size for t in tracked):
         raise InvalidRequestError("a tracked token is outside the models' vocabulary")
-    with loaded_a.scope():
-        run_a = _run(loaded_a, prompt_a, config, layers, tracked)
-    with loaded_b.scope():
-        config_b = config if lens_b is None else config.model_copy(update={"lens": lens_b})
-        run_b = _run(loaded_b, prompt_b, config_b, layers, tracked)
-    js = stats.js_divergence(run_a.logprobs, run_a.probs, run_b.logprobs, run_b.probs)
-    kl_ab = stats.kl_divergence(run_a.logprobs, run_a.probs, run_b.logprobs)
-    kl_ba = stats.kl_divergence(run_b.logprobs, run_b.probs, run_a.logprobs)
-    final_js = stats.js_divergence(run_a.final_lp, run_a.final_p, run_b.final_lp, run_b.final_p)
+    config_b = config if lens_b is None else config.model_copy(update={"lens": lens_b})
+    encoded_a = encode_prompt(loaded_a.tokenizer, prompt_a, config.use_chat_template)
+    encoded_b = encode_prompt(loaded_b.tokenizer, prompt_b, config.use_chat_template)
+    pipelines = [getattr(m, "pipeline", None) for m in (loaded_a, loaded_b)]
+    if any(p is not None for p in pipelines):
+        if any(p is None for p in pipelines):
+            raise InvalidRequestError(
+                "compare runs both models in one process or both over the same --shards group, "
+                "not one of each"
+            )
+        # Each rank compares its own rows; only the numbers come back (distributed/).
+        side_a, side_b, div = pipelines[0].compare(
+            loaded_a, loaded_b, [encoded_a, encoded_b], [config, config_b], layers, tracked
+        )
+    else:
+        with loaded_a.scope():
+            side_a, dist_a = _run(loaded_a, encoded_a, config, layers, tracked)
+        with loaded_b.scope():
+            side_b, dist_b = _run(loaded_b, encoded_b, config_b, layers, tracked)
+        div = divergences(dist_a, dist_b)
+    run_a = _Run(loaded_a, prompt_a, encoded_a, side_a)
+    run_b = _Run(loaded_b, prompt_b, encoded_b, side_b)
+    js, kl_ab, kl_ba = div.js, div.kl_ab, div.kl_ba
     rows_a, rows_b = run_a.shown, run_b.shown
     compared = [
         CompareLayer(
@@ -171,7 +250,7 @@ def compare_loaded(
         config=config,
         captured_layers=layers,
         layers=compared,
-        final_js_divergence=max(0.0, float(final_js)),
+        final_js_divergence=max(0.0, div.final_js),
         divergence_layer=divergence_layer(
             layers, rows_a.top_ids[:, 0].tolist(), rows_b.top_ids[:, 0].tolist()
         ),

@@ -2,7 +2,8 @@
 collectives inside a request line up.
 
 Requests (JSON, broadcast by rank 0): ``load`` a model's share, ``lens`` (``lens_step``),
-``stop``. Each carries ``alive``, the models rank 0 still holds; the others are dropped. A load
+``compare`` (``compare_step``), ``stop``. Each carries ``alive``, the models rank 0 still
+holds; the others are dropped. A load
 that fails on a rank answers its one-line error (every rank answers; nothing is out of step); a
 lens step that fails part-way cannot be answered and ends the rank (``rank.py``).
 """
@@ -19,6 +20,7 @@ from typing import Any
 import mlx.core as mx
 
 from lazarus_mcp.distributed import wire
+from lazarus_mcp.distributed.compare_step import run_compare
 from lazarus_mcp.distributed.lens_step import StageModel, run_lens
 from lazarus_mcp.errors import LazarusError
 from lazarus_mcp.modeling.options import LoadOptions
@@ -46,7 +48,8 @@ class RankState:
 
     def execute(self, request: dict[str, Any]) -> bytes:
         alive = set(request.get("alive", []))
-        for key in [k for k in self.held if k not in alive and k != request.get("key")]:
+        asked = {request.get("key"), *request.get("keys", [])}
+        for key in [k for k in self.held if k not in alive and k not in asked]:
             del self.held[key]
             gc.collect()
             mx.clear_cache()
@@ -55,6 +58,9 @@ class RankState:
             return wire.to_json(self._load(request))
         if op == "lens":
             return run_lens(self.group, self.held[request["key"]], request)
+        if op == "compare":
+            sides = [self.held[k] for k in request["keys"]]
+            return run_compare(self.group, sides, request)
         if op == "ping":
             return wire.to_json(
                 {"rank": self.group.rank(), "rss": resident_bytes(), "sent": wire.TRAFFIC.sent}

@@ -48,7 +48,7 @@ def my_rows(rows: list[Row], rank: int, split: Split) -> list[Row]:
     return mine
 
 
-def _stage(group: Any, rank: int, split: Split, sent: list[mx.array]) -> Stage:
+def stage_for(group: Any, rank: int, split: Split, sent: list[mx.array]) -> Stage:
     first, end = split.ranges[rank]
 
     def send(hidden: mx.array) -> mx.array:
@@ -104,7 +104,7 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
             # Every block at each prompt's last position (the milestones), always: the ranks'
             # columns must have one shape to be joined (top-1, no tracked tokens).
             every_at=mx.array(anchors, dtype=mx.int32)[:, None, None],
-            stage=_stage(group, rank, split, sent),
+            stage=stage_for(group, rank, split, sent),
         )
         mx.eval(*sent, *tapped.outputs.values(), *tapped.inputs.values(), *tapped.every.values())
         num_p = max(len(w) for w in wanted)

@@ -18,16 +18,22 @@ import numpy as np
 from lazarus_mcp.distributed import wire
 from lazarus_mcp.distributed.group import ShardGroup, shard_group
 from lazarus_mcp.distributed.hosts import Hosts, local_hosts, read_hostfile
-from lazarus_mcp.distributed.merge import merge
+from lazarus_mcp.distributed.merge import joined, merge
 from lazarus_mcp.distributed.split import holds
 from lazarus_mcp.errors import InvalidRequestError, ModelLoadError, UnsupportedModelError
+from lazarus_mcp.lens.readout import lens_name
 from lazarus_mcp.modeling.checkpoint import resolve_model_path
 from lazarus_mcp.modeling.loading import LoadedModel
 from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.schema.analysis import LensUsed
+from lazarus_mcp.schema.fidelity import Fidelity
 from lazarus_mcp.schema.model import ShardingInfo
 
 if TYPE_CHECKING:
+    from lazarus_mcp.analyses.compare import Divergences, SideLens
     from lazarus_mcp.analyses.prompt_lens import LensPass, LensRequest, PassFn
+    from lazarus_mcp.lens.tokens import EncodedPrompt
+    from lazarus_mcp.schema import AnalysisConfig
 
 _ERRORS = {
     "UnsupportedModelError": UnsupportedModelError,
@@ -76,6 +82,53 @@ class Pipeline:
             return merge(parts, request.rows, wanted, loaded.info.num_layers)
 
         return run
+
+    def compare(
+        self,
+        loaded_a: LoadedModel,
+        loaded_b: LoadedModel,
+        encoded: list[EncodedPrompt],
+        configs: list[AnalysisConfig],
+        layers: list[int],
+        tracked: list[int],
+    ) -> tuple[SideLens, SideLens, Divergences]:
+        """``analyses.compare``'s two runs and their comparison over the pipeline: each rank
+        compares its own rows (``compare_step``); rank 0 joins the numbers."""
+        from lazarus_mcp.analyses.compare import Divergences, SideLens
+
+        pipelines = [getattr(m, "pipeline", None) for m in (loaded_a, loaded_b)]
+        keys = [p.key for p in pipelines if isinstance(p, Pipeline)]
+        if len(keys) != 2 or any(p.group is not self.group for p in pipelines if p):
+            raise InvalidRequestError("compare over --shards needs both models on one group")
+        message: dict[str, Any] = {
+            "op": "compare",
+            "keys": keys,
+            "batch": [e.token_ids for e in encoded],
+            "lens": [lens_name(c) for c in configs],
+            "factor": [
+                m.embedding_factor(c.embedding_scale)
+                for m, c in zip((loaded_a, loaded_b), configs, strict=True)
+            ],
+            "layers": layers,
+            "top_k": configs[0].top_k,
+            "tracked": tracked,
+        }
+        unpacked = [wire.unpack(p) for p in self.group.request(message)]
+        every = list(range(loaded_a.info.num_layers))
+        sides = []
+        for n in range(2):
+            cells = joined([(a, m["blocks"]) for a, m in unpacked], str(n), every)
+            fidelity = Fidelity(**unpacked[-1][1]["fidelity"][n])
+            used = LensUsed(**unpacked[0][1]["lens"][n])
+            sides.append(SideLens(cells.rows_at(layers).column(0), cells.column(0), fidelity, used))
+        by_layer = {
+            layer: tuple(arrays[name][k] for name in ("js", "kl_ab", "kl_ba"))
+            for arrays, meta in unpacked
+            for k, layer in enumerate(meta["layers"])
+        }
+        js, kl_ab, kl_ba = (np.array(v) for v in zip(*(by_layer[i] for i in layers), strict=True))
+        final_js = float(unpacked[-1][1]["final_js"])
+        return sides[0], sides[1], Divergences(js, kl_ab, kl_ba, final_js)
 
 
 @dataclass

@@ -62,10 +62,7 @@ def _compare(
     lens_b: str | None = None,
 ) -> CompareResult:
     from lazarus_mcp.analyses.compare import compare_loaded
-    from lazarus_mcp.distributed.pipeline import refuse
 
-    refuse(a, "compare")
-    refuse(b, "compare")
     return compare_loaded(a, b, prompt_a, prompt_b, config, lens_b)
 
 
