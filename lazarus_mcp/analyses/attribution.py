@@ -7,6 +7,7 @@ here is the number ``analyze`` gives for the same block. Runs on the MLX worker 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import mlx.core as mx
@@ -15,15 +16,15 @@ import numpy as np
 from lazarus_mcp.analyses.analysis import _top, block_milestones, layer_prediction
 from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
-from lazarus_mcp.lens.cells import CellSpec, Column, cell_stats, check_top_k
-from lazarus_mcp.lens.decompose import component_logits, decompose, own_precap
+from lazarus_mcp.lens.cells import Cells, CellSpec, Column, cell_stats, check_top_k
+from lazarus_mcp.lens.decompose import Kind, component_logits, decompose, own_precap
 from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.lens.head import LensHead, build_head
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.layers import select_layers
 from lazarus_mcp.lens.readout import lens_name, make_lens
 from lazarus_mcp.lens.subtaps import forward_sublayers
-from lazarus_mcp.lens.tokens import ResolvedToken, TokenText
+from lazarus_mcp.lens.tokens import EncodedPrompt, ResolvedToken, TokenText
 from lazarus_mcp.schema.analysis import LensUsed
 from lazarus_mcp.schema.attribution import (
     AttributionComponent,
@@ -34,6 +35,7 @@ from lazarus_mcp.schema.attribution import (
     SublayerPrediction,
     TrackedProbability,
 )
+from lazarus_mcp.schema.fidelity import Fidelity
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
@@ -109,36 +111,45 @@ def _decomposable_head(loaded: LoadedModel, final: mx.array) -> LensHead:
     return head
 
 
-def attribute_loaded(
-    loaded: LoadedModel,
-    prompt: str,
-    config: AttributionConfig,
-    target_ids: list[int] | None = None,
-) -> AttributionResult:
-    """The whole attribution of one prompt, synchronously, on the MLX worker thread.
+@dataclass
+class AttributionArrays:
+    """What the forward gives an attribution: the components' logits for the shown tokens (the
+    targets, then the foil), the model's own logits for them, and the lens's cells."""
 
-    ``target_ids`` (internal: references name tokens by id) replaces the targets' strings."""
-    info = loaded.info
-    check_top_k(config.top_k, info.vocab_size)
-    layers = select_layers(config, info.num_layers)
-    encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
-    text = loaded.token_text
-    queried = [_resolve(loaded, q) for q in config.track_tokens]
-    foil = _resolve(loaded, config.foil) if config.foil is not None else None
-    model = loaded.model
+    targets: list[int]  # the target ids (the model's own top-1 when none was asked for)
+    kinds: list[tuple[Kind, int | None]]
+    contrib: np.ndarray  # [C, S]: each component's share of each shown token's logit
+    precap: np.ndarray  # [S]: the model's own logits before any soft-cap
+    logits: np.ndarray  # [S]: the model's own logits
+    mid_column: Column  # the lens after each selected block's attention sub-layer
+    block_cells: Cells  # the lens after every block
+    fidelity: Fidelity
+    lens: LensUsed
+
+
+def shown_ids(targets: list[int] | None, foil: int | None, own: mx.array) -> list[int]:
+    """The targets (the model's own top-1 token when none are asked for), then the foil."""
+    chosen = targets or [int(np.array(mx.argmax(own)))]
+    return chosen + ([foil] if foil is not None else [])
+
+
+def _arrays(
+    loaded: LoadedModel,
+    encoded: EncodedPrompt,
+    config: AttributionConfig,
+    layers: list[int],
+    targets: list[int] | None,
+    foil: int | None,
+    mid_name: str,
+) -> AttributionArrays:
+    """One process: the sub-layer forward, the decomposition and the cells."""
     lens = make_lens(loaded, lens_name(config))
-    blocks = block_list(model)
-    mid_name = loaded.mid_residual_module(blocks[0])
-    if mid_name is None:
-        raise UnsupportedModelError(
-            f"{info.family}: its blocks have no residual state between attention and MLP to read"
-        )
     position = len(encoded.token_ids) - 1
-    last = info.num_layers - 1
-    every = list(range(info.num_layers))
+    last = loaded.info.num_layers - 1
+    every = list(range(loaded.info.num_layers))
     with loaded.scope():
         states = forward_sublayers(
-            model,
+            loaded.model,
             [encoded.token_ids],
             [position],
             mid_name,
@@ -149,12 +160,7 @@ def attribute_loaded(
         at = [[a[0, 0] for a in group] for group in (states.entered, states.mid, states.left)]
         parts = decompose(*at)
         own = states.logits[0, 0].astype(mx.float32)
-        default_target = int(np.array(mx.argmax(own)))
-        if target_ids is None:
-            target_ids = [t.token_id for t in queried] or [default_target]
-        else:
-            queried = [ResolvedToken(f"#{t}", t, [text(t)]) for t in target_ids]
-        shown = target_ids + ([foil.token_id] if foil else [])
+        shown = shown_ids(targets, foil, own)
         split = _decomposable_head(loaded, parts.final)
         contrib = component_logits(split, parts, states.left[-1].dtype)
         precap = own_precap(split, parts.final)
@@ -172,9 +178,60 @@ def attribute_loaded(
             {i: at[2][i][None] for i in every},
             own[None],
         )
-        block_column = block_cells.rows_at(layers).column(0)
         fidelity = fidelities(lens, last, states.left[-1][0], states.logits[0])[0]
     contrib_np, precap_np, logit_np = (np.array(a) for a in picked)
+    n = len(shown) - (foil is not None)
+    used = LensUsed(**lens.describe())
+    return AttributionArrays(
+        shown[:n],
+        parts.kinds,
+        contrib_np,
+        precap_np,
+        logit_np,
+        mid_column,
+        block_cells,
+        fidelity,
+        used,
+    )
+
+
+def attribute_loaded(
+    loaded: LoadedModel,
+    prompt: str,
+    config: AttributionConfig,
+    target_ids: list[int] | None = None,
+) -> AttributionResult:
+    """The whole attribution of one prompt, synchronously, on the MLX worker thread.
+
+    ``target_ids`` (internal: references name tokens by id) replaces the targets' strings.
+    A model split over processes carries its ``pipeline``, which computes the same arrays rank
+    by rank (``lazarus_mcp/distributed``)."""
+    info = loaded.info
+    check_top_k(config.top_k, info.vocab_size)
+    layers = select_layers(config, info.num_layers)
+    encoded = encode_prompt(loaded.tokenizer, prompt, config.use_chat_template)
+    text = loaded.token_text
+    queried = [_resolve(loaded, q) for q in config.track_tokens]
+    foil = _resolve(loaded, config.foil) if config.foil is not None else None
+    mid_name = loaded.mid_residual_module(block_list(loaded.model)[0])
+    if mid_name is None:
+        raise UnsupportedModelError(
+            f"{info.family}: its blocks have no residual state between attention and MLP to read"
+        )
+    if target_ids is not None:
+        queried = [ResolvedToken(f"#{t}", t, [text(t)]) for t in target_ids]
+    asked = [t.token_id for t in queried]
+    foil_id = foil.token_id if foil else None
+    pipeline = getattr(loaded, "pipeline", None)
+    if pipeline is None:
+        arrays = _arrays(loaded, encoded, config, layers, asked, foil_id, mid_name)
+    else:
+        arrays = pipeline.attribute(loaded, encoded, config, layers, asked, foil_id, mid_name)
+    target_ids = arrays.targets
+    shown = target_ids + ([foil.token_id] if foil else [])
+    contrib_np, precap_np, logit_np = arrays.contrib, arrays.precap, arrays.logits
+    mid_column, block_cells, kinds = arrays.mid_column, arrays.block_cells, arrays.kinds
+    block_column = block_cells.rows_at(layers).column(0)
     prob_np = block_column.final_tracked_probs
     sums = contrib_np.astype(np.float64).sum(axis=0)
     queries: list[str | None] = [t.query for t in queried] or [None]
@@ -197,12 +254,10 @@ def attribute_loaded(
             layer_idx=layer,
             logits=[float(v) for v in contrib_np[c, : len(target_ids)]],
         )
-        for c, (kind, layer) in enumerate(parts.kinds)
+        for c, (kind, layer) in enumerate(kinds)
     ]
     diffs = (
-        [float(contrib_np[c, 0] - contrib_np[c, -1]) for c in range(len(parts.kinds))]
-        if foil
-        else None
+        [float(contrib_np[c, 0] - contrib_np[c, -1]) for c in range(len(kinds))] if foil else None
     )
     return AttributionResult(
         model=info,
@@ -218,7 +273,7 @@ def attribute_loaded(
         final_prediction=_top(
             text, block_column.final_top_ids.tolist(), block_column.final_top_probs.tolist()
         ),
-        fidelity=fidelity,
+        fidelity=arrays.fidelity,
         milestones=block_milestones(text, block_cells.column(0)),
-        lens=LensUsed(**lens.describe()),
+        lens=arrays.lens,
     )

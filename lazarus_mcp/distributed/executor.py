@@ -2,10 +2,10 @@
 collectives inside a request line up.
 
 Requests (JSON, broadcast by rank 0): ``load`` a model's share, ``lens`` (``lens_step``),
-``compare`` (``compare_step``), ``stop``. Each carries ``alive``, the models rank 0 still
-holds; the others are dropped. A load
-that fails on a rank answers its one-line error (every rank answers; nothing is out of step); a
-lens step that fails part-way cannot be answered and ends the rank (``rank.py``).
+``compare`` (``compare_step``), ``attribute`` (``attribute_step``), ``stop``. Each carries
+``alive``, the models rank 0 still holds; the others are dropped. A load that fails on a rank
+answers its one-line error (every rank answers; nothing is out of step); a lens step that fails
+part-way cannot be answered and ends the rank (``rank.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import mlx.core as mx
 
 from lazarus_mcp.distributed import wire
+from lazarus_mcp.distributed.attribute_step import run_attribute
 from lazarus_mcp.distributed.compare_step import run_compare
 from lazarus_mcp.distributed.lens_step import StageModel, run_lens
 from lazarus_mcp.errors import LazarusError
@@ -58,6 +59,8 @@ class RankState:
             return wire.to_json(self._load(request))
         if op == "lens":
             return run_lens(self.group, self.held[request["key"]], request)
+        if op == "attribute":
+            return run_attribute(self.group, self.held[request["key"]], request)
         if op == "compare":
             sides = [self.held[k] for k in request["keys"]]
             return run_compare(self.group, sides, request)

@@ -22,21 +22,21 @@ Part = tuple[dict[str, np.ndarray], list[Row]]
 
 def joined(parts: list[Part], prefix: str, rows: list[Row]) -> Cells:
     """One :class:`Cells` over ``rows``: row fields from the rank holding each row, final
-    fields from the last rank."""
+    fields (the model's own output, the same on every rank) from the last rank that has them."""
     where: dict[Row, tuple[dict[str, np.ndarray], int]] = {}
     for arrays, held in parts:
         for n, row in enumerate(held):
             where.setdefault(row, (arrays, n))
-    last_arrays = parts[-1][0]
     values: dict[str, Any] = {}
     for f in _FIELDS:
         key = f"{prefix}.{f.name}"
-        if key not in last_arrays:
+        source = next((arrays for arrays, held in reversed(parts) if key in arrays), None)
+        if source is None:
             values[f.name] = None
         elif f.metadata["cell_axis"] == 1:
             values[f.name] = np.stack([where[r][0][key][where[r][1]] for r in rows])
         else:
-            values[f.name] = last_arrays[key]
+            values[f.name] = source[key]
     return Cells(rows=list(rows), **values)
 
 

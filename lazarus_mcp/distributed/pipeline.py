@@ -30,10 +30,11 @@ from lazarus_mcp.schema.fidelity import Fidelity
 from lazarus_mcp.schema.model import ShardingInfo
 
 if TYPE_CHECKING:
+    from lazarus_mcp.analyses.attribution import AttributionArrays
     from lazarus_mcp.analyses.compare import Divergences, SideLens
     from lazarus_mcp.analyses.prompt_lens import LensPass, LensRequest, PassFn
     from lazarus_mcp.lens.tokens import EncodedPrompt
-    from lazarus_mcp.schema import AnalysisConfig
+    from lazarus_mcp.schema import AnalysisConfig, AttributionConfig
 
 _ERRORS = {
     "UnsupportedModelError": UnsupportedModelError,
@@ -129,6 +130,48 @@ class Pipeline:
         js, kl_ab, kl_ba = (np.array(v) for v in zip(*(by_layer[i] for i in layers), strict=True))
         final_js = float(unpacked[-1][1]["final_js"])
         return sides[0], sides[1], Divergences(js, kl_ab, kl_ba, final_js)
+
+    def attribute(
+        self,
+        loaded: LoadedModel,
+        encoded: EncodedPrompt,
+        config: AttributionConfig,
+        layers: list[int],
+        targets: list[int],
+        foil: int | None,
+        mid: str,
+    ) -> AttributionArrays:
+        """``analyses.attribution``'s arrays over the pipeline: each rank attributes the logit
+        to its own blocks' components (``attribute_step``); rank 0 joins them in order."""
+        from lazarus_mcp.analyses.attribution import AttributionArrays
+
+        message: dict[str, Any] = {
+            "op": "attribute",
+            "key": self.key,
+            "ids": encoded.token_ids,
+            "mid": mid,
+            "lens": lens_name(config),
+            "factor": loaded.embedding_factor(config.embedding_scale),
+            "layers": layers,
+            "top_k": config.top_k,
+            "targets": targets,
+            "foil": foil,
+        }
+        unpacked = [wire.unpack(p) for p in self.group.request(message)]
+        arrays, meta = unpacked[-1]
+        every = list(range(loaded.info.num_layers))
+        mid_cells = joined([(a, m["layers"]) for a, m in unpacked], "mid", layers)
+        return AttributionArrays(
+            targets=list(meta["targets"]),
+            kinds=[(kind, layer) for a, m in unpacked for kind, layer in m["kinds"]],
+            contrib=np.concatenate([a["contrib"] for a, m in unpacked]),
+            precap=arrays["precap"],
+            logits=arrays["logits"],
+            mid_column=mid_cells.column(0),
+            block_cells=joined([(a, m["blocks"]) for a, m in unpacked], "blocks", every),
+            fidelity=Fidelity(**meta["fidelity"]),
+            lens=LensUsed(**unpacked[0][1]["lens"]),
+        )
 
 
 @dataclass

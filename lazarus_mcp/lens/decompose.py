@@ -29,19 +29,33 @@ class Decomposition:
     final: mx.array  # [D]: the final residual stream
 
 
-def decompose(entered: list[mx.array], mid: list[mx.array], left: list[mx.array]) -> Decomposition:
-    """Components at one position from per-block states [D] each."""
-    kinds: list[tuple[Kind, int | None]] = [("embedding", None)]
-    vectors = [entered[0]]
+def decompose(
+    entered: list[mx.array],
+    mid: list[mx.array],
+    left: list[mx.array],
+    first: int = 0,
+    final: mx.array | None = None,
+) -> Decomposition:
+    """Components at one position from per-block states [D] each.
+
+    A pipeline stage (``distributed/``) decomposes only its blocks ``first`` .. : the
+    embedding is a component of the stage holding block 0, and ``final`` (the last stage's
+    output, which the norm's scale needs) is given, not its own last state."""
+    kinds: list[tuple[Kind, int | None]] = [("embedding", None)] if first == 0 else []
+    vectors = [entered[0]] if first == 0 else []
     for i in range(len(left)):
-        kinds += [("attention", i), ("mlp", i)]
+        kinds += [("attention", first + i), ("mlp", first + i)]
         vectors += [mid[i] - entered[i], left[i] - mid[i]]
     stacked = mx.stack([v.astype(mx.float32) for v in vectors])
-    return Decomposition(kinds, stacked, left[-1].astype(mx.float32))
+    whole = left[-1] if final is None else final
+    return Decomposition(kinds, stacked, whole.astype(mx.float32))
 
 
-def component_logits(head: LensHead, parts: Decomposition, dtype: mx.Dtype) -> mx.array:
-    """[C, V] direct logit contributions (plus a bias row where the norm or head has one)."""
+def component_logits(
+    head: LensHead, parts: Decomposition, dtype: mx.Dtype, with_bias: bool = True
+) -> mx.array:
+    """[C, V] direct logit contributions (plus a bias row where the norm or head has one, unless
+    ``with_bias`` is False: a pipeline stage that does not run the last block)."""
     affine = probe_norm(head.norm, parts.final.shape[-1], dtype)
     s = affine.scale(parts.final)
     scaled = affine.centre(parts.vectors) / s * affine.weight
@@ -53,7 +67,7 @@ def component_logits(head: LensHead, parts: Decomposition, dtype: mx.Dtype) -> m
         bias_row = head.unembed(affine.bias[None]).astype(mx.float32)
     elif bool(mx.any(offset != 0)):
         bias_row = offset
-    if bias_row is not None:
+    if bias_row is not None and with_bias:
         rows = mx.concatenate([rows, bias_row])
         parts.kinds.append(("bias", None))
     if head.logit_factor is not None:

@@ -21,7 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from lazarus_mcp.lens.head import blocks as block_list
-from lazarus_mcp.lens.taps import pad_batch, tapped_forward
+from lazarus_mcp.lens.taps import Stage, pad_batch, tapped_forward
 
 
 @dataclass
@@ -42,9 +42,15 @@ def forward_sublayers(
     embedding_factor: float = 1.0,
     windows: dict[int, int] | None = None,
     pad_id: int = 0,
+    stage: Stage | None = None,
 ) -> SublayerStates:
-    """One forward pass of the right-padded batch; every block tapped at ``positions``."""
-    every = range(len(block_list(model)))
+    """One forward pass of the right-padded batch; every block tapped at ``positions``.
+
+    With ``stage`` (a pipeline stage, ``distributed/``) only its blocks run and are tapped:
+    ``entered[0]`` is then the input of its first block, and ``logits`` the model's output only
+    on the stage that runs the last block."""
+    first, end = (0, len(block_list(model))) if stage is None else (stage.first, stage.end)
+    every = range(first, end)
     tapped = tapped_forward(
         model,
         pad_batch(sequences, pad_id),
@@ -54,6 +60,7 @@ def forward_sublayers(
         mid=mid_module,
         embedding_factor=embedding_factor,
         windows=windows,
+        stage=stage,
     )
     return SublayerStates(
         entered=list(tapped.inputs.values()),

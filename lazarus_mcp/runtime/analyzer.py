@@ -47,9 +47,7 @@ def _analyze(loaded: LoadedModel, prompt: str, config: AnalysisConfig) -> Analys
 
 def _attribute(loaded: LoadedModel, prompt: str, config: AttributionConfig) -> AttributionResult:
     from lazarus_mcp.analyses.attribution import attribute_loaded
-    from lazarus_mcp.distributed.pipeline import refuse
 
-    refuse(loaded, "attribute")
     return attribute_loaded(loaded, prompt, config)
 
 
