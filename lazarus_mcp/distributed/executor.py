@@ -2,8 +2,9 @@
 collectives inside a request line up.
 
 Requests (JSON, broadcast by rank 0): ``load`` a model's share, ``lens`` (``lens_step``),
-``compare`` (``compare_step``), ``attribute`` (``attribute_step``), ``stop``. Each carries
-``alive``, the models rank 0 still holds; the others are dropped. A load that fails on a rank
+``compare`` (``compare_step``), ``attribute`` (``attribute_step``), ``gen_start`` and
+``gen_step`` (``generate_step``), ``stop``. Each carries ``alive``, the models and generations
+rank 0 still holds; the others are dropped. A load that fails on a rank
 answers its one-line error (every rank answers; nothing is out of step); a lens step that fails
 part-way cannot be answered and ends the rank (``rank.py``).
 """
@@ -22,6 +23,7 @@ import mlx.core as mx
 from lazarus_mcp.distributed import wire
 from lazarus_mcp.distributed.attribute_step import run_attribute
 from lazarus_mcp.distributed.compare_step import run_compare
+from lazarus_mcp.distributed.generate_step import RankRun, run_step, start_run
 from lazarus_mcp.distributed.lens_step import StageModel, run_lens
 from lazarus_mcp.errors import LazarusError
 from lazarus_mcp.modeling.options import LoadOptions
@@ -46,19 +48,27 @@ def one_line(exc: BaseException) -> str:
 class RankState:
     group: Any
     held: dict[int, StageModel] = field(default_factory=dict)
+    runs: dict[int, RankRun] = field(default_factory=dict)  # generations, by key
 
     def execute(self, request: dict[str, Any]) -> bytes:
         alive = set(request.get("alive", []))
-        asked = {request.get("key"), *request.get("keys", [])}
+        asked = {request.get("key"), request.get("run"), *request.get("keys", [])}
         for key in [k for k in self.held if k not in alive and k not in asked]:
             del self.held[key]
             gc.collect()
             mx.clear_cache()
+        for key in [k for k in self.runs if k not in alive and k not in asked]:
+            del self.runs[key]
         op = request["op"]
         if op == "load":
             return wire.to_json(self._load(request))
         if op == "lens":
             return run_lens(self.group, self.held[request["key"]], request)
+        if op == "gen_start":
+            self.runs[request["run"]] = start_run(self.group, self.held[request["key"]], request)
+            return b""
+        if op == "gen_step":
+            return run_step(self.group, self.runs[request["run"]], request)
         if op == "attribute":
             return run_attribute(self.group, self.held[request["key"]], request)
         if op == "compare":

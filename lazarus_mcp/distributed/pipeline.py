@@ -33,8 +33,10 @@ if TYPE_CHECKING:
     from lazarus_mcp.analyses.attribution import AttributionArrays
     from lazarus_mcp.analyses.compare import Divergences, SideLens
     from lazarus_mcp.analyses.prompt_lens import LensPass, LensRequest, PassFn
+    from lazarus_mcp.generation.cells import StepArrays
     from lazarus_mcp.lens.tokens import EncodedPrompt
     from lazarus_mcp.schema import AnalysisConfig, AttributionConfig
+    from lazarus_mcp.schema.generation import GenerationConfig
 
 _ERRORS = {
     "UnsupportedModelError": UnsupportedModelError,
@@ -83,6 +85,30 @@ class Pipeline:
             return merge(parts, request.rows, wanted, loaded.info.num_layers)
 
         return run
+
+    def start_steps(
+        self,
+        loaded: LoadedModel,
+        request: LensRequest,
+        lens: str,
+        config: GenerationConfig,
+        seed: int,
+    ) -> ShardedSteps:
+        """A generation whose ranks each keep their own blocks' KV caches (``generate_step``)."""
+        key = self.group.new_key()
+        steps = ShardedSteps(self.group, key, request)
+        message: dict[str, Any] = {
+            "op": "gen_start",
+            "key": self.key,
+            "run": key,
+            "lens": lens,
+            "factor": request.embedding_factor,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "seed": seed,
+        }
+        self.group.request(message)
+        return steps
 
     def compare(
         self,
@@ -172,6 +198,37 @@ class Pipeline:
             fidelity=Fidelity(**meta["fidelity"]),
             lens=LensUsed(**unpacked[0][1]["lens"]),
         )
+
+
+@dataclass
+class ShardedSteps:
+    """A generation over the pipeline (``generation.run.StepSource``): its key on the group,
+    under which every rank keeps its blocks' caches until rank 0 drops this object."""
+
+    group: ShardGroup
+    key: int
+    request: LensRequest
+
+    def __post_init__(self) -> None:
+        self.group.hold(self.key)
+        weakref.finalize(self, self.group.release, self.key)
+
+    def step(self, fed: list[int]) -> StepArrays:
+        from lazarus_mcp.generation.cells import with_emitted
+
+        message: dict[str, Any] = {
+            "op": "gen_step",
+            "run": self.key,
+            "fed": fed,
+            "rows": self.request.rows,
+            "top_k": self.request.top_k,
+            "tracked": list(self.request.tracked),
+        }
+        unpacked = [wire.unpack(p) for p in self.group.request(message)]
+        meta = unpacked[-1][1]
+        rows = self.request.rows
+        cells = joined([(a, m["rows"]) for a, m in unpacked], "cells", rows)
+        return with_emitted(cells.column(0), Fidelity(**meta["fidelity"]), int(meta["token"]))
 
 
 @dataclass

@@ -53,6 +53,12 @@ def step_lens(
     spec = CellSpec(request.lens, request.rows, last, request.top_k, [*request.tracked, token_id])
     hidden: dict[Row, mx.array] = {i: captured[i][None] for i in request.blocks if i != last}
     column = cell_stats(spec, hidden, final_logits[None]).column(0)
+    return with_emitted(column, fidelity, token_id)
+
+
+def with_emitted(column: Column, fidelity: Fidelity, token_id: int) -> StepArrays:
+    """The step's arrays from its cell, whose last tracked token is the emitted one (also how
+    rank 0 of a pipeline finishes a step from the ranks' rows, ``distributed/``)."""
     emitted_probs = column.tracked_probs[:, -1].copy()
     emitted_ranks = column.tracked_ranks[:, -1].copy()
     probability = float(column.final_tracked_probs[-1])

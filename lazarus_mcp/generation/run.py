@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lazarus_mcp.analyses.analysis import LensPlan, plan_lens
+from lazarus_mcp.analyses.prompt_lens import LensRequest
 from lazarus_mcp.analyses.prompts import encode_prompt
-from lazarus_mcp.generation.cells import step_lens
+from lazarus_mcp.generation.cells import StepArrays, step_lens
 from lazarus_mcp.generation.results import (
     generation_milestones,
     generation_step,
@@ -26,6 +27,7 @@ from lazarus_mcp.generation.results import (
 )
 from lazarus_mcp.generation.sampling import Sampler, fresh_seed
 from lazarus_mcp.generation.stopping import StopWatch, eos_token_ids
+from lazarus_mcp.lens.readout import lens_name
 from lazarus_mcp.lens.step import Steps, start_steps
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.runtime import limits
@@ -59,6 +61,35 @@ def _whole_step(one_token: bool) -> Iterator[None]:
         limits.set_interrupt(job)
 
 
+class StepSource(Protocol):
+    """Where a generation's steps come from: the model in this process (:class:`LocalSteps`),
+    or a model split over processes (``distributed/``: each rank keeps its blocks' caches)."""
+
+    def step(self, fed: list[int]) -> StepArrays:
+        """Feed ``fed`` (the prompt, then the token emitted before), choose the next token and
+        read the lens at the last fed position."""
+        ...
+
+
+@dataclass
+class LocalSteps:
+    """The model's own KV cache in this process (``lens.step``) and the seeded sampler."""
+
+    request: LensRequest
+    stepper: Steps
+    sampler: Sampler
+
+    def step(self, fed: list[int]) -> StepArrays:
+        request = self.request
+        tapped = self.stepper.feed(fed, outputs=sorted({*request.blocks, request.last}))
+        return step_lens(
+            request,
+            {i: h[0, -1] for i, h in tapped.outputs.items()},
+            tapped.logits[0, -1],
+            self.sampler,
+        )
+
+
 @dataclass
 class GenerationRun:
     loaded: LoadedModel
@@ -67,8 +98,7 @@ class GenerationRun:
     plan: LensPlan
     encoded: EncodedPrompt
     seed: int
-    sampler: Sampler
-    stepper: Steps
+    source: StepSource
     eos: frozenset[int]
     watch: StopWatch
     steps: list[GenerationStep] = field(default_factory=list)
@@ -93,15 +123,8 @@ class GenerationRun:
         # The first step reads the whole prompt; each later one the token emitted before it.
         fed = [self.steps[-1].token_id] if self.steps else list(self.encoded.token_ids)
         position = len(self.encoded.token_ids) - 1 + len(self.steps)
-        request = self.plan.request
         with loaded.scope(), _whole_step(bool(self.steps)):
-            tapped = self.stepper.feed(fed, outputs=sorted({*request.blocks, request.last}))
-            arrays = step_lens(
-                request,
-                {i: h[0, -1] for i, h in tapped.outputs.items()},
-                tapped.logits[0, -1],
-                self.sampler,
-            )
+            arrays = self.source.step(fed)
         step = generation_step(
             loaded.token_text, self.plan.tracked, len(self.steps), position, arrays
         )
@@ -170,9 +193,18 @@ def start_generation(loaded: LoadedModel, prompt: str, config: GenerationConfig)
     # field for field on every run.
     drawn = 0 if config.greedy else fresh_seed()
     seed = config.seed if config.seed is not None else drawn
-    with loaded.scope():
-        stepper = start_steps(loaded.model, plan.request.embedding_factor, loaded.sliding_windows)
-        sampler = Sampler(config.temperature, config.top_p, seed)
+    pipeline = getattr(loaded, "pipeline", None)
+    source: StepSource
+    if pipeline is not None:
+        # Each rank keeps its own blocks' caches; the last rank samples (distributed/).
+        source = pipeline.start_steps(loaded, plan.request, lens_name(config), config, seed)
+    else:
+        with loaded.scope():
+            stepper = start_steps(
+                loaded.model, plan.request.embedding_factor, loaded.sliding_windows
+            )
+            sampler = Sampler(config.temperature, config.top_p, seed)
+        source = LocalSteps(plan.request, stepper, sampler)
     return GenerationRun(
         loaded=loaded,
         prompt=prompt,
@@ -180,8 +212,7 @@ def start_generation(loaded: LoadedModel, prompt: str, config: GenerationConfig)
         plan=plan,
         encoded=encoded,
         seed=seed,
-        sampler=sampler,
-        stepper=stepper,
+        source=source,
         eos=eos_token_ids(loaded.info.path, loaded.tokenizer),
         watch=StopWatch(list(config.stop)),
     )

@@ -29,7 +29,7 @@ from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.lens.head import blocks as block_list
-from lazarus_mcp.lens.taps import Tapped, tapped_forward
+from lazarus_mcp.lens.taps import Stage, Tapped, tapped_forward
 
 
 def step_support(model: nn.Module, cache: list[Any], windows: dict[int, int]) -> str | None:
@@ -95,13 +95,15 @@ class Steps:
         outputs: Collection[int] = (),
         inputs: Collection[int] = (),
         mid: str | None = None,
+        stage: Stage | None = None,
     ) -> Tapped:
         """Run the next tokens (one row [N], or rows [B, N]) and extend the cache.
 
         ``positions``: which of the new tokens to keep, counted from the first of them
         (negative from the last); default the last one. Returns the :class:`Tapped` of
         ``tapped_forward``: ``outputs[i]`` [B, P, D] for the blocks asked for, and the
-        model's own ``logits`` [B, P, V] at those positions."""
+        model's own ``logits`` [B, P, V] at those positions. With ``stage`` (a pipeline stage,
+        ``distributed/``) only its blocks run, and only their caches grow."""
         tokens = ids if isinstance(ids, mx.array) else mx.array(ids)
         if tokens.ndim == 1:
             tokens = tokens[None]
@@ -125,6 +127,7 @@ class Steps:
             embedding_factor=self.embedding_factor,
             windows=self.windows,
             cache=self.cache,
+            stage=stage,
         )
         self.offset += length
         return tapped

@@ -209,7 +209,8 @@ def step_masks(cache: list[Any], length: int, windows: dict[int, int]) -> dict[i
     full = [i for i, c in enumerate(cache) if type(c) is KVCache]
     if not full:
         return {}
-    offset = cache[full[0]].offset
+    # A pipeline stage's caches of other stages' blocks stay empty: the offset is its own.
+    offset = max(cache[i].offset for i in full)
     masks = attention_masks(length, windows, len(cache), offset)
     return {i: masks[i] for i in full if i in masks}
 

@@ -24,10 +24,8 @@ if TYPE_CHECKING:
 
 
 def start(loaded: LoadedModel, prompt: str, config: GenerationConfig) -> GenerationRun:
-    from lazarus_mcp.distributed.pipeline import refuse
     from lazarus_mcp.generation.run import start_generation
 
-    refuse(loaded, "generate")
     return start_generation(loaded, prompt, config)
 
 
