@@ -69,6 +69,45 @@ def test_every_family_sharded_equals_one_process(tmp_path: Path) -> None:
     _assert_parity(_parity_run(2, paths), len(paths), 2)
 
 
+@pytest.mark.slow
+def test_compare_attribute_generate_and_multi_token_sharded_equal_one_process() -> None:
+    """Over 3 ranks (the middle one may hold no displayed row): compare (two prompts, and two
+    models on one group), attribute (with a foil), generate (greedy past gemma3-text's 4-token
+    window, and sampled with a seed) and multi-token tracked strings, within 1e-5."""
+    pair = [PARITY / "llama", PARITY / "llama-tied"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.shard_tools",
+            "3",
+            *map(str, pair),
+            str(PARITY / "gemma3-text"),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 4
+    modes = {"compare", "compare_some", "attribute", "attribute_foil", "generate"}
+    modes |= {"generate_sampled", "multi_token", "compare_models"}
+    seen = set()
+    for row in rows:
+        for mode, value in row.items():
+            if mode in modes:
+                worst, same = value
+                assert worst <= TOLERANCE, (row["model"], mode, worst)
+                assert same, (row["model"], mode)
+                seen.add(mode)
+        if "multi_token" in row:
+            assert row["multi_token_scored"] and row["ranks"] == 3
+    assert seen == modes
+
+
 def test_split_is_contiguous_and_even() -> None:
     assert even_split(6, 2).ranges == ((0, 3), (3, 6))
     assert even_split(7, 3).ranges == ((0, 3), (3, 5), (5, 7))

@@ -158,7 +158,7 @@ def _arrays(
         )
         assert states.mid is not None
         at = [[a[0, 0] for a in group] for group in (states.entered, states.mid, states.left)]
-        parts = decompose(*at)
+        parts = decompose(at[0], at[1], at[2])
         own = states.logits[0, 0].astype(mx.float32)
         shown = shown_ids(targets, foil, own)
         split = _decomposable_head(loaded, parts.final)

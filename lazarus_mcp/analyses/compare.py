@@ -211,8 +211,8 @@ def compare_loaded(
     encoded_a = encode_prompt(loaded_a.tokenizer, prompt_a, config.use_chat_template)
     encoded_b = encode_prompt(loaded_b.tokenizer, prompt_b, config.use_chat_template)
     pipelines = [getattr(m, "pipeline", None) for m in (loaded_a, loaded_b)]
-    if any(p is not None for p in pipelines):
-        if any(p is None for p in pipelines):
+    if pipelines[0] is not None or pipelines[1] is not None:
+        if pipelines[0] is None or pipelines[1] is None:
             raise InvalidRequestError(
                 "compare runs both models in one process or both over the same --shards group, "
                 "not one of each"

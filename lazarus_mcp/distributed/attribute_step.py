@@ -60,7 +60,7 @@ def run_attribute(group: Any, held: StageModel, request: dict[str, Any]) -> byte
         both = wire.broadcast_from(group, split.ranks - 1, here, (vocab + dims,), mx.float32)
         own, final = both[:vocab], both[vocab:]
         shown = shown_ids(request["targets"], request["foil"], own)
-        parts = decompose(*at, first=first, final=final)
+        parts = decompose(at[0], at[1], at[2], first=first, final=final)
         contrib = component_logits(loaded.head, parts, at[2][-1].dtype, with_bias=is_last)
         picked = contrib[:, mx.array(shown)]
         mx.eval(picked)

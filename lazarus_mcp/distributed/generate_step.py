@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from lazarus_mcp.distributed import wire
 from lazarus_mcp.distributed.lens_step import StageModel, pack_cells, stage_for
@@ -77,7 +78,7 @@ def run_step(group: Any, run: RankRun, request: dict[str, Any]) -> bytes:
             here = mx.concatenate([logits.astype(mx.float32), token.astype(mx.float32)[None]])
         both = wire.broadcast_from(group, split.ranks - 1, here, (vocab + 1,), mx.float32)
         own = both[:vocab]
-        token_id = int(both[vocab].item())
+        token_id = int(np.array(both[vocab:]).astype(np.int64)[0])
         tracked = [*request["tracked"], token_id]
         spec = CellSpec(run.lens, rows, last, request["top_k"], tracked)
         hidden: dict[Row, mx.array] = {

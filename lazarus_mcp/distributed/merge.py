@@ -5,6 +5,7 @@ from the last rank, and every block at each row's anchor (the milestones). The r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -20,7 +21,7 @@ _FIELDS = [f for f in fields(Cells) if f.metadata]
 Part = tuple[dict[str, np.ndarray], list[Row]]
 
 
-def joined(parts: list[Part], prefix: str, rows: list[Row]) -> Cells:
+def joined(parts: list[Part], prefix: str, rows: Sequence[Row]) -> Cells:
     """One :class:`Cells` over ``rows``: row fields from the rank holding each row, final
     fields (the model's own output, the same on every rank) from the last rank that has them."""
     where: dict[Row, tuple[dict[str, np.ndarray], int]] = {}
