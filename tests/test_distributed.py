@@ -207,6 +207,40 @@ def test_a_lost_rank_ends_the_call_with_one_line_and_no_orphan(action: str) -> N
 
 
 @pytest.mark.slow
+def test_a_deadline_stops_the_ranks_in_step_and_keeps_the_group(tmp_path: Path) -> None:
+    """The deadline passes while the ranks work (a lens grid, then a generation): the call ends
+    with the deadline's line, not a lost group, and the next calls equal one process."""
+    model = build_checkpoint(
+        tmp_path / "wide",
+        "llama",
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=64,
+        max_position_embeddings=1024,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.shard_deadline", str(model)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert "ran past its time limit" in out["stopped"], out
+    assert "lost" not in out["stopped"], out
+    for after in ("after", "after_generate"):
+        worst, same = out[after]
+        assert worst <= TOLERANCE and same, out
+    reason, steps = out["generate"]
+    assert reason == "deadline" and steps >= 1 and out["generate_prefix"], out
+
+
+@pytest.mark.slow
 def test_each_rank_holds_at_most_six_tenths_of_the_weights(tmp_path: Path) -> None:
     """Measured as resident memory: a rank's load adds at most 0.6x what the whole model's does."""
     model = build_checkpoint(

@@ -18,7 +18,8 @@ import numpy as np
 
 from lazarus_mcp.analyses.attribution import shown_ids
 from lazarus_mcp.distributed import wire
-from lazarus_mcp.distributed.lens_step import StageModel, pack_cells, stage_for
+from lazarus_mcp.distributed.lens_step import StageModel, pack_cells
+from lazarus_mcp.distributed.link import Hop, Link, link_for
 from lazarus_mcp.lens.cells import CellSpec, cell_stats
 from lazarus_mcp.lens.decompose import component_logits, decompose, own_precap
 from lazarus_mcp.lens.fidelity import fidelities
@@ -27,6 +28,14 @@ from lazarus_mcp.lens.subtaps import forward_sublayers
 
 
 def run_attribute(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
+    """This rank's numbers for ``request`` (``pipeline.Pipeline.attribute``), packed."""
+    info = held.loaded.info
+    hop = Hop((1, len(request["ids"]), info.hidden_size), (info.vocab_size + info.hidden_size,))
+    link = link_for(group, held.split, [hop], info.compute_dtype)
+    return link.guard(lambda: _attribute(group, held, request, link))
+
+
+def _attribute(group: Any, held: StageModel, request: dict[str, Any], link: Link) -> bytes:
     """This rank's numbers for ``request`` (``pipeline.Pipeline.attribute``), packed."""
     loaded, split = held.loaded, held.split
     rank = group.rank()
@@ -37,8 +46,6 @@ def run_attribute(group: Any, held: StageModel, request: dict[str, Any]) -> byte
     layers = [i for i in request["layers"] if first <= i < end]
     ids: list[int] = request["ids"]
     lens = make_lens(loaded, request["lens"])
-    sent: list[mx.array] = []
-    dims = loaded.info.hidden_size
     vocab = loaded.info.vocab_size
     with loaded.scope():
         states = forward_sublayers(
@@ -48,16 +55,16 @@ def run_attribute(group: Any, held: StageModel, request: dict[str, Any]) -> byte
             request["mid"],
             request["factor"],
             loaded.sliding_windows,
-            stage=stage_for(group, rank, split, sent),
+            stage=link.stage(),
         )
         assert states.mid is not None
         at = [[a[0, 0] for a in group] for group in (states.entered, states.mid, states.left)]
-        mx.eval(*sent, *at[0], *at[1], *at[2])
+        mx.eval(*link.pending, *at[0], *at[1], *at[2])
         here = None
         if is_last:
             own_last = states.logits[0, 0].astype(mx.float32)
             here = mx.concatenate([own_last, at[2][-1].astype(mx.float32)])
-        both = wire.broadcast_from(group, split.ranks - 1, here, (vocab + dims,), mx.float32)
+        both = link.broadcast(here)
         own, final = both[:vocab], both[vocab:]
         shown = shown_ids(request["targets"], request["foil"], own)
         parts = decompose(at[0], at[1], at[2], first=first, final=final)

@@ -20,7 +20,8 @@ import numpy as np
 
 from lazarus_mcp.analyses.compare import divergences, side_lens
 from lazarus_mcp.distributed import wire
-from lazarus_mcp.distributed.lens_step import StageModel, pack_cells, stage_for
+from lazarus_mcp.distributed.lens_step import StageModel, pack_cells
+from lazarus_mcp.distributed.link import Hop, Link, link_for
 from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.cells import Row
 from lazarus_mcp.lens.fidelity import fidelities
@@ -29,6 +30,16 @@ from lazarus_mcp.lens.taps import tapped_forward
 
 
 def run_compare(group: Any, sides: list[StageModel], request: dict[str, Any]) -> bytes:
+    """This rank's numbers for ``request`` (``pipeline.Pipeline.compare``), packed."""
+    hops = [
+        Hop((1, len(ids), held.loaded.info.hidden_size), (1, held.loaded.info.vocab_size))
+        for ids, held in zip(request["batch"], sides, strict=True)
+    ]
+    link = link_for(group, sides[0].split, hops, sides[0].loaded.info.compute_dtype)
+    return link.guard(lambda: _compare(group, sides, request, link))
+
+
+def _compare(group: Any, sides: list[StageModel], request: dict[str, Any], link: Link) -> bytes:
     """This rank's numbers for ``request`` (``pipeline.Pipeline.compare``), packed."""
     rank = group.rank()
     split = sides[0].split
@@ -45,7 +56,6 @@ def run_compare(group: Any, sides: list[StageModel], request: dict[str, Any]) ->
         loaded = held.loaded
         ids: list[int] = request["batch"][n]
         lens = make_lens(loaded, request["lens"][n])
-        sent: list[mx.array] = []
         with loaded.scope():
             tapped = tapped_forward(
                 loaded.model,
@@ -54,12 +64,11 @@ def run_compare(group: Any, sides: list[StageModel], request: dict[str, Any]) ->
                 outputs=mine,
                 embedding_factor=request["factor"][n],
                 windows=loaded.sliding_windows,
-                stage=stage_for(group, rank, split, sent),
+                stage=link.stage(),
             )
-            mx.eval(*sent, *tapped.outputs.values())
-            shape = (1, loaded.info.vocab_size)
+            mx.eval(*link.pending, *tapped.outputs.values())
             own_here = tapped.logits[0].astype(mx.float32) if is_last else None
-            own = wire.broadcast_from(group, split.ranks - 1, own_here, shape, mx.float32)
+            own = link.broadcast(own_here)
             hidden: dict[Row, mx.array] = {i: h[0] for i, h in tapped.outputs.items()}
             cells, dist = side_lens(
                 lens, hidden, own, layers, mine, last, request["top_k"], request["tracked"]

@@ -4,9 +4,10 @@ collectives inside a request line up.
 Requests (JSON, broadcast by rank 0): ``load`` a model's share, ``lens`` (``lens_step``),
 ``compare`` (``compare_step``), ``attribute`` (``attribute_step``), ``gen_start`` and
 ``gen_step`` (``generate_step``), ``stop``. Each carries ``alive``, the models and generations
-rank 0 still holds; the others are dropped. A load that fails on a rank
-answers its one-line error (every rank answers; nothing is out of step); a lens step that fails
-part-way cannot be answered and ends the rank (``rank.py``).
+rank 0 still holds; the others are dropped. A load that fails on a rank answers its one-line
+error (every rank answers; nothing is out of step). A step stopped by the call's deadline or a
+cancel finishes its collectives with zeros and answers ``expired`` (``link``): the group stays
+in step. A step that fails otherwise part-way cannot be answered and ends the rank (``rank.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import gc
 import os
 import resource
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,7 @@ from lazarus_mcp.distributed.generate_step import RankRun, run_step, start_run
 from lazarus_mcp.distributed.lens_step import StageModel, run_lens
 from lazarus_mcp.errors import LazarusError
 from lazarus_mcp.modeling.options import LoadOptions
+from lazarus_mcp.runtime.limits import Interrupt, set_interrupt
 
 
 def resident_bytes() -> int:
@@ -47,10 +51,27 @@ def one_line(exc: BaseException) -> str:
 @dataclass
 class RankState:
     group: Any
+    # Set by rank 0's cancel line (``rank.py``); rank 0's own calls carry their interrupt.
+    cancelled: threading.Event = field(default_factory=threading.Event)
     held: dict[int, StageModel] = field(default_factory=dict)
     runs: dict[int, RankRun] = field(default_factory=dict)  # generations, by key
 
     def execute(self, request: dict[str, Any]) -> bytes:
+        """Rank 0's request, on this rank under the call's deadline (``budget``: the seconds
+        the call had left when rank 0 sent it) and rank 0's cancel; rank 0 runs it under the
+        call's own interrupt."""
+        if self.group.rank() == 0 or request.get("budget") is None:
+            return self._execute(request)
+        budget = float(request["budget"])
+        job = Interrupt(timeout=request.get("limit") or budget, cancelled=self.cancelled)
+        job.deadline = time.monotonic() + budget
+        set_interrupt(job)
+        try:
+            return self._execute(request)
+        finally:
+            set_interrupt(None)
+
+    def _execute(self, request: dict[str, Any]) -> bytes:
         alive = set(request.get("alive", []))
         asked = {request.get("key"), request.get("run"), *request.get("keys", [])}
         for key in [k for k in self.held if k not in alive and k not in asked]:

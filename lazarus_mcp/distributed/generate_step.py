@@ -22,7 +22,8 @@ import mlx.core as mx
 import numpy as np
 
 from lazarus_mcp.distributed import wire
-from lazarus_mcp.distributed.lens_step import StageModel, pack_cells, stage_for
+from lazarus_mcp.distributed.lens_step import StageModel, pack_cells
+from lazarus_mcp.distributed.link import Hop, Link, link_for
 from lazarus_mcp.generation.sampling import Sampler
 from lazarus_mcp.lens.cells import CellSpec, Row, cell_stats
 from lazarus_mcp.lens.fidelity import fidelities
@@ -53,6 +54,14 @@ def start_run(group: Any, held: StageModel, request: dict[str, Any]) -> RankRun:
 
 def run_step(group: Any, run: RankRun, request: dict[str, Any]) -> bytes:
     """This rank's rows of one step (``pipeline.ShardedSteps.step``), packed."""
+    info = run.held.loaded.info
+    hop = Hop((1, len(request["fed"]), info.hidden_size), (info.vocab_size + 1,))
+    link = link_for(group, run.held.split, [hop], info.compute_dtype)
+    return link.guard(lambda: _step(group, run, request, link))
+
+
+def _step(group: Any, run: RankRun, request: dict[str, Any], link: Link) -> bytes:
+    """This rank's rows of one step (``pipeline.ShardedSteps.step``), packed."""
     loaded, split = run.held.loaded, run.held.split
     rank = group.rank()
     is_last = rank == split.ranks - 1
@@ -62,21 +71,20 @@ def run_step(group: Any, run: RankRun, request: dict[str, Any]) -> bytes:
     if is_last and last not in rows:
         rows.append(last)
     vocab = loaded.info.vocab_size
-    sent: list[mx.array] = []
     with loaded.scope():
         tapped = run.steps.feed(
             request["fed"],
             outputs=[r for r in rows if r is not None],
-            stage=stage_for(group, rank, split, sent),
+            stage=link.stage(),
         )
-        mx.eval(*sent, *tapped.outputs.values())
+        mx.eval(*link.pending, *tapped.outputs.values())
         here = None
         if is_last:
             assert run.sampler is not None
             logits = tapped.logits[0, -1]
             token = run.sampler.choose(logits)
             here = mx.concatenate([logits.astype(mx.float32), token.astype(mx.float32)[None]])
-        both = wire.broadcast_from(group, split.ranks - 1, here, (vocab + 1,), mx.float32)
+        both = link.broadcast(here)
         own = both[:vocab]
         token_id = int(np.array(both[vocab:]).astype(np.int64)[0])
         tracked = [*request["tracked"], token_id]

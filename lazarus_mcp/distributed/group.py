@@ -1,11 +1,15 @@
 """Rank 0's side of the shard group: start the ranks, join them, run requests, watch them.
 
-Every request runs under a watchdog thread. A rank that exits, a request past its deadline (a
-rank that hangs or cannot be reached) or a cancelled caller stops every rank's process group;
-rank 0's pending receive then fails ("connection to a peer was lost"), and the call ends with
-one line naming the rank and why. The group is then lost for the life of the process: ranks
-that missed part of a request cannot be brought back in step, so every later call says so until
-the process (the CLI, the MCP server) is restarted. Nothing outlives rank 0: the ranks' stdin
+Every request carries the call's deadline to the ranks, which stop by themselves when it passes
+(between blocks, between chunks of cells) and finish their collectives with zeros (``link``):
+the call ends with the deadline's line and the group stays usable; a cancelled call is passed
+on to the ranks the same way (a line on their stdin). A watchdog thread covers the rest: a rank
+that exits, or ranks silent ``GRACE`` seconds past the request's time (a rank that hangs or
+cannot be reached), stop every rank's process group; rank 0's pending receive then fails
+("connection to a peer was lost"), and the call ends with one line naming the rank and why. The
+group is then lost for the life of the process: ranks that missed part of a request cannot be
+brought back in step, so every later call says so until the process (the CLI, the MCP server)
+is restarted. Nothing outlives rank 0: the ranks' stdin
 closes with it and they exit (``rank.py``); ``stop`` runs at exit.
 
 ``mx.distributed.init`` waits for every peer with no timeout (holding the GIL), so rank 0 calls
@@ -26,10 +30,14 @@ from lazarus_mcp.distributed import launch, wire
 from lazarus_mcp.distributed.executor import RankState, one_line
 from lazarus_mcp.distributed.hosts import Hosts
 from lazarus_mcp.errors import InvalidRequestError, LazarusError
+from lazarus_mcp.runtime.limits import CallInterrupted
 from lazarus_mcp.runtime.limits import interrupt as current_interrupt
 
 START_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 600.0  # without a call deadline
+# How long past a request's time the ranks may take to stop by themselves and answer
+# ``expired`` (they check the deadline after every block) before the group is taken as lost.
+GRACE = 5.0
 POLL = 0.1
 
 
@@ -101,37 +109,58 @@ class ShardGroup:
         self._alive.pop(key, None)
 
     def request(self, request: dict[str, Any], timeout: float | None = None) -> list[bytes]:
-        """Broadcast ``request``, run rank 0's part, and gather every rank's answer."""
+        """Broadcast ``request``, run rank 0's part, and gather every rank's answer.
+
+        The ranks work under the call's deadline too (``budget``); a request they stopped at it
+        (or on a cancel) comes back ``expired`` from every rank that stopped, with the group in
+        step, and ends the call with the deadline's line (``CallInterrupted``)."""
         if self.lost is not None:
             raise ShardGroupLost(self._lost_line())
-        assert self.state is not None
-        request = {**request, "alive": sorted(self._alive)}
-        assert self.launch is not None
+        assert self.state is not None and self.launch is not None
+        job = current_interrupt()
+        budget = job.remaining() if job is not None else None
+        request = {
+            **request,
+            "alive": sorted(self._alive),
+            "budget": budget,
+            "limit": job.timeout if job is not None else None,
+        }
         with self._watch(timeout):
             self.launch.announce()
             data = wire.broadcast_bytes(self.group, wire.to_json(request))
             mine = self.state.execute(wire.from_json(data))
-            return wire.gather_bytes(self.group, mine)
+            answers = wire.gather_bytes(self.group, mine)
+        reasons = [r for r in map(wire.expired_reason, answers) if r is not None]
+        if reasons:
+            # Rank 0's own reason first (it knows whether its caller cancelled).
+            raise CallInterrupted(reasons[0])
+        return answers
 
     @contextmanager
     def _watch(self, timeout: float | None) -> Iterator[None]:
+        """Lose the group when a rank exits, or when the ranks are silent ``GRACE`` seconds
+        past the request's time: ranks that only ran out of time stop by themselves
+        (``link``), a cancelled call is passed on to them (``launch.Launch.cancel``)."""
         job = current_interrupt()
         limit = timeout or (job.remaining() if job is not None else None) or REQUEST_TIMEOUT
         done = threading.Event()
 
         def watch() -> None:
             assert self.launch is not None
-            end = time.monotonic() + limit
+            end = time.monotonic() + limit + GRACE
+            cancel_sent = False
             while not done.wait(POLL):
                 dead = self.launch.first_dead()
                 if dead is not None:
                     self._lose(f"rank {dead.rank} on {dead.host} exited ({self._exit_words(dead)})")
-                elif job is not None and job.cancelled.is_set():
-                    self._lose("the call was cancelled while the ranks were working")
+                elif job is not None and job.cancelled.is_set() and not cancel_sent:
+                    self.launch.cancel()
+                    cancel_sent = True
+                    end = min(end, time.monotonic() + GRACE)
                 elif time.monotonic() > end:
                     self._lose(
-                        f"no answer from the ranks within {limit:g} s (a rank hangs or cannot "
-                        "be reached)"
+                        f"no answer from the ranks within {limit + GRACE:g} s (a rank hangs or "
+                        "cannot be reached)"
                     )
                 if self.lost is not None:
                     return

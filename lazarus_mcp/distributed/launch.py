@@ -83,6 +83,16 @@ class Launch:
                 except OSError:
                     pass  # a rank that is gone: the watchdog reports it
 
+    def cancel(self) -> None:
+        """Tell every rank that the request in progress is cancelled (``rank.py``)."""
+        for r in self.ranks:
+            if r.process.stdin is not None:
+                try:
+                    r.process.stdin.write(b"c\n")
+                    r.process.stdin.flush()
+                except OSError:
+                    pass
+
     def wait_joining(self, timeout: float) -> RankProcess | str | None:
         """Until every rank has said it is joining the group: None, or the first rank that
         exited (a :class:`RankProcess`), or why the wait ended ("timeout")."""

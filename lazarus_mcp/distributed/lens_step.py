@@ -21,11 +21,12 @@ import mlx.core as mx
 import numpy as np
 
 from lazarus_mcp.distributed import wire
+from lazarus_mcp.distributed.link import Hop, Link, link_for
 from lazarus_mcp.distributed.split import Split
 from lazarus_mcp.lens.cells import Cells, CellSpec, Row, cell_stats
 from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.lens.readout import make_lens
-from lazarus_mcp.lens.taps import Stage, pad_batch, position_index, tapped_forward
+from lazarus_mcp.lens.taps import pad_batch, position_index, tapped_forward
 from lazarus_mcp.modeling.loading import LoadedModel
 
 
@@ -48,24 +49,6 @@ def my_rows(rows: list[Row], rank: int, split: Split) -> list[Row]:
     return mine
 
 
-def stage_for(group: Any, rank: int, split: Split, sent: list[mx.array]) -> Stage:
-    first, end = split.ranges[rank]
-
-    def send(hidden: mx.array) -> mx.array:
-        sent.append(wire.send_stream(group, hidden, rank + 1))
-        return sent[-1]
-
-    def receive(hidden: mx.array) -> mx.array:
-        return wire.recv_stream(group, hidden, rank - 1)
-
-    return Stage(
-        first,
-        end,
-        receive=receive if rank > 0 else None,
-        send=send if rank < split.ranks - 1 else None,
-    )
-
-
 def pack_cells(cells: Cells) -> dict[str, np.ndarray]:
     return {
         f.name: getattr(cells, f.name)
@@ -78,6 +61,15 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
     """This rank's statistics for ``request`` (``pipeline.Pipeline.passer``), packed: its rows
     at every wanted cell (with ``picks``, each cell's pick's log-probability), its blocks at
     every row's anchor (the milestones), and on the last rank the fidelity."""
+    batch: list[list[int]] = request["batch"]
+    info = held.loaded.info
+    stream = (len(batch), max(len(ids) for ids in batch), info.hidden_size)
+    final = (len(batch), max(len(w) for w in request["wanted"]), info.vocab_size)
+    link = link_for(group, held.split, [Hop(stream, final)], info.compute_dtype)
+    return link.guard(lambda: _lens(group, held, request, link))
+
+
+def _lens(group: Any, held: StageModel, request: dict[str, Any], link: Link) -> bytes:
     loaded, split = held.loaded, held.split
     rank = group.rank()
     is_last = rank == split.ranks - 1
@@ -91,7 +83,6 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
     blocks = [r for r in rows if r is not None]
     mine_all = list(range(first, end))
     lens = make_lens(loaded, request["lens"])
-    sent: list[mx.array] = []
     with loaded.scope():
         tapped = tapped_forward(
             loaded.model,
@@ -104,13 +95,15 @@ def run_lens(group: Any, held: StageModel, request: dict[str, Any]) -> bytes:
             # Every block at each prompt's last position (the milestones), always: the ranks'
             # columns must have one shape to be joined (top-1, no tracked tokens).
             every_at=mx.array(anchors, dtype=mx.int32)[:, None, None],
-            stage=stage_for(group, rank, split, sent),
+            stage=link.stage(),
         )
-        mx.eval(*sent, *tapped.outputs.values(), *tapped.inputs.values(), *tapped.every.values())
+        mx.eval(
+            *link.pending, *tapped.outputs.values(), *tapped.inputs.values(), *tapped.every.values()
+        )
         num_p = max(len(w) for w in wanted)
         own_here = tapped.logits.astype(mx.float32) if is_last else None
         shape = (len(batch), num_p, loaded.info.vocab_size)
-        final = wire.broadcast_from(group, split.ranks - 1, own_here, shape, mx.float32)
+        final = link.broadcast(own_here)
         own = final.reshape(-1, shape[-1])
         flat = [b * num_p + j for b, w in enumerate(wanted) for j in range(len(w))]
         starts = [sum(len(w) for w in wanted[:b]) for b in range(len(wanted))]

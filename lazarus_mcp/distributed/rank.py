@@ -9,17 +9,26 @@ part-way: a rank never lingers without its rank 0.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 import time
 
 
-def _wait_for_request() -> bool:
-    """Block (no CPU) until rank 0 announces a request on our stdin; False when rank 0 is gone.
+def _read_stdin(requests: queue.Queue[bool], cancelled: threading.Event) -> None:
+    """Rank 0's lines: ``r`` announces a request, ``c`` cancels the one in progress; the end
+    of the file means rank 0 is gone. Read on a thread of its own, so a cancel arrives while
+    the main thread works (the work checks ``cancelled`` between blocks, ``link.Link``).
 
-    The backend's receive polls: a rank idling inside it would burn about 30% of a core
-    (measured on this machine's ring backend), so between requests a rank waits here instead."""
-    return bool(sys.stdin.buffer.readline())
+    Between requests the main thread waits on ``requests`` (no CPU): the backend's receive
+    polls, and a rank idling inside it would burn about 30% of a core (measured on this
+    machine's ring backend)."""
+    for line in sys.stdin.buffer:
+        if line.startswith(b"c"):
+            cancelled.set()
+        else:
+            requests.put(True)
+    requests.put(False)
 
 
 def _exit_when_orphaned() -> None:
@@ -57,8 +66,15 @@ def main() -> None:
             strict=True, backend=os.environ.get("LAZARUS_SHARD_BACKEND", "ring")
         )
         state = RankState(group)
+        requests: queue.Queue[bool] = queue.Queue()
+        reader = threading.Thread(
+            target=_read_stdin, args=(requests, state.cancelled), name="rank-0-lines", daemon=True
+        )
+        reader.start()
         with mx.stream(mx.cpu):
-            while _wait_for_request():
+            while requests.get():
+                # A cancel read before this request's line was for an earlier request.
+                state.cancelled.clear()
                 request = wire.from_json(wire.broadcast_bytes(group, None))
                 if request is None or request.get("op") == "stop":
                     break

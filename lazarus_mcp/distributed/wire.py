@@ -105,3 +105,15 @@ def unpack(data: bytes) -> tuple[dict[str, np.ndarray], Any]:
         arrays = {k: archive[k] for k in archive.files}
     meta = from_json(arrays.pop("__meta__").tobytes())
     return arrays, meta
+
+
+def expired(reason: str) -> bytes:
+    """A rank's answer to a request it stopped at the call's deadline or on a cancel."""
+    return to_json({"expired": reason})
+
+
+def expired_reason(data: bytes) -> str | None:
+    """The reason of an ``expired`` answer, else None (answers are JSON or ``.npz``)."""
+    if not data.startswith(b'{"expired":'):
+        return None
+    return str(from_json(data)["expired"])

@@ -123,7 +123,9 @@ class GenerationRun:
         # The first step reads the whole prompt; each later one the token emitted before it.
         fed = [self.steps[-1].token_id] if self.steps else list(self.encoded.token_ids)
         position = len(self.encoded.token_ids) - 1 + len(self.steps)
-        with loaded.scope(), _whole_step(bool(self.steps)):
+        # Over a pipeline the ranks check the deadline between blocks and stop in step (link).
+        one_token = bool(self.steps) and isinstance(self.source, LocalSteps)
+        with loaded.scope(), _whole_step(one_token):
             arrays = self.source.step(fed)
         step = generation_step(
             loaded.token_text, self.plan.tracked, len(self.steps), position, arrays
