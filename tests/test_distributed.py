@@ -116,6 +116,17 @@ def test_split_is_contiguous_and_even() -> None:
         even_split(4, 5)
 
 
+def test_the_mpi_backend_is_refused_with_the_reason_before_any_rank_starts() -> None:
+    from lazarus_mcp.distributed.group import current_group
+    from lazarus_mcp.distributed.pipeline import hosts_for
+    from lazarus_mcp.modeling.options import LoadOptions
+
+    with pytest.raises(InvalidRequestError, match="mpirun starts every rank itself"):
+        hosts_for(LoadOptions(shards=2, backend="mpi"))
+    assert current_group() is None
+    assert hosts_for(LoadOptions(shards=2)).backend == "ring"
+
+
 def test_local_ranks_listen_on_loopback_only() -> None:
     hosts = local_hosts(3)
     ring = json.loads(ring_hostfile(hosts))

@@ -62,11 +62,6 @@ class ShardGroup:
         return self.hosts.size
 
     def start(self) -> None:
-        if self.hosts.backend == "mpi":
-            raise InvalidRequestError(
-                "the mpi backend's ranks are started by mpirun, not by lazarus: run "
-                "'mlx.launch --backend mpi' around lazarus, or use ring or jaccl"
-            )
         self.launch = launch.start(self.hosts)
         atexit.register(self.stop)
         os.environ.update(self.launch.rank0_env)

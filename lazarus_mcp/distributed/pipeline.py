@@ -236,10 +236,22 @@ class ShardedModel(LoadedModel):
     pipeline: Pipeline | None = None
 
 
+# Why mpi is refused, before any rank starts (docs/distributed.md: what an mpi launch needs).
+MPI_REFUSAL = (
+    "the mpi backend is not supported: mpirun starts every rank itself as one command, while "
+    "lazarus starts its ranks and wakes each one through its stdin, which mpirun forwards to "
+    "rank 0 only; use ring (TCP) or jaccl (RDMA over Thunderbolt 5)"
+)
+
+
 def hosts_for(options: LoadOptions) -> Hosts:
     if options.hostfile is not None:
-        return read_hostfile(options.hostfile, options.backend)
-    return local_hosts(options.shards, options.backend or "ring")
+        hosts = read_hostfile(options.hostfile, options.backend)
+    else:
+        hosts = local_hosts(options.shards, options.backend or "ring")
+    if hosts.backend == "mpi":
+        raise InvalidRequestError(MPI_REFUSAL)
+    return hosts
 
 
 def load_sharded(model_id: str, options: LoadOptions) -> ShardedModel:
@@ -283,12 +295,3 @@ def load_sharded(model_id: str, options: LoadOptions) -> ShardedModel:
     fields = {f: getattr(loaded, f) for f in loaded.__dataclass_fields__}
     fields["info"] = info
     return ShardedModel(**fields, pipeline=Pipeline(group, key, ranges))
-
-
-def refuse(loaded: LoadedModel, what: str) -> None:
-    """Analyses the pipeline does not run yet say so instead of running on a partial model."""
-    if isinstance(loaded, ShardedModel):
-        raise InvalidRequestError(
-            f"{what} does not run over --shards yet; use analyze or "
-            "track_tokens, or load the model without --shards"
-        )

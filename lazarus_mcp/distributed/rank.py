@@ -1,9 +1,10 @@
 """Ranks 1..N-1: ``python -m lazarus_mcp.distributed.rank``, started by rank 0 (``launch``).
 
 A rank joins the group, then answers rank 0's requests until told to stop: rank 0 announces each
-one with a line on the rank's stdin, then broadcasts it. It exits at once, with one line on
-stderr, when rank 0 goes (its stdin closes, or the backend loses a peer) or a request fails
-part-way: a rank never lingers without its rank 0.
+one with a line on the rank's stdin, then broadcasts it; another line cancels the request in
+progress (the rank stops at its next block and finishes the request's collectives, ``link``).
+It exits at once, with one line on stderr, when rank 0 goes (its stdin closes, or the backend
+loses a peer) or a request fails part-way: a rank never lingers without its rank 0.
 """
 
 from __future__ import annotations
