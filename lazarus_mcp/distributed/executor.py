@@ -32,6 +32,10 @@ from lazarus_mcp.errors import LazarusError
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.runtime.limits import Interrupt, set_interrupt
 
+# The requests that run under the call's deadline on every rank and stop in step (``link``);
+# loads and a generation's start are not stopped part-way (as in one process).
+STOPPABLE = frozenset({"lens", "compare", "attribute", "gen_step"})
+
 
 def resident_bytes() -> int:
     """This process's resident memory now (Linux /proc), else its peak (macOS getrusage)."""
@@ -60,7 +64,8 @@ class RankState:
         """Rank 0's request, on this rank under the call's deadline (``budget``: the seconds
         the call had left when rank 0 sent it) and rank 0's cancel; rank 0 runs it under the
         call's own interrupt."""
-        if self.group.rank() == 0 or request.get("budget") is None:
+        stoppable = request["op"] in STOPPABLE
+        if self.group.rank() == 0 or request.get("budget") is None or not stoppable:
             return self._execute(request)
         budget = float(request["budget"])
         job = Interrupt(timeout=request.get("limit") or budget, cancelled=self.cancelled)
