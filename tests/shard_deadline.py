@@ -2,8 +2,9 @@
 
 A call over 2 ranks whose deadline passes while the ranks work (the limit is a fraction of the
 same call's time in one process), then the same call with time enough, and a generation whose
-deadline passes mid-way: the deadline ends the call with its one line, the ranks stop in step,
-and the group answers the next calls, equal to one process.
+deadline passes mid-way, and a call cancelled while the ranks work: the deadline (the cancel)
+ends the call with its one line, the ranks stop in step, and the group answers the next calls,
+equal to one process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lazarus_mcp.errors import LazarusError
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.runtime import limits
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
+from lazarus_mcp.runtime.limits import Interrupt
 from lazarus_mcp.schema import AnalysisConfig
 from lazarus_mcp.schema.generation import GenerationConfig
 from tests.shard_tools import diff
@@ -64,6 +66,17 @@ async def main(model: str) -> None:
         out["generate"] = [str(exc), 0]
     _timeout(default)
     out["after_generate"] = diff(expected, await split.analyze(PROMPT, config))
+    # A cancelled call (an MCP client's cancel): the ranks hear of it on their stdin.
+    job = Interrupt.after(default)
+    call = asyncio.ensure_future(split.analyze(PROMPT, config, interrupt=job))
+    await asyncio.sleep(0.3 * one_process)
+    job.cancel()
+    try:
+        await call
+        out["cancelled"] = "not stopped"
+    except LazarusError as exc:
+        out["cancelled"] = str(exc)
+    out["after_cancel"] = diff(expected, await split.analyze(PROMPT, config))
     print(json.dumps(out), flush=True)
 
 

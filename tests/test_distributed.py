@@ -219,8 +219,9 @@ def test_a_lost_rank_ends_the_call_with_one_line_and_no_orphan(action: str) -> N
 
 @pytest.mark.slow
 def test_a_deadline_stops_the_ranks_in_step_and_keeps_the_group(tmp_path: Path) -> None:
-    """The deadline passes while the ranks work (a lens grid, then a generation): the call ends
-    with the deadline's line, not a lost group, and the next calls equal one process."""
+    """The deadline passes while the ranks work (a lens grid, then a generation), and a call is
+    cancelled while they work: each ends with its one line, not a lost group, and the next calls
+    equal one process."""
     model = build_checkpoint(
         tmp_path / "wide",
         "llama",
@@ -249,6 +250,9 @@ def test_a_deadline_stops_the_ranks_in_step_and_keeps_the_group(tmp_path: Path) 
         assert worst <= TOLERANCE and same, out
     reason, steps = out["generate"]
     assert reason == "deadline" and steps >= 1 and out["generate_prefix"], out
+    assert "cancelled" in out["cancelled"] and "lost" not in out["cancelled"], out
+    worst, same = out["after_cancel"]
+    assert worst <= TOLERANCE and same, out
 
 
 @pytest.mark.slow

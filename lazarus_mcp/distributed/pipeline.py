@@ -1,10 +1,15 @@
 """Rank 0's model: its own share plus the group that holds the rest, behind the same
-``LoadedModel`` every analysis takes, and the lens of a batch over the pipeline.
+``LoadedModel`` every analysis takes, and each analysis's seam onto the pipeline.
 
-``load_sharded`` is what the model cache calls for ``LoadOptions(shards=N)`` (or a hostfile);
-``Pipeline.passer`` is the lens pass ``analyses.batch.analyze_encoded`` runs for a sharded model:
-the same plan, positions, continuations and result building, with the forward and the
-statistics done rank by rank.
+``load_sharded`` is what the model cache calls for ``LoadOptions(shards=N)`` (or a hostfile).
+An analysis that finds a ``pipeline`` on its model hands it the one step that touches the
+forward, and keeps the rest (plan, positions, result building) as in one process:
+``Pipeline.passer`` is the lens pass of ``analyses.batch`` (prompts, grids, batches,
+multi-token continuations), ``Pipeline.compare`` and ``Pipeline.attribute`` the arrays of
+``analyses.compare`` and ``analyses.attribution``, ``Pipeline.start_steps`` the step source of
+``generation.run``. Each sends one request per forward (``*_step`` on every rank) and joins the
+ranks' compact answers. The analyses reach these seams by attribute, without importing this
+package (it sits above them).
 """
 
 from __future__ import annotations
