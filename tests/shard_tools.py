@@ -1,10 +1,12 @@
-"""Run as a script (one shard group per process): ``python -m tests.shard_tools N A B [DIR...]``.
+"""Run as a script (one shard group per process): ``python -m tests.shard_tools N A B [DIR...]``
+(``--families`` for DIR: every registry family's test config, built in a temporary directory).
 
 Loads each checkpoint whole and over N local ranks and runs, both ways, what goes beyond the
 lens of prompts: ``compare`` (two prompts; two models, A and B, both split over the same group),
 ``attribute`` (the model's own top token; targets with a foil and some blocks), ``generate``
 (greedy past gemma3-text's 4-token window, and sampled with a seed) and multi-token tracked
-strings. Prints one JSON line per checkpoint, and one for the two-model compare: per mode the
+strings. A call one process refuses (attribute on parallel blocks) must be refused alike. Prints
+one JSON line per checkpoint, and one for the two-model compare: per mode the
 largest difference of any number in the results and whether everything else (tokens, ids, ranks,
 milestones, text) is equal.
 """
@@ -14,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from lazarus_mcp.errors import LazarusError
 from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.runtime.analyzer import ModelAnalyzer
 from lazarus_mcp.schema import AnalysisConfig, AttributionConfig
@@ -64,8 +69,18 @@ async def _one(whole: ModelAnalyzer, split: ModelAnalyzer) -> dict[str, Any]:
     out: dict[str, Any] = {"model": whole.info.path, "ranks": split.info.sharding.ranks}
 
     async def both(mode: str, call: Any) -> Any:
-        a, b = await call(whole), await call(split)
-        out[mode] = diff(a, b)
+        try:
+            a = await call(whole)
+        except LazarusError as refused:
+            # Refused in one process (attribute on parallel blocks): refused alike when split.
+            try:
+                await call(split)
+            except LazarusError as also:
+                out[mode] = (0.0, str(also) == str(refused))
+            else:
+                out[mode] = (float("inf"), False)
+            return None
+        out[mode] = diff(a, await call(split))
         return a
 
     every = AnalysisConfig(layer_strategy="all", track_tokens=single, top_k=3)
@@ -100,5 +115,15 @@ async def main(shards: int, pair: list[str], paths: list[str]) -> None:
     print(json.dumps({"model": " vs ".join(pair), "compare_models": diff(x, y)}), flush=True)
 
 
+def _families(directory: Path) -> list[str]:
+    from tests.checkpoints import FAMILY_CONFIGS, build_checkpoint
+
+    return [str(build_checkpoint(directory / f, f)) for f in sorted(FAMILY_CONFIGS)]
+
+
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2:4], sys.argv[4:]))
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = sys.argv[4:]
+        if paths == ["--families"]:
+            paths = _families(Path(scratch))
+        asyncio.run(main(int(sys.argv[1]), sys.argv[2:4], paths))

@@ -70,20 +70,18 @@ def test_every_family_sharded_equals_one_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_compare_attribute_generate_and_multi_token_sharded_equal_one_process() -> None:
+def test_compare_attribute_generate_and_multi_token_sharded_equal_one_process(
+    tmp_path: Path,
+) -> None:
     """Over 3 ranks (the middle one may hold no displayed row): compare (two prompts, and two
-    models on one group), attribute (with a foil), generate (greedy past gemma3-text's 4-token
-    window, and sampled with a seed) and multi-token tracked strings, within 1e-5."""
+    models on one group), attribute (with a foil; refused alike on GPT-NeoX's parallel blocks),
+    generate (greedy past gemma3-text's 4-token window, and sampled with a seed) and multi-token
+    tracked strings, within 1e-5. (Every registry family at 2 ranks: ``python -m
+    tests.shard_tools 2 A B --families``, about 5 minutes here.)"""
     pair = [PARITY / "llama", PARITY / "llama-tied"]
+    more = [PARITY / "gemma3-text", build_checkpoint(tmp_path / "gpt_neox", "gpt_neox")]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.shard_tools",
-            "3",
-            *map(str, pair),
-            str(PARITY / "gemma3-text"),
-        ],
+        [sys.executable, "-m", "tests.shard_tools", "3", *map(str, [*pair, *more])],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -92,7 +90,7 @@ def test_compare_attribute_generate_and_multi_token_sharded_equal_one_process() 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(rows) == 4
+    assert len(rows) == 5, done.stdout
     modes = {"compare", "compare_some", "attribute", "attribute_foil", "generate"}
     modes |= {"generate_sampled", "multi_token", "compare_models"}
     seen = set()
