@@ -125,6 +125,28 @@ def test_the_mpi_backend_is_refused_with_the_reason_before_any_rank_starts() -> 
     assert hosts_for(LoadOptions(shards=2)).backend == "ring"
 
 
+def test_answers_between_ranks_carry_only_numeric_arrays_of_their_stated_size() -> None:
+    import numpy as np
+
+    from lazarus_mcp.distributed import wire
+
+    arrays = {"p": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": np.array([3, 1])}
+    packed = wire.pack(arrays, {"rows": [None, 4]})
+    back, meta = wire.unpack(packed)
+    assert meta == {"rows": [None, 4]} and set(back) == {"p", "ids"}
+    assert np.array_equal(back["p"], arrays["p"]) and back["ids"].dtype == np.int64
+    assert wire.expired_reason(packed) is None
+    assert wire.expired_reason(wire.expired("late")) == "late"
+    with pytest.raises(ValueError, match="runs past"):
+        wire.unpack(packed[:-4])
+    with pytest.raises(ValueError, match="bytes after"):
+        wire.unpack(packed + b"x")
+    header = wire.to_json({"meta": None, "arrays": [["o", "|O", [1]]]})
+    hostile = wire.MAGIC + len(header).to_bytes(4, "little") + header + bytes(8)
+    with pytest.raises(ValueError, match="dtype"):
+        wire.unpack(hostile)
+
+
 def test_local_ranks_listen_on_loopback_only() -> None:
     hosts = local_hosts(3)
     ring = json.loads(ring_hostfile(hosts))

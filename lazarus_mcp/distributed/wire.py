@@ -2,13 +2,12 @@
 from every rank, one array broadcast from the last rank, all as ``mx.distributed`` collectives
 on the CPU stream (the ring backend's), evaluated at once.
 
-Requests and answers are JSON and ``.npz`` archives read with ``allow_pickle=False``: nothing a
-peer sends is ever executed. ``Traffic`` counts the bytes this rank put on the wire.
+Requests are JSON; answers a JSON header and raw numeric arrays (``pack``): nothing a peer
+sends is ever executed. ``Traffic`` counts the bytes this rank put on the wire.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -41,12 +40,13 @@ def broadcast_bytes(group: Any, data: bytes | None) -> bytes:
     size = int(np.array(_eval(counted))[0])
     if size == 0:
         return b""
-    buffer = np.zeros(size, dtype=np.int32)
+    # Four bytes to an int32 word: integer sums with zeros are exact whatever the bits.
+    words = np.zeros(-(-size // 4), dtype="<i4")
     if group.rank() == 0:
-        buffer[:] = np.frombuffer(mine, dtype=np.uint8)
-    summed = _eval(mx.distributed.all_sum(mx.array(buffer), group=group, stream=mx.cpu))
-    TRAFFIC.sent += 4 * size if group.rank() == 0 else 0
-    return np.array(summed).astype(np.uint8).tobytes()
+        words.view(np.uint8)[:size] = np.frombuffer(mine, dtype=np.uint8)
+    summed = _eval(mx.distributed.all_sum(mx.array(words), group=group, stream=mx.cpu))
+    TRAFFIC.sent += words.nbytes if group.rank() == 0 else 0
+    return np.array(summed).astype("<i4").tobytes()[:size]
 
 
 def gather_bytes(group: Any, data: bytes) -> list[bytes]:
@@ -93,18 +93,44 @@ def from_json(data: bytes) -> Any:
     return json.loads(data.decode()) if data else None
 
 
+# Answers: this magic, the header's length (4 bytes), a JSON header (``meta`` and each array's
+# name, dtype, shape), then the arrays' bytes. Only numeric dtypes are read back, each array's
+# size checked against its shape: nothing a peer sends is executed or trusted for a length.
+# (``.npz`` was the first format: its zip headers were most of a generation step's bytes.)
+MAGIC = b"LZW1"
+_KINDS = "biuf"
+
+
 def pack(arrays: dict[str, np.ndarray], meta: Any) -> bytes:
-    buffer = io.BytesIO()
-    named = {"__meta__": np.frombuffer(to_json(meta), dtype=np.uint8), **arrays}
-    np.savez(buffer, **named)  # type: ignore[arg-type]
-    return buffer.getvalue()
+    items = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    described = [[name, a.dtype.str, list(a.shape)] for name, a in items.items()]
+    header = to_json({"meta": meta, "arrays": described})
+    body = b"".join(a.tobytes() for a in items.values())
+    return MAGIC + len(header).to_bytes(4, "little") + header + body
 
 
 def unpack(data: bytes) -> tuple[dict[str, np.ndarray], Any]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    meta = from_json(arrays.pop("__meta__").tobytes())
-    return arrays, meta
+    if not data.startswith(MAGIC):
+        raise ValueError("not a packed answer")
+    length = int.from_bytes(data[4:8], "little")
+    header = from_json(data[8 : 8 + length])
+    offset = 8 + length
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype_str, shape in header["arrays"]:
+        dtype = np.dtype(dtype_str)
+        if dtype.kind not in _KINDS or dtype.hasobject:
+            raise ValueError(f"packed array {name!r} has dtype {dtype_str!r}")
+        count = int(np.prod(shape, dtype=np.int64))
+        end = offset + count * dtype.itemsize
+        if count < 0 or end > len(data):
+            raise ValueError(f"packed array {name!r} runs past the answer")
+        arrays[str(name)] = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(
+            shape
+        )
+        offset = end
+    if offset != len(data):
+        raise ValueError("a packed answer has bytes after its arrays")
+    return arrays, header["meta"]
 
 
 def expired(reason: str) -> bytes:
@@ -113,7 +139,7 @@ def expired(reason: str) -> bytes:
 
 
 def expired_reason(data: bytes) -> str | None:
-    """The reason of an ``expired`` answer, else None (answers are JSON or ``.npz``)."""
+    """The reason of an ``expired`` answer, else None (other answers are JSON or ``pack``'s)."""
     if not data.startswith(b'{"expired":'):
         return None
     return str(from_json(data)["expired"])
