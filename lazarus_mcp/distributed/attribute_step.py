@@ -36,7 +36,6 @@ def run_attribute(group: Any, held: StageModel, request: dict[str, Any]) -> byte
 
 
 def _attribute(group: Any, held: StageModel, request: dict[str, Any], link: Link) -> bytes:
-    """This rank's numbers for ``request`` (``pipeline.Pipeline.attribute``), packed."""
     loaded, split = held.loaded, held.split
     rank = group.rank()
     is_last = rank == split.ranks - 1

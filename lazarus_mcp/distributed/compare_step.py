@@ -40,7 +40,6 @@ def run_compare(group: Any, sides: list[StageModel], request: dict[str, Any]) ->
 
 
 def _compare(group: Any, sides: list[StageModel], request: dict[str, Any], link: Link) -> bytes:
-    """This rank's numbers for ``request`` (``pipeline.Pipeline.compare``), packed."""
     rank = group.rank()
     split = sides[0].split
     is_last = rank == split.ranks - 1

@@ -61,7 +61,6 @@ def run_step(group: Any, run: RankRun, request: dict[str, Any]) -> bytes:
 
 
 def _step(group: Any, run: RankRun, request: dict[str, Any], link: Link) -> bytes:
-    """This rank's rows of one step (``pipeline.ShardedSteps.step``), packed."""
     loaded, split = run.held.loaded, run.held.split
     rank = group.rank()
     is_last = rank == split.ranks - 1
@@ -83,6 +82,7 @@ def _step(group: Any, run: RankRun, request: dict[str, Any], link: Link) -> byte
             assert run.sampler is not None
             logits = tapped.logits[0, -1]
             token = run.sampler.choose(logits)
+            # The token rides with the logits as a float32: exact below 2**24 (any vocabulary).
             here = mx.concatenate([logits.astype(mx.float32), token.astype(mx.float32)[None]])
         both = link.broadcast(here)
         own = both[:vocab]
