@@ -5,10 +5,10 @@ Loads each checkpoint whole and over N local ranks and runs, both ways, what goe
 lens of prompts: ``compare`` (two prompts; two models, A and B, both split over the same group),
 ``attribute`` (the model's own top token; targets with a foil and some blocks), ``generate``
 (greedy past gemma3-text's 4-token window, and sampled with a seed) and multi-token tracked
-strings. A call one process refuses (attribute on parallel blocks) must be refused alike. Prints
-one JSON line per checkpoint, and one for the two-model compare: per mode the
-largest difference of any number in the results and whether everything else (tokens, ids, ranks,
-milestones, text) is equal.
+strings. A call one process refuses (attribute on parallel blocks) must be refused alike. B
+serves only the two-model compare. Prints one JSON line per checkpoint (A and the DIRs), and one
+for the two-model compare: per mode the largest difference of any number in the results and
+whether everything else (tokens, ids, ranks, milestones, text) is equal.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ async def _one(whole: ModelAnalyzer, split: ModelAnalyzer) -> dict[str, Any]:
 
 async def main(shards: int, pair: list[str], paths: list[str]) -> None:
     options = LoadOptions(shards=shards)
-    for path in [*pair, *paths]:
+    for path in [pair[0], *paths]:
         whole = await ModelAnalyzer.load(path, LoadOptions())
         split = await ModelAnalyzer.load(path, options)
         print(json.dumps(await _one(whole, split)), flush=True)

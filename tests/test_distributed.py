@@ -90,7 +90,7 @@ def test_compare_attribute_generate_and_multi_token_sharded_equal_one_process(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(rows) == 5, done.stdout
+    assert len(rows) == 4, done.stdout
     modes = {"compare", "compare_some", "attribute", "attribute_foil", "generate"}
     modes |= {"generate_sampled", "multi_token", "compare_models"}
     seen = set()
