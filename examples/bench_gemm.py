@@ -19,7 +19,10 @@ else (``bench_peak.c``, compiled here with ``cc``), on 1 thread and on every CPU
 ``--repeat``) and per CPU-second of the process (all its threads; on a shared machine the second
 is the steadier, as another process's load does not count, but a spinning helper thread does).
 ``--threads 1`` runs the kernels (and MKL) on one thread: per CPU-second, the rate of one core.
-The load average is printed: the machine is shared.
+``--scaling`` instead times the widened kernel and MKL on 1 and on every thread, interleaved, best
+of ``--repeat`` wall-clock: how far the second core adds (on a quiet machine only; under another
+process's load the best of a few runs still shows mostly the load). The load average is printed:
+the machine is shared.
 """
 
 from __future__ import annotations
@@ -147,6 +150,36 @@ def peaks(repeat: int, rng: np.random.Generator) -> list[str]:
     return lines
 
 
+def scaling(repeat: int, shapes: list[str], rng: np.random.Generator) -> None:
+    """Wall-clock GFLOP/s of the widened kernel and of MKL on 1 and on every thread."""
+    every = len(os.sched_getaffinity(0))
+    status = blas.status()
+    mkl = ctypes.CDLL(status.path) if status.name == "mkl" and status.path else None
+    print(f"| shape | widened, 1 / {every} threads | MKL, 1 / {every} threads |")
+    print("| --- | --- | --- |")
+    for name in shapes:
+        for m, k, n in SHAPES[name]:
+            calls = kernels(m, k, n, rng)
+            best: dict[tuple[str, int], float] = {}
+            for _ in range(repeat):
+                for threads in (1, every):
+                    cpu_gemm._threads = lambda threads=threads: threads
+                    if mkl is not None:
+                        mkl.MKL_Set_Num_Threads(threads)
+                    for label in ("widened", "mkl"):
+                        start = time.perf_counter()
+                        calls[label]()
+                        wall = time.perf_counter() - start
+                        best[label, threads] = min(best.get((label, threads), wall), wall)
+            gflop = 2 * m * k * n / 1e9
+            cells = [
+                f"{gflop / best[label, 1]:.0f} / {gflop / best[label, every]:.0f} GFLOP/s "
+                f"({best[label, 1] / best[label, every]:.2f}x)"
+                for label in ("widened", "mkl")
+            ]
+            print(f"| {name} {m}x{k}x{n} | {cells[0]} | {cells[1]} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -154,8 +187,14 @@ def main() -> None:
     parser.add_argument("--kernels", nargs="*", default=None)
     parser.add_argument("--no-peaks", action="store_true")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--scaling", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    if args.scaling:
+        print(f"load average at the start {os.getloadavg()}")
+        scaling(args.repeat, args.shapes, rng)
+        print(f"load average at the end {os.getloadavg()}")
+        return
     threads = args.threads
     cpu_gemm._threads = lambda: threads  # the kernels' helper threads per call
     print(f"threads {threads}; load average at the start {os.getloadavg()}")
