@@ -20,8 +20,11 @@ everywhere, with the input in full float32 (twice as accurate as the split's 16 
 
 MKL's float32 sgemm would need float32 weights: kept, they double the model's memory; converted
 per call (``astype``, then sgemm), the conversion alone cost more than the widened kernel's whole
-multiplication at every shape measured (MLX's CPU cast is a scalar loop). So MKL serves the
-float32 path only (float32 checkpoints, CPUs without AVX-512).
+multiplication at every shape measured (MLX's CPU cast is a scalar loop). Nor would widening a
+panel at a time and streaming it through sgemm help: MKL alone, on float32 weights made
+beforehand, ran at 50-89 GFLOP per CPU-second on the lens's shapes against the widened kernel's
+94-105 and the core's FMA peak of 108-116 (``examples/bench_gemm.py``, Zen 4). So MKL serves
+the float32 path only (float32 checkpoints, CPUs without AVX-512).
 
 Few rows keep the split so that a short prompt computes exactly what it computed before this
 dispatch (its results unchanged bit for bit); from ``WIDE_ROWS`` rows on (a 32-token prompt, a

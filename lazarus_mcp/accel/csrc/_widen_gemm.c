@@ -68,14 +68,28 @@ static const kernel_w_fn kernels_w[MRW + 1] = {
     NULL, kernel_w_1, kernel_w_2, kernel_w_3, kernel_w_4, kernel_w_5, kernel_w_6,
     kernel_w_7, kernel_w_8, kernel_w_9, kernel_w_10, kernel_w_11, kernel_w_12};
 
-/* x[m][k] -> blocks of MRW rows, [kp][MRW][2] floats each; the odd input past k is zero. */
+/* x[m][k] -> blocks of MRW rows, [kp][MRW][2] floats each; the odd input past k is zero.
+ * Written a block at a time in the order of the packed layout (each pair of a row is 8 bytes
+ * copied as one), so the stores are sequential and only the block's MRW row reads interleave.
+ * Against a row at a time, one thread: a call that is mostly packing (n = 32) 1.13-1.37x faster
+ * (1.59 against 2.18 ms at 256 x 5632), the k/v projections (256 x 2048 -> 256, where packing
+ * was ~11% of the call) 1.16x, the wide layers ~1%; results bitwise equal. */
 static void pack_rows(const float *x, int m, int k, size_t kp, float *out) {
-    for (int r = 0; r < m; r++) {
-        const float *row = x + (size_t)r * k;
-        float *dst = out + (size_t)(r / MRW) * MRW * kp * 2 + (size_t)(r % MRW) * 2;
-        for (size_t p = 0; p < kp; p++) {
-            dst[p * MRW * 2] = row[2 * p];
-            dst[p * MRW * 2 + 1] = 2 * p + 1 < (size_t)k ? row[2 * p + 1] : 0.0f;
+    size_t whole = (size_t)k / 2; /* pairs with both inputs inside k */
+    for (int b = 0; b < m; b += MRW) {
+        int rows = m - b < MRW ? m - b : MRW;
+        const float *block = x + (size_t)b * k;
+        float *dst = out + (size_t)b * kp * 2;
+        for (size_t p = 0; p < whole; p++) {
+            for (int r = 0; r < rows; r++) {
+                memcpy(dst + (p * MRW + r) * 2, block + (size_t)r * k + 2 * p, 2 * sizeof(float));
+            }
+        }
+        for (size_t p = whole; p < kp; p++) { /* k odd: the last input, then a zero */
+            for (int r = 0; r < rows; r++) {
+                dst[(p * MRW + r) * 2] = block[(size_t)r * k + 2 * p];
+                dst[(p * MRW + r) * 2 + 1] = 0.0f;
+            }
         }
     }
 }
