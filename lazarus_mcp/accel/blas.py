@@ -14,8 +14,28 @@ quiet machine TBB was also the fastest of the three layers (0.40 s vs 0.57 s for
 8-token lens). Without libtbb, Intel OpenMP is used with ``OMP_WAIT_POLICY=PASSIVE``. A user's
 ``MKL_THREADING_LAYER``, ``OMP_WAIT_POLICY``, ``KMP_BLOCKTIME`` or ``KMP_LIBRARY`` is respected.
 
+A batch member equals its single run. MKL's sgemm rounds a product of fewer than 4 rows or
+fewer than 12 columns on another code path than a larger one (MKL 2026.2, AMD Zen 4; measured over
+1-96 rows and columns, K 16-576, and 1-700 rows at K = N = 2048: at 4+ rows and 12+ columns every
+row and column is bitwise the same whatever the height and width). So a prompt of 1-3 tokens
+(height) and attention scores over fewer than 12 keys (width: ``q @ k.T`` inside the model's own
+attention) rounded differently from the same prompt inside a right-padded batch, whose padding
+widens both: a batch member's probabilities moved by up to 2.1e-6 (qwen3 parity checkpoint;
+llama 7.6e-7; entropies 5.5e-6 / 2.2e-6). The shim ``csrc/_sgemm_shape.c``, loaded with
+RTLD_GLOBAL before MKL so that it is the ``cblas_sgemm`` MLX resolves, multiplies zero-padded
+copies below that floor (``SGEMM_FLOOR``) and calls MKL unchanged above it. With it a batch
+member is bitwise its single run on every parity family, as with MLX's reference BLAS. What
+it costs: nothing above the floor (one comparison per call: a 128-token lens pads no product);
+below it, copies of the small operand. A single row padded to four took MKL's matrix-matrix path
+2-3x as long as its matrix-vector one (TinyLlama-shaped float32: 32000 x 2048 head 33 ms against
+9-14 ms), so a generation's one-token steps run without the floor (:func:`without_floor`), as
+before it: they have no batch to agree with. MKL's
+Conditional Numerical Reproducibility does not help: ``MKL_CBWR=AVX512,STRICT`` (or AVX2, or
+COMPATIBLE) left the same height and width dependence. ``LAZARUS_SGEMM_FLOOR=off`` disables the
+shim (MKL alone).
+
 ``LAZARUS_BLAS=reference`` skips the preload; ``LAZARUS_BLAS=/path/to/libblas.so`` loads another
-CBLAS library instead.
+CBLAS library instead (without the shim, whose floor is MKL's).
 """
 
 from __future__ import annotations
@@ -26,6 +46,8 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -37,6 +59,7 @@ class BlasStatus:
     path: str | None
     reason: str
     threading: str | None = None  # MKL's threading layer, when MKL is loaded
+    floor: str | None = None  # the sgemm shape floor, or why there is none (MKL only)
 
 
 _status: BlasStatus | None = None
@@ -97,6 +120,56 @@ def _configure_threads(mkl: ctypes.CDLL, mkl_path: str) -> str:
     return layer.lower()
 
 
+SGEMM_FLOOR = (4, 12)  # rows, columns: MKL's large-matrix path (see the module docstring)
+_FLOOR_ENV = "LAZARUS_SGEMM_FLOOR"
+
+
+def _load_shim() -> tuple[ctypes.CDLL | None, str]:
+    """The sgemm shim, loaded into the global namespace (before MKL, so that it comes first)."""
+    if os.environ.get(_FLOOR_ENV, "").strip().lower() in {"0", "off", "false", "no"}:
+        return None, f"disabled by {_FLOOR_ENV}"
+    import importlib.util
+
+    spec = importlib.util.find_spec("lazarus_mcp.accel._sgemm_shape")
+    if spec is None or not spec.origin:
+        return None, "not built (needs x86-64 Linux and a C compiler at install time)"
+    try:
+        return ctypes.CDLL(spec.origin, mode=ctypes.RTLD_GLOBAL), "loaded"
+    except OSError as exc:
+        return None, f"could not load {spec.origin}: {exc}"
+
+
+_shim: ctypes.CDLL | None = None
+
+
+def _install_shim(shim: ctypes.CDLL, mkl: ctypes.CDLL) -> str:
+    global _shim
+    inner = ctypes.cast(mkl.cblas_sgemm, ctypes.c_void_p).value
+    init = shim.lz_sgemm_shape_init
+    init.restype, init.argtypes = None, [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    init(inner, *SGEMM_FLOOR)
+    shim.lz_sgemm_shape_enable.restype = None
+    shim.lz_sgemm_shape_enable.argtypes = [ctypes.c_int]
+    _shim = shim
+    return f"{SGEMM_FLOOR[0]} rows x {SGEMM_FLOOR[1]} columns"
+
+
+@contextmanager
+def without_floor() -> Iterator[None]:
+    """MKL's own paths for the products computed inside (a generation's one-token steps: padded
+    to 4 rows, TinyLlama-shaped float32 products took 2-3x as long as MKL's matrix-vector path,
+    e.g. 33 ms against 9-14 ms for the 32000 x 2048 head). Only the MLX worker thread computes,
+    and it evaluates inside; a no-op without the shim."""
+    if _shim is None:
+        yield
+        return
+    _shim.lz_sgemm_shape_enable(0)
+    try:
+        yield
+    finally:
+        _shim.lz_sgemm_shape_enable(1)
+
+
 def preload() -> BlasStatus:
     """Load the BLAS once per process; later calls return what the first one did."""
     global _status
@@ -113,21 +186,25 @@ def preload() -> BlasStatus:
         paths = [choice] if choice.lower() != "auto" else _mkl_candidates()
         _status = BlasStatus("reference", None, "no optimized BLAS found (pip install mkl)")
         for path in paths:
+            is_mkl = "mkl" in os.path.basename(path)
+            shim, floor = _load_shim() if is_mkl else (None, None)
             try:
                 library = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
             except OSError as exc:
                 logger.debug("could not load %s: %s", path, exc)
                 continue
-            is_mkl = "mkl" in os.path.basename(path)
             threading = _configure_threads(library, path) if is_mkl else None
+            if shim is not None:
+                floor = _install_shim(shim, library)
             name = "mkl" if is_mkl else os.path.basename(path)
-            _status = BlasStatus(name, path, "preloaded before mlx.core", threading)
+            _status = BlasStatus(name, path, "preloaded before mlx.core", threading, floor)
             break
     logger.debug(
-        "BLAS: %s (%s; threading %s) on %s",
+        "BLAS: %s (%s; threading %s; sgemm floor %s) on %s",
         _status.name,
         _status.reason,
         _status.threading or "n/a",
+        _status.floor or "n/a",
         platform.machine(),
     )
     return _status
