@@ -236,14 +236,6 @@ def check_result_bytes(what: str, need: int, limits: Limits | None = None) -> No
         )
 
 
-def check_layers_listed(layers: list[int] | None, limits: Limits | None = None) -> None:
-    lim = limits or current()
-    if layers is not None and len(layers) > lim.max_layers_listed:
-        raise LimitExceededError(
-            f"{len(layers):,} layers listed, more than the limit of {lim.max_layers_listed}"
-        )
-
-
 def check_float_arg(name: str, value: float | None, limits: Limits | None = None) -> None:
     if value is None:
         return
