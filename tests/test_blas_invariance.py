@@ -6,6 +6,10 @@ or 12 columns on another path (``LAZARUS_SGEMM_FLOOR=off`` makes the first test 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -43,3 +47,21 @@ def test_products_under_the_floor_are_right_in_every_layout(trans_a: bool, trans
         sliced = wide[:, ::2]  # every other column: a strided operand
         want = np.array(sliced).astype(np.float64) @ (b.T if trans_b else b)
         np.testing.assert_allclose(np.array(sliced @ mb), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_shim_computes_when_mkl_then_fails_to_load(tmp_path: Path) -> None:
+    """The shim is loaded before MKL (it must come first); if MKL then fails to load, MLX's
+    products still reach a BLAS (the next ``cblas_sgemm`` in the process) instead of a null
+    pointer."""
+    code = (
+        "from lazarus_mcp.runtime.process import prepare_process\n"
+        "print(prepare_process().name)\n"
+        "import mlx.core as mx\n"
+        "print((mx.ones((2, 3)) @ mx.ones((3, 5))).sum().item())\n"
+    )
+    env = {**os.environ, "LAZARUS_BLAS": str(tmp_path / "libmkl_rt.so.3")}  # no such file
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.split() == ["reference", "30.0"]

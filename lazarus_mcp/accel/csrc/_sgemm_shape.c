@@ -10,8 +10,8 @@
  * this shim multiplies zero-padded copies, so every product runs on MKL's large-matrix path;
  * above it, it calls MKL as it is (one comparison per call).
  *
- * Loaded with RTLD_GLOBAL before MKL (accel/blas.py), so MLX's dynamically resolved cblas_sgemm
- * is this one; MKL's own is handed in by lz_sgemm_shape_init. Only row-major calls (MLX's) are
+ * Made global ahead of MKL (accel/blas.py), so MLX's dynamically resolved cblas_sgemm is this
+ * one; MKL's own is handed in by lz_sgemm_shape_init before the shim becomes visible. Only row-major calls (MLX's) are
  * padded; a column-major call goes to MKL unchanged.
  */
 #define PY_SSIZE_T_CLEAN
