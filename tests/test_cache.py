@@ -64,14 +64,21 @@ async def test_memory_budget_keeps_only_what_fits() -> None:
     assert [m.info.family for m in cache.loaded()] == ["mistral"]
 
 
-async def test_a_load_past_its_calls_deadline_times_out_and_caches_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["safetensors", "gguf"])
+async def test_a_load_past_its_calls_deadline_times_out_and_caches_nothing(
+    tmp_path: Path, kind: str
+) -> None:
     """A load is part of the call that asked for it: past the call's deadline it stops between
     tensors with the call's timeout error and leaves no entry (cached whole or not at all); the
     next call loads the model whole and is not charged for the stopped load."""
     from lazarus_mcp.runtime import limits
     from tests.checkpoints import build_checkpoint
+    from tests.gguf_files import write_gguf
 
-    model = str(build_checkpoint(tmp_path / "model"))
+    if kind == "gguf":
+        model = str(write_gguf(tmp_path / "gguf", "llama", "Q8_0"))
+    else:
+        model = str(build_checkpoint(tmp_path / "model"))
     cache = ModelCache()
     timeout = pytest.raises(limits.CallInterrupted, match=r"time limit of 0\.001 s")
     with limits.call_deadline(0.001), timeout:
