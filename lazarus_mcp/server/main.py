@@ -23,11 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lazarus_mcp.server.flags import LIMIT_PARAMETERS
+
+if TYPE_CHECKING:
+    from lazarus_mcp.runtime.limits import Limits
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNITS |= {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -244,7 +247,7 @@ def _quit(signum: int, frame: Any) -> None:
     os._exit(0)
 
 
-def server_limits(options: ServerOptions) -> Any:
+def server_limits(options: ServerOptions) -> Limits:
     """The core's :class:`Limits` this server's options set."""
     from lazarus_mcp.runtime import limits
 
