@@ -33,11 +33,12 @@ What the floor costs: nothing above it (one comparison per call; a 128-token len
 product), copies of the small operand below it. On the benchmark's TinyLlama-shaped model
 converted to float32, floor on and off interleaved in one process (5 rounds, medians, load
 average 7 on 2 cores): a lens of 8 tokens 1.65 s vs 1.58 s, of 128 tokens 10.5 s vs 10.1 s
-(ratios 1.04, inside the rounds' spread of +-20%). One row padded to four costs MKL's
-matrix-matrix path 2-3x its matrix-vector one (a one-token step 1.16 s vs 0.44 s; the 32000 x
-2048 head 33 ms vs 9-14 ms), so a generation's one-token steps run without the floor
-(:func:`without_floor`): they have no batch to agree with. ``LAZARUS_SGEMM_FLOOR=off`` disables
-the shim (MKL alone).
+(ratios 1.04, inside the rounds' spread of +-20%); a second run (``python
+examples/bench_sgemm_floor.py``, load average 4): 1.23 s vs 1.25 s and 7.81 s vs 7.74 s (0.99,
+1.01). One row padded to four costs MKL's matrix-matrix path 2-3x its matrix-vector one (a
+one-token step 1.16 s vs 0.44 s, then 0.81 s vs 0.34 s; the 32000 x 2048 head 33 ms vs 9-14 ms),
+so a generation's one-token steps run without the floor (:func:`without_floor`): they have no
+batch to agree with. ``LAZARUS_SGEMM_FLOOR=off`` disables the shim (MKL alone).
 
 ``LAZARUS_BLAS=reference`` skips the preload; ``LAZARUS_BLAS=/path/to/libblas.so`` loads another
 CBLAS library instead (without the shim, whose floor is MKL's).
