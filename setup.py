@@ -26,5 +26,13 @@ if sys.platform.startswith("linux") and platform.machine().lower() in {"x86_64",
             optional=True,
         )
     )
+    extensions.append(
+        Extension(
+            "lazarus_mcp.accel._sgemm_shape",
+            sources=["lazarus_mcp/accel/csrc/_sgemm_shape.c"],
+            extra_compile_args=["-O2", "-std=gnu11"],
+            optional=True,
+        )
+    )
 
 setup(ext_modules=extensions)

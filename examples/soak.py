@@ -34,7 +34,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parent.parent
-PARITY = ROOT.parent / "shared" / "parity"
+PARITY = Path(os.environ.get("LAZARUS_PARITY_DIR") or ROOT.parent / "shared" / "parity")
 PROMPTS = ["The capital of France is", "2 + 2 =", "Hello world", "one two three four"]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
+
+from lazarus_mcp.modeling.safe_files import read_capped
 
 # Far beyond any batch the limits let through (prompts of at most 100,000 characters each);
 # ``/dev/zero`` was read until memory ran out.
@@ -16,27 +17,14 @@ class PromptsFileError(ValueError):
     pass
 
 
-def _read_capped(path: Path, cap: int) -> bytes:
-    """A regular file's bytes, at most ``cap``; a device, FIFO or directory is refused (opened
-    non-blocking, so a FIFO cannot hang the command before it is refused)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PromptsFileError(f"cannot read {path}: it is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(cap + 1)
-    finally:
-        os.close(fd)
-    if len(data) > cap:
-        raise PromptsFileError(f"cannot read {path}: it is larger than {cap:,} bytes")
-    return data
-
-
 def read_prompts_file(path: Path) -> list[str]:
     """One prompt per non-blank line; if the first one is a JSON object, every line must be a
     JSON object with a string ``prompt`` (JSON Lines), so prompts may hold newlines."""
     try:
-        text = _read_capped(path.expanduser(), MAX_PROMPTS_FILE_BYTES).decode("utf-8")
+        data = read_capped(
+            path.expanduser(), MAX_PROMPTS_FILE_BYTES, PromptsFileError, f"the prompts file {path}"
+        )
+        text = data.decode("utf-8")
     except OSError as exc:
         raise PromptsFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:

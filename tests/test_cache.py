@@ -62,3 +62,59 @@ async def test_memory_budget_keeps_only_what_fits() -> None:
     await cache.get(str(PARITY / "llama"))
     await cache.get(str(PARITY / "mistral"))
     assert [m.info.family for m in cache.loaded()] == ["mistral"]
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "gguf"])
+async def test_a_load_past_its_calls_deadline_times_out_and_caches_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    """A load is part of the call that asked for it: past the call's deadline it stops between
+    tensors with the call's timeout error and leaves no entry (cached whole or not at all); the
+    next call loads the model whole and is not charged for the stopped load."""
+    from lazarus_mcp.runtime import limits
+    from tests.checkpoints import build_checkpoint
+    from tests.gguf_files import write_gguf
+
+    if kind == "gguf":
+        model = str(write_gguf(tmp_path / "gguf", "llama", "Q8_0"))
+    else:
+        model = str(build_checkpoint(tmp_path / "model"))
+    cache = ModelCache()
+    timeout = pytest.raises(limits.CallInterrupted, match=r"time limit of 0\.001 s")
+    with limits.call_deadline(0.001), timeout:
+        await cache.get(model)
+    assert cache.loads == 0 and cache.loaded() == [] and cache.peek(model) is None
+    with limits.call_deadline(60) as call:
+        loaded = await cache.get(model)
+        assert call.remaining() is not None and call.remaining() > 50  # type: ignore[operator]
+    assert cache.loads == 1 and cache.peek(model) is loaded
+
+
+async def test_a_load_shared_with_a_call_past_its_deadline_is_loaded_for_the_other(
+    tmp_path: Path,
+) -> None:
+    """The call that started a load times out; a caller that shared it (no deadline of its own)
+    starts its own load and gets the model."""
+    from lazarus_mcp.runtime import limits
+    from tests.checkpoints import build_checkpoint
+
+    model = str(build_checkpoint(tmp_path / "model"))
+    cache = ModelCache()
+    outcomes: dict[str, object] = {}
+
+    async def hurried() -> None:
+        with limits.call_deadline(0.001):
+            try:
+                await cache.get(model)
+            except limits.CallInterrupted as exc:
+                outcomes["hurried"] = exc
+
+    async def patient() -> None:
+        outcomes["patient"] = await cache.get(model)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hurried)
+        await anyio.sleep(0.01)  # the hurried call has started the load
+        tg.start_soon(patient)
+    assert isinstance(outcomes["hurried"], limits.CallInterrupted)
+    assert outcomes["patient"] is cache.peek(model) and cache.loads == 1

@@ -100,3 +100,29 @@ def test_an_argument_that_is_not_utf8_is_a_one_line_error(option: str) -> None:
     assert err.strip().splitlines() == [
         "error: an argument is not UTF-8 text (byte 0xff): 'The capital \\xff of'"
     ]
+
+
+def test_one_capped_read_serves_prompts_files_and_checkpoints(tmp_path: Path) -> None:
+    """``--prompts-file`` and a checkpoint's files are read by the one ``read_capped``
+    (``modeling/safe_files.py``); only the error class and the file's name differ."""
+    from lazarus_cli import inputs
+    from lazarus_mcp.errors import ModelLoadError
+    from lazarus_mcp.modeling.safe_files import read_capped
+
+    fifo = tmp_path / "prompts.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(inputs.PromptsFileError) as from_cli:
+        inputs.read_prompts_file(fifo)
+    with pytest.raises(ModelLoadError) as from_checkpoint:
+        read_capped(fifo, 10)
+    assert str(from_cli.value) == f"the prompts file {fifo} is not a regular file; refused"
+    assert (
+        str(from_checkpoint.value) == "prompts.txt in the checkpoint is not a regular file; refused"
+    )
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 11)
+    assert read_capped(big, 11) == b"x" * 11
+    with pytest.raises(
+        inputs.PromptsFileError, match=r"^the prompts file .* larger than 10 bytes$"
+    ):
+        read_capped(big, 10, inputs.PromptsFileError, f"the prompts file {big}")

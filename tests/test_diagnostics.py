@@ -21,7 +21,12 @@ from lazarus_mcp.accel.diagnostics import Diagnostics, collect
 
 runner = CliRunner()
 LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
-DEFAULT_BLAS = not {"LAZARUS_BLAS", "MKL_THREADING_LAYER", "LAZARUS_CPU_KERNEL"} & set(os.environ)
+DEFAULT_BLAS = not {
+    "LAZARUS_BLAS",
+    "MKL_THREADING_LAYER",
+    "LAZARUS_CPU_KERNEL",
+    "LAZARUS_SGEMM_FLOOR",
+} & set(os.environ)
 MAPS = Path("/proc/self/maps")
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -52,6 +57,8 @@ def test_mkl_with_tbb_threads_and_the_kernel_where_the_cpu_has_it() -> None:
     assert report.blas == "mkl"
     assert report.blas_threading == "tbb"
     assert "libtbb" in _mapped()
+    assert report.blas_floor == "4 rows x 12 columns"  # accel/blas.py: ahead of MKL's sgemm
+    assert "_sgemm_shape" in _mapped()
     assert report.device == "cpu"
     if _cpu_has_avx512_bf16():
         assert report.cpu_kernel.startswith("available")

@@ -324,3 +324,88 @@ def test_a_plot_with_too_many_cells_is_refused_before_compute() -> None:
     limits.configure(replace(limits.current(), max_plot_cells=10))
     args = example(spec, positions="all", layer_strategy="all", plot=True)
     refused("mcp", spec, args, "heatmap would have", "at most 10")
+
+
+# A request's limits, checked by the gate alone. The checks that read a request (its prompts,
+# config, memory and result size) may be called from runtime/gate.py only; model loads and lens
+# fitting check their own memory (the weights, a fit), and the lens math its own top_k.
+REQUEST_CHECKS = {
+    "check_prompt_chars",
+    "check_prompt_tokens",
+    "check_tracked",
+    "check_token_string",
+    "check_float_arg",
+    "check_result_bytes",
+    "check_count",
+}
+
+
+def test_a_request_is_checked_by_the_gate_alone() -> None:
+    """No second copy of a limit or its message: ``analyses/guards.py`` re-checked prompts,
+    configs and the forward's memory with an estimate of its own that had drifted from the
+    gate's, and the gate repeated the lens's top_k message."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    callers: dict[str, set[str]] = {}
+    estimates: list[str] = []
+    vocab_messages: list[str] = []
+    for path in sorted((ROOT / "lazarus_mcp").rglob("*.py")):
+        name = str(path.relative_to(ROOT))
+        source = path.read_text()
+        if "(the vocab size)" in source:
+            vocab_messages.append(name)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef) and node.name == "forward_bytes":
+                estimates.append(name)
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                first = node.args[0] if node.args else None
+                if called == "check_memory" and "forward" in str(getattr(first, "value", "")):
+                    called = "check_memory (a forward)"
+                if called in {*REQUEST_CHECKS, "check_memory (a forward)"}:
+                    callers.setdefault(called, set()).add(name)
+    allowed = {"lazarus_mcp/runtime/gate.py", "lazarus_mcp/runtime/limits.py"}
+    assert {check: files - allowed for check, files in callers.items()} == {
+        check: set() for check in callers
+    }
+    assert "check_prompt_chars" in callers and "check_memory (a forward)" in callers
+    assert estimates == ["lazarus_mcp/runtime/gate.py"]
+    assert vocab_messages == ["lazarus_mcp/lens/cells.py"]
+
+
+def _estimate(loaded: Any, config: Any, prompts: list[str]) -> int:
+    """The gate's memory estimate of a lens call: the smallest budget it admits (bisection)."""
+    request = gate.Request("lens", prompts, config)
+    before = limits.current()
+    low, high = 0, 1 << 32
+    try:
+        while low < high:
+            middle = (low + high) // 2
+            limits.configure(replace(before, memory_budget=middle))
+            try:
+                worker.run_sync(gate.admit, [loaded], request)
+                high = middle
+            except limits.LimitExceededError:
+                low = middle + 1
+    finally:
+        limits.configure(before)
+    return low
+
+
+def test_the_memory_estimate_counts_the_milestone_rows() -> None:
+    """Milestones read every block at each prompt's last position whatever is displayed: N rows
+    x V floats per prompt through the lens's dozen working arrays, and N kept states. With one
+    displayed layer the estimate once counted one row; it must count the N."""
+    from lazarus_mcp.modeling.loading import load
+    from lazarus_mcp.schema import AnalysisConfig
+
+    loaded = worker.run_sync(load, LLAMA)
+    info = loaded.info
+    config = AnalysisConfig(custom_layers=[5], use_chat_template=False)
+    for prompts in (["The capital of France is"], ["The capital of France is", "Hi there"]):
+        milestones = gate.LENS_ARRAYS * info.num_layers * len(prompts) * info.vocab_size * 4
+        kept = info.num_layers * len(prompts) * info.hidden_size * 4
+        assert _estimate(loaded, config, prompts) >= milestones + kept, prompts

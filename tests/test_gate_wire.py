@@ -108,6 +108,30 @@ async def test_every_tool_over_http() -> None:
                 await run_cases(client, spec)
 
 
+async def test_the_servers_limit_flags_are_the_clis() -> None:
+    """``lazarus-mcp`` takes the ``--max-*`` flags of the one limits table (runtime/limits.py
+    LIMIT_FLAGS), as every ``lazarus`` command does: the default refuses top_k 150, the raised
+    limit is honoured, and a lowered one refuses what the default allows."""
+    analyze = next(t for t in TOOLS if t.name == "analyze")
+    wide = example(analyze, top_k=150)
+    async with spawned("--log-level", "WARNING") as session:
+        with anyio.fail_after(120):
+            refused = await session.call_tool("analyze", wide)
+    assert refused.is_error
+    assert "top_k must be an integer from 1 to 100 (--max-top-k)" in refused.content[0].text  # type: ignore[union-attr]
+    flags = ("--max-top-k", "150", "--max-prompt-chars", "30", "--log-level", "WARNING")
+    async with spawned(*flags) as session:
+        with anyio.fail_after(120):
+            done = await session.call_tool("analyze", wide)
+            long = await session.call_tool("analyze", example(analyze, prompt="x" * 31))
+    assert not done.is_error, done.content
+    rows = done.structured_content["layer_predictions"]  # type: ignore[index]
+    assert {len(row["top_k"]) for row in rows} == {150}
+    assert long.is_error
+    text = long.content[0].text  # type: ignore[union-attr]
+    assert "31 characters, more than this server's limit of 30" in text, text
+
+
 SLOW_TEMPLATE = (
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     "{{ messages[0]['content'] }}"

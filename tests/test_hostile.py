@@ -306,7 +306,7 @@ async def test_extreme_embedding_scales_are_refused(client: Client, scale: Any) 
 async def test_non_finite_results_are_errors_not_invalid_results() -> None:
     import numpy as np
 
-    from lazarus_mcp.analyses.guards import check_finite
+    from lazarus_mcp.analyses.finite import check_finite
     from lazarus_mcp.errors import InvalidRequestError
 
     check_finite(np.array([0.5, 0.25]))

@@ -50,3 +50,30 @@ def test_grid_numbers_and_the_cell_limit(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(InvalidRequestError, match="needs a tracked token"):
         grid_of(plain, Metric.rank)
     assert plot_format("a/B.HTM") == "html"
+
+
+def test_a_picture_stops_midway_at_the_calls_deadline() -> None:
+    """The deadline is checked while matplotlib draws the cell labels (a checkpoint artist per
+    block of them), not only before and after: a 7 x 817 grid's PNG took 69 s on this machine
+    under load; this 7 x ~120 one takes seconds, and stops within about the limit."""
+    import time
+
+    from lazarus_mcp.runtime import limits
+    from tests.conftest import PARITY
+
+    loaded = worker.run_sync(load, str(PARITY / "llama"))
+    config = AnalysisConfig(
+        layer_strategy=LayerStrategy.ALL,
+        positions="all",
+        include_embeddings=True,
+        use_chat_template=False,
+        top_k=1,
+    )
+    prompt = "one two three four five six seven eight " * 15
+    result = worker.run_sync(analyze_loaded, loaded, prompt, config)
+    assert result.grid is not None and len(result.grid) > 100
+    began = time.monotonic()
+    with limits.call_deadline(0.2) as job, pytest.raises(limits.CallInterrupted):
+        job.begin()  # as the call's first worker job does
+        render_heatmap(result, "png")
+    assert time.monotonic() - began < 2.5

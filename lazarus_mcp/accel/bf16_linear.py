@@ -169,16 +169,21 @@ def _swap(model: nn.Module, name: str, make: Callable[[Any], Any]) -> None:
         setattr(parent, key, make(parent[key]))
 
 
-def pack_model(model: nn.Module, tied: bool, matmul: str) -> int:
+def pack_model(
+    model: nn.Module, tied: bool, matmul: str, between: Callable[[], None] | None = None
+) -> int:
     """Replace the layers the kernels compute, one weight at a time: each is read, packed and
     its source dropped before the next (only names are held, not the modules). With ``EXACT``,
     only weights the kernels hold exactly: bfloat16 ones and affine-quantized ones; the rest
-    stay MLX's (in float32). Returns how many modules were replaced."""
+    stay MLX's (in float32). ``between`` runs before each weight (the load's call deadline).
+    Returns how many modules were replaced."""
     swaps = [
         (name, make)
         for name, module in model.named_modules()
         if (make := _replacement(module, tied, matmul)) is not None
     ]
     for name, make in swaps:
+        if between is not None:
+            between()
         _swap(model, name, make)
     return len(swaps)

@@ -29,6 +29,11 @@ class Diagnostics(BaseModel):
     blas_path: str | None
     blas_reason: str
     blas_threading: str | None = Field(description="MKL's threading layer, when MKL is used.")
+    blas_floor: str | None = Field(
+        default=None,
+        description="The smallest sgemm shape MKL is called with (a batch member then equals its "
+        "single run), or why there is no floor; MKL only.",
+    )
     cpu_kernel: str = Field(
         description="lazarus's bfloat16 CPU matmul kernel: 'available (...)' or why it is not."
     )
@@ -91,6 +96,7 @@ def collect(device: str | None = None) -> Diagnostics:
         blas_path=status.path,
         blas_reason=status.reason,
         blas_threading=status.threading,
+        blas_floor=status.floor,
         cpu_kernel=f"available ({kernel.reason})" if kernel.available else kernel.reason,
         auto_dtype=auto,
     )

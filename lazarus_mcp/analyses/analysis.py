@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from lazarus_mcp.analyses import guards
+from lazarus_mcp.analyses.finite import check_finite
 from lazarus_mcp.analyses.prompt_lens import LensRequest, PromptLens
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens.cells import Column, Row, check_top_k
@@ -156,7 +156,6 @@ def resolve_tracked(loaded: LoadedModel, queries: list[str]) -> list[ResolvedTok
 
 def plan_lens(loaded: LoadedModel, config: AnalysisConfig) -> LensPlan:
     info = loaded.info
-    guards.check_config(config)
     check_top_k(config.top_k, info.vocab_size)
     layers = select_layers(config, info.num_layers)
     tracked = resolve_tracked(loaded, config.track_tokens)
@@ -219,8 +218,8 @@ def build_result(
     text = loaded.token_text
     arrays = lens.positions[len(encoded.token_ids) - 1]
     for column in lens.positions.values():
-        guards.check_finite(column.top_probs, column.entropy, column.kl, column.tracked_probs)
-        guards.check_finite(column.final_top_probs, column.final_tracked_probs)
+        check_finite(column.top_probs, column.entropy, column.kl, column.tracked_probs)
+        check_finite(column.final_top_probs, column.final_tracked_probs)
     scale = config.embedding_scale if config.embedding_scale is not None else info.embedding_scale
     grid = None
     if config.positions != "last":

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lazarus_mcp.analyses.analysis import LensPlan, build_result, plan_lens
-from lazarus_mcp.analyses.guards import check_encoded
 from lazarus_mcp.analyses.prompt_lens import (
     PassFn,
     lens_of_prompts,
@@ -24,7 +23,6 @@ from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens.positions import select_positions
 from lazarus_mcp.lens.readout import lens_name
 from lazarus_mcp.lens.tokens import EncodedPrompt
-from lazarus_mcp.runtime import limits
 from lazarus_mcp.schema import AnalysisConfig, AnalysisResult
 
 if TYPE_CHECKING:
@@ -65,10 +63,7 @@ def encode_all(
     encoded = []
     for n, prompt in enumerate(prompts):
         try:
-            limits.check_prompt_chars(prompt)
             encoded.append(encode_prompt(loaded.tokenizer, prompt, config.use_chat_template))
-            # Every block's lens at most (the plan's layers are not known here).
-            check_encoded(loaded, len(encoded[-1].token_ids), loaded.info.num_layers)
         except InvalidRequestError as exc:
             if len(prompts) == 1:
                 raise

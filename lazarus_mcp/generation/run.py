@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from lazarus_mcp.accel import blas
 from lazarus_mcp.analyses.analysis import LensPlan, plan_lens
 from lazarus_mcp.analyses.prompt_lens import LensRequest
 from lazarus_mcp.analyses.prompts import encode_prompt
@@ -50,15 +51,19 @@ def _whole_step(one_token: bool) -> Iterator[None]:
     SmolLM2-135M about as much as the lens). The prompt's forward keeps the checks between
     blocks: it may be long. A cancelled call still stops within one step."""
     job = limits.interrupt()
-    if not one_token or job is None:
+    if not one_token:
         yield
         return
-    job.check()
-    limits.set_interrupt(None)
+    if job is not None:
+        job.check()
+        limits.set_interrupt(None)
     try:
-        yield
+        # One row: MKL's matrix-vector path (accel/blas.py); no batch to agree with.
+        with blas.without_floor():
+            yield
     finally:
-        limits.set_interrupt(job)
+        if job is not None:
+            limits.set_interrupt(job)
 
 
 class StepSource(Protocol):

@@ -26,7 +26,7 @@ from lazarus_mcp.modeling.families import FAMILIES, FamilySpec
 from lazarus_mcp.modeling.gguf_architectures import GGUFArchitecture, gguf_tensor_name, qk_row_order
 from lazarus_mcp.modeling.gguf_header import GGUFHeader, read_header
 from lazarus_mcp.modeling.gguf_weights import GROUP, QUANTIZED_BITS, load_tensors
-from lazarus_mcp.runtime.limits import check_memory
+from lazarus_mcp.runtime.limits import check_interrupt, check_memory
 
 _LAYER_KEYS = ("num_hidden_layers", "n_layer")
 
@@ -242,7 +242,9 @@ def build(
             ][:400]
         ) from exc
     _embedding_in(model, dtype)
-    mx.eval(model.parameters())
+    for _, value in tree_flatten(model.parameters()):
+        check_interrupt()  # the call's deadline, between tensors (a load is part of its call)
+        mx.eval(value)
     del tensors, weights
     mx.clear_cache()
     return model, config

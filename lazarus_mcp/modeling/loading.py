@@ -39,6 +39,7 @@ from lazarus_mcp.modeling.options import LoadOptions
 from lazarus_mcp.modeling.safe_files import check_checkpoint_files
 from lazarus_mcp.modeling.self_check import probe_ids, refuse_known, self_checked_head
 from lazarus_mcp.modeling.weights import check_weights
+from lazarus_mcp.runtime.limits import CallInterrupted, check_interrupt
 from lazarus_mcp.runtime.limits import current as current_limits
 from lazarus_mcp.schema import ModelInfo, QuantizationInfo
 
@@ -164,16 +165,18 @@ def _apply_plan(model: Any, plan: ComputePlan, quantized: bool, tied: bool) -> N
     from mlx.utils import tree_flatten
     from mlx_lm.utils import dequantize_model
 
-    if plan.dtype == "native":
-        return
-    if plan.matmul != "mlx":
-        if quantized and plan.matmul == bf16_linear.FAST:
-            dequantize_model(model)  # lazily, as MLX's dequantize does (in the scales' dtype)
-        bf16_linear.pack_model(model, tied, plan.matmul)
-    model.set_dtype(getattr(mx, plan.dtype))
-    if quantized:
-        dequantize_model(model)  # what is still quantized, into the target dtype
+    if plan.dtype != "native":
+        if plan.matmul != "mlx":
+            if quantized and plan.matmul == bf16_linear.FAST:
+                dequantize_model(model)  # lazily, as MLX's dequantize does (in the scales' dtype)
+            bf16_linear.pack_model(model, tied, plan.matmul, between=check_interrupt)
+        model.set_dtype(getattr(mx, plan.dtype))
+        if quantized:
+            dequantize_model(model)  # what is still quantized, into the target dtype
     for _, value in tree_flatten(model.parameters()):
+        # A load is part of its call: past the call's deadline it stops here, between tensors,
+        # and the model is dropped whole (runtime/cache.py).
+        check_interrupt()
         mx.eval(value)
     mx.clear_cache()  # the sources' freed buffers would otherwise stay in MLX's cache
 
@@ -357,13 +360,11 @@ def _build(path: Path, options: LoadOptions, device: str, staged: bool = False) 
     )
     classes, build_notes = _model_classes(spec, config)
     try:
-        # Lazy when converting: _apply_plan then reads each tensor only when converting it.
-        lazy = staged or not (
-            options.dtype == "native" or (options.dtype == "auto" and device != "cpu")
-        )
+        # Lazy: _apply_plan then reads each tensor when converting it (or, kept as stored,
+        # evaluating it), checking the call's deadline between tensors.
         overrides = spec.mlx_overrides(config) if spec else {}
         model, config = load_model(
-            path, lazy=lazy, model_config=overrides, get_model_classes=classes
+            path, lazy=True, model_config=overrides, get_model_classes=classes
         )
         # Building the model drew its (discarded) initial weights from MLX's global random key,
         # lazily: unevaluated, the key's graph grows by every draw of every load (95 KB per
@@ -406,6 +407,8 @@ def _describe(
     plan = built.plan or plan_compute(options, device, stored, quantization)
     try:
         _apply_plan(model, plan, quantization is not None, tied)
+    except CallInterrupted:
+        raise  # the call's deadline, between tensors: the call's own error
     except Exception as exc:  # lazily loaded weights are only read here
         raise ModelLoadError(
             f"could not read the weights in {path}: {exc}".splitlines()[0]

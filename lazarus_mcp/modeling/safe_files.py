@@ -87,19 +87,27 @@ def check_checkpoint_files(path: Path, limits: Limits | None = None) -> None:
         check_file(entry_path, root, _cap_for(name, limits))
 
 
-def read_capped(path: Path, cap: int) -> bytes:
-    """The bytes of a regular file, at most ``cap`` (never blocks on a FIFO swapped in)."""
+def read_capped(
+    path: Path, cap: int, error: type[Exception] = ModelLoadError, name: str | None = None
+) -> bytes:
+    """The bytes of a regular file, at most ``cap``; a device, FIFO or directory is refused
+    (opened non-blocking, so a FIFO swapped in cannot hang the reader before it is refused).
+
+    The one capped read of an untrusted file: a checkpoint's files here, ``--prompts-file`` in
+    the CLI. ``error`` is what a refusal raises and ``name`` what it calls the file (default:
+    the checkpoint's file by its name)."""
+    what = name or f"{path.name} in the checkpoint"
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
     fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ModelLoadError(f"{path.name} in the checkpoint is not a regular file; refused")
+            raise error(f"{what} is not a regular file; refused")
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(cap + 1)
     finally:
         os.close(fd)
     if len(data) > cap:
-        raise ModelLoadError(f"{path.name} in the checkpoint is larger than {cap:,} bytes")
+        raise error(f"{what} is larger than {cap:,} bytes")
     return data
 
 

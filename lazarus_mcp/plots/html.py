@@ -15,6 +15,7 @@ import math
 from lazarus_mcp.plots.colors import reversed_scale, unit, viridis
 from lazarus_mcp.plots.grid import PlotGrid
 from lazarus_mcp.plots.labels import clip, label, visible
+from lazarus_mcp.runtime.limits import check_interrupt_of_call
 from lazarus_mcp.schema import AnalysisResult, TokenEvolution
 
 # matplotlib's tab10, so lines match the PNG chart.
@@ -69,6 +70,7 @@ def _rgb(t: float) -> str:
 def _cell_data(grid: PlotGrid) -> list[list[dict[str, object]]]:
     out = []
     for r, row in enumerate(grid.cells):
+        check_interrupt_of_call()  # a row at a time: the call's deadline stops a page midway
         cells = []
         for p, pred in enumerate(row):
             tracked = [
@@ -90,6 +92,7 @@ def _cell_data(grid: PlotGrid) -> list[list[dict[str, object]]]:
 def _table(grid: PlotGrid) -> str:
     lines = ['<table class="grid">']
     for r in reversed(range(len(grid.row_labels))):  # the last layer on top, as in the PNG
+        check_interrupt_of_call()
         cells = []
         for p, value in enumerate(grid.values[r]):
             t = unit(grid, value)

@@ -8,6 +8,13 @@ asked for.
 Thread-safe and event-loop agnostic: entries are ``concurrent.futures.Future`` objects resolved by
 the MLX worker thread, so concurrent requests for a model that is still loading share one load,
 whichever event loop (or none) they come from. A load that fails leaves no entry behind.
+
+A load is part of the call that asked for it: its worker job carries the call's deadline (its
+clock starts when the load starts), and the loader checks it between tensors
+(``modeling/loading.py``). A load past the deadline ends the call with the timeout error and
+leaves no entry: the model is cached whole or not at all, and the next call, whose clock starts
+with its own first job, is not charged for it. A caller that shared a load another call's
+deadline stopped starts its own.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +30,7 @@ import anyio.to_thread
 
 from lazarus_mcp.modeling.checkpoint import NotCachedError, resolve_model_path
 from lazarus_mcp.modeling.options import LoadOptions
-from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime import limits, worker
 
 if TYPE_CHECKING:
     from lazarus_mcp.modeling.loading import LoadedModel
@@ -63,6 +70,15 @@ def _as_requested(loaded: LoadedModel, model_id: str) -> LoadedModel:
     return dataclasses.replace(loaded, info=info)
 
 
+def _loaded(future: Future[LoadedModel]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _stopped(future: Future[LoadedModel]) -> bool:
+    """Whether a finished load was stopped by its call (deadline, cancellation), not refused."""
+    return future.cancelled() or isinstance(future.exception(), limits.CallInterrupted)
+
+
 class ModelCache:
     def __init__(
         self,
@@ -86,21 +102,26 @@ class ModelCache:
             self.loads += 1
         return loaded
 
-    def _future(self, path: Path, model_id: str, options: LoadOptions) -> Future[LoadedModel]:
+    def _future(
+        self, path: Path, model_id: str, options: LoadOptions, call: limits.Interrupt | None
+    ) -> tuple[Future[LoadedModel], bool]:
+        """The entry's load and whether this caller started it (under ``call``'s deadline)."""
         key = (str(path), options)
         with self._mutex:
             future = self._entries.get(key)
-            if future is not None:
+            # A failed load whose entry is not dropped yet (its callback runs after its waiters
+            # wake) is no entry.
+            if future is not None and (not future.done() or _loaded(future)):
                 self._entries.move_to_end(key)
-                return future
-            future = worker.submit(self._load, model_id, options)
+                return future, False
+            future = worker.submit(self._load, model_id, options, interrupt=call)
             self._entries[key] = future
         future.add_done_callback(lambda f: self._settle(key, f))
-        return future
+        return future, True
 
     def _settle(self, key: CacheKey, future: Future[LoadedModel]) -> None:
         with self._mutex:
-            if future.exception() is not None:
+            if not _loaded(future):
                 if self._entries.get(key) is future:
                     del self._entries[key]
                 return
@@ -109,7 +130,7 @@ class ModelCache:
     def _evict(self) -> None:
         """Drop least-recently-used loaded models until within limits (the newest always stays)."""
         while True:
-            done = [(k, f) for k, f in self._entries.items() if f.done() and not f.exception()]
+            done = [(k, f) for k, f in self._entries.items() if _loaded(f)]
             total = sum(f.result().nbytes for _, f in done)
             over_count = len(done) > self.max_models
             over_budget = self.memory_budget is not None and total > self.memory_budget
@@ -124,9 +145,14 @@ class ModelCache:
         except NotCachedError:
             # A hub download: slow, and not the event loop's work.
             path = await anyio.to_thread.run_sync(resolve_model_path, model_id)
-        future = self._future(path, model_id, options or self.default_options)
-        if not future.done():
-            await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        call = limits.current_call()
+        while True:
+            future, own = self._future(path, model_id, options or self.default_options, call)
+            if not future.done():
+                await anyio.to_thread.run_sync(wait, [future], abandon_on_cancel=True)
+            if own or _loaded(future) or not _stopped(future):
+                break
+            # Another call's deadline (or its caller) stopped the load this one shared.
         # Loaded: no helper thread, so a cheap call never queues behind the thread limiter
         # while many calls wait on the MLX worker.
         return _as_requested(future.result(), model_id)
@@ -135,7 +161,7 @@ class ModelCache:
         """Models in memory, least recently used first."""
         with self._mutex:
             futures = list(self._entries.values())
-        return [f.result() for f in futures if f.done() and not f.exception()]
+        return [f.result() for f in futures if _loaded(f)]
 
     def peek(self, model_id: str, options: LoadOptions | None = None) -> LoadedModel | None:
         """The loaded model, if in memory; never loads, downloads or raises."""
@@ -145,7 +171,7 @@ class ModelCache:
             return None
         with self._mutex:
             future = self._entries.get((str(path), options or self.default_options))
-        if future is None or not future.done() or future.exception():
+        if future is None or not _loaded(future):
             return None
         return _as_requested(future.result(), model_id)
 

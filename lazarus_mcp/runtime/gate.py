@@ -152,15 +152,25 @@ def _known(loaded: LoadedModel, name: str) -> int | None:
 
 
 def forward_bytes(
-    loaded: LoadedModel, *, batch: int, length: int, cells: int, rows: int, taps: int
+    loaded: LoadedModel,
+    *,
+    batch: int,
+    length: int,
+    cells: int,
+    rows: int,
+    taps: int,
+    every: int = 0,
 ) -> int:
     """Peak bytes beyond the weights of one padded forward pass and its lens (float32).
 
     ``batch`` sequences padded to ``length`` tokens; ``cells`` (sequence, position) cells read;
     ``rows`` lens rows per cell; ``taps`` hidden states kept per cell (the rows, or three per
-    block for the sub-layer lens). Activations ~ B T (4 D + 3 I) 4 per block alive at once,
-    attention scores 3 B H T^2 4, the kept states, the model's logits at the cells (C V 4),
-    and the lens working set (a dozen arrays of one chunk of [rows, cells, V])."""
+    block for the sub-layer lens); ``every``: rows read at one cell per sequence whatever is
+    displayed (the milestones: every block, plus the embedding row when it is shown, at the
+    last position; ``analyses/prompt_lens.py``). Activations ~ B T (4 D + 3 I) 4 per block alive
+    at once, attention scores 3 B H T^2 4, the kept states, the model's logits at the cells
+    (C V 4), and the lens working set (a dozen arrays of one chunk of [rows, cells, V], the
+    milestones' [every, B, V] among them)."""
     info = loaded.info
     hidden, vocab = info.hidden_size, info.vocab_size
     heads = _known(loaded, "num_heads") or _arg(loaded, "num_attention_heads", "n_head") or 1
@@ -171,9 +181,11 @@ def forward_bytes(
     )
     activations = batch * length * (4 * hidden + 3 * inter) * 4
     attention = 3 * batch * heads * length * length * 4
-    kept = taps * cells * hidden * 4
+    kept = (taps * cells + every * batch) * hidden * 4
     logits = cells * vocab * 4
-    chunk = max(rows * vocab * 4, min(LENS_CHUNK_BYTES, rows * cells * vocab * 4))
+    widest = max(rows, every)  # a chunk holds one cell at least
+    read = max(rows * cells, every * batch)
+    chunk = max(widest * vocab * 4, min(LENS_CHUNK_BYTES, read * vocab * 4))
     return activations + attention + kept + logits + LENS_ARRAYS * chunk
 
 
@@ -208,6 +220,7 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
     """With the model(s) loaded, before the forward pass: everything that depends on them."""
     if request.kind == "model" or request.config is None:
         return Admission([])
+    from lazarus_mcp.lens.cells import check_top_k
     from lazarus_mcp.lens.layers import select_layers
     from lazarus_mcp.lens.positions import select_positions
 
@@ -215,8 +228,7 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
     lim = limits.current()
     first = models[0]
     info = first.info
-    if config.top_k > info.vocab_size:
-        raise InvalidRequestError(f"top_k must be between 1 and {info.vocab_size} (the vocab size)")
+    check_top_k(config.top_k, info.vocab_size)
     layers = select_layers(config, info.num_layers)
     rows = len(layers) + (1 if config.include_embeddings else 0)
     tracked = len(config.track_tokens) + (1 if getattr(config, "foil", None) else 0)
@@ -225,6 +237,8 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
     peak = 0
     cells_total = 0
     many = len(request.prompts) > 1 and request.kind == "lens"
+    # The milestones read every block (and the embedding row if shown) at the last position.
+    every = info.num_layers + (1 if config.include_embeddings else 0)
     for n, prompt in enumerate(request.prompts):
         loaded = models[n] if request.kind == "compare" and n < len(models) else first
         if many and n:
@@ -249,11 +263,13 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
             row = ROW_BYTES + ENTRY_BYTES * (config.top_k + tracked)
             result += 2 * rows * row + (2 * info.num_layers + 2) * (24 * tracked + 64)
             taps = 3 * info.num_layers
-            need = forward_bytes(loaded, batch=1, length=count, cells=1, rows=2 * rows, taps=taps)
+            need = forward_bytes(
+                loaded, batch=1, length=count, cells=1, rows=2 * rows, taps=taps, every=every
+            )
         else:
             result += lens_result_bytes(count, positions, rows, config.top_k, tracked, grid)
             need = forward_bytes(
-                loaded, batch=1, length=count, cells=cells, rows=rows, taps=rows + 1
+                loaded, batch=1, length=count, cells=cells, rows=rows, taps=rows + 1, every=every
             )
         peak = max(peak, need)
         if request.plot and grid and rows * positions > lim.max_plot_cells:
@@ -263,13 +279,13 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
                 "positions (e.g. positions -64..-1 as a list) or fewer layers"
             )
     if many:
-        peak = max(peak, _batch_peak(first, counts, cells_total, rows))
+        peak = max(peak, _batch_peak(first, counts, cells_total, rows, every))
     limits.check_memory("this forward pass", peak, lim)
     limits.check_result_bytes("the result", result, lim)
     return Admission(counts)
 
 
-def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int) -> int:
+def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int, every: int) -> int:
     """The largest padded group of a batch (``analyses.batch.plan_groups`` groups by length)."""
     try:
         from lazarus_mcp.analyses.batch import plan_groups
@@ -286,6 +302,7 @@ def _batch_peak(loaded: LoadedModel, counts: list[int], cells: int, rows: int) -
             cells=per_cell * len(group),
             rows=rows,
             taps=rows + 1,
+            every=every,
         )
         for group in groups
     )

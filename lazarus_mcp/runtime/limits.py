@@ -23,10 +23,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lazarus_mcp.errors import InvalidRequestError, LazarusError
@@ -102,6 +102,52 @@ class Limits:
     max_float_arg: float = 1e4
     # fnmatch patterns a model's name or real path must match (--allow-model); empty: any.
     allowed_models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LimitFlag:
+    """A command-line flag that sets one field of :class:`Limits`: the one declaration from which
+    both the CLI (``lazarus_cli/options.py``) and the server (``lazarus-mcp``) make their flags."""
+
+    option: str  # the parameter's name; the flag is --option-with-dashes
+    target: str  # the Limits field it sets
+    kind: type[int] | type[float]
+    what: str  # what it bounds, for the help text (which appends the default)
+    minimum: float = 1
+    factor: int = 1  # from the flag's unit to the field's (MiB -> bytes)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.option.replace("_", "-")
+
+    @property
+    def help(self) -> str:
+        default = getattr(Limits(), self.target)
+        shown = "none" if default is None else f"{default / self.factor:g}"
+        return f"{self.what} (default {shown})."
+
+
+LIMIT_FLAGS = (
+    LimitFlag("max_prompt_tokens", "max_prompt_tokens", int, "Longest prompt, in tokens"),
+    LimitFlag("max_prompt_chars", "max_prompt_chars", int, "Longest prompt, in characters"),
+    LimitFlag("call_timeout", "call_timeout", float, "Seconds one call may compute", minimum=0.1),
+    LimitFlag("max_top_k", "max_top_k", int, "Most top tokens per lens row"),
+    LimitFlag("max_tracked_tokens", "max_tracked_tokens", int, "Most tracked tokens per call"),
+    LimitFlag("max_targets", "max_targets", int, "Most attribution targets per call"),
+    LimitFlag(
+        "max_result_mb", "max_result_bytes", int, "Largest result, in MiB of JSON", factor=2**20
+    ),
+)
+
+
+def with_flags(base: Limits, given: Mapping[str, Any]) -> Limits:
+    """``base`` with the fields the given :data:`LIMIT_FLAGS` values set (``None``: not given)."""
+    changes = {
+        flag.target: given[flag.option] * flag.factor
+        for flag in LIMIT_FLAGS
+        if given.get(flag.option) is not None
+    }
+    return replace(base, **changes) if changes else base
 
 
 _lock = threading.Lock()
@@ -187,14 +233,6 @@ def check_result_bytes(what: str, need: int, limits: Limits | None = None) -> No
             f"{what} would be about {need / 2**20:,.1f} MiB of JSON, more than the response "
             f"limit of {budget / 2**20:,.0f} MiB (--max-result-mb): ask for fewer positions, "
             "layers, prompts, top_k or tracked tokens"
-        )
-
-
-def check_layers_listed(layers: list[int] | None, limits: Limits | None = None) -> None:
-    lim = limits or current()
-    if layers is not None and len(layers) > lim.max_layers_listed:
-        raise LimitExceededError(
-            f"{len(layers):,} layers listed, more than the limit of {lim.max_layers_listed}"
         )
 
 

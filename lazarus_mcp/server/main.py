@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import re
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from lazarus_mcp.server.flags import LIMIT_PARAMETERS
+
+if TYPE_CHECKING:
+    from lazarus_mcp.runtime.limits import Limits
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNITS |= {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -59,9 +65,8 @@ class ServerOptions:
     preload: list[str] = field(default_factory=list)
     max_models: int = 2
     memory_budget: int | None = None
-    max_prompt_tokens: int = 4096
-    max_prompt_chars: int = 100_000
-    call_timeout: float = 300.0
+    # The limit flags given (runtime/limits.py LIMIT_FLAGS: option -> value); the rest default.
+    limits: dict[str, Any] = field(default_factory=dict)
     max_queued_calls: int = 64
     allow_model: list[str] = field(default_factory=list)
     lens_dir: Path | None = None
@@ -99,16 +104,6 @@ def serve(
             "stays). Default: 60% of physical memory for the checks, no eviction by size.",
         ),
     ] = None,
-    max_prompt_tokens: Annotated[
-        int, typer.Option(min=1, help="Longest prompt, in tokens (also capped by the model).")
-    ] = 4096,
-    max_prompt_chars: Annotated[
-        int, typer.Option(min=1, help="Longest prompt, in characters, checked before tokenizing.")
-    ] = 100_000,
-    call_timeout: Annotated[
-        float,
-        typer.Option(min=0.1, help="Seconds one call may run; it is stopped between blocks."),
-    ] = 300.0,
     max_queued_calls: Annotated[
         int, typer.Option(min=1, help="Calls waiting for the model worker before 'busy'.")
     ] = 64,
@@ -160,6 +155,7 @@ def serve(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    **limit_flags: Any,
 ) -> None:
     """MCP server for logit-lens introspection, on stdio or streamable HTTP.
 
@@ -174,9 +170,7 @@ def serve(
         preload=list(preload or []),
         max_models=max_models,
         memory_budget=memory_budget,
-        max_prompt_tokens=max_prompt_tokens,
-        max_prompt_chars=max_prompt_chars,
-        call_timeout=call_timeout,
+        limits={name: value for name, value in limit_flags.items() if value is not None},
         max_queued_calls=max_queued_calls,
         allow_model=allowed,
         lens_dir=lens_dir,
@@ -199,6 +193,17 @@ def serve(
             )
     _PARSED.append(options)
 
+
+# The limit flags (--max-prompt-tokens, --call-timeout, --max-top-k, ...) come from the core's
+# one table, as the CLI's do: Typer reads them from the signature.
+_explicit = [
+    p
+    for p in inspect.signature(serve, eval_str=True).parameters.values()
+    if p.kind is not inspect.Parameter.VAR_KEYWORD
+]
+serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [*_explicit, *LIMIT_PARAMETERS]
+)
 
 _PARSED: list[ServerOptions] = []
 
@@ -242,6 +247,20 @@ def _quit(signum: int, frame: Any) -> None:
     os._exit(0)
 
 
+def server_limits(options: ServerOptions) -> Limits:
+    """The core's :class:`Limits` this server's options set."""
+    from lazarus_mcp.runtime import limits
+
+    base = limits.Limits()
+    base = replace(
+        base,
+        memory_budget=options.memory_budget or base.memory_budget,
+        max_queued_calls=options.max_queued_calls,
+        allowed_models=tuple(options.allow_model),
+    )
+    return limits.with_flags(base, options.limits)
+
+
 def run_server(options: ServerOptions) -> None:
     from lazarus_mcp.runtime import limits
     from lazarus_mcp.runtime.cache import ModelCache
@@ -255,17 +274,7 @@ def run_server(options: ServerOptions) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    defaults = limits.Limits()
-    limits.configure(
-        limits.Limits(
-            max_prompt_chars=options.max_prompt_chars,
-            max_prompt_tokens=options.max_prompt_tokens,
-            memory_budget=options.memory_budget or defaults.memory_budget,
-            call_timeout=options.call_timeout,
-            max_queued_calls=options.max_queued_calls,
-            allowed_models=tuple(options.allow_model),
-        )
-    )
+    limits.configure(server_limits(options))
     from lazarus_mcp.lenses.seam import configure as configure_lenses
     from lazarus_mcp.modeling.options import LoadOptions
     from lazarus_mcp.server.app import create_server
