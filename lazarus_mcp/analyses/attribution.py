@@ -16,12 +16,18 @@ from lazarus_mcp.analyses.analysis import _top, block_milestones, layer_predicti
 from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.lens.cells import CellSpec, Column, cell_stats, check_top_k
-from lazarus_mcp.lens.decompose import component_logits, decompose, own_precap
+from lazarus_mcp.lens.decompose import (
+    Decomposition,
+    block_decomposition,
+    component_logits,
+    decompose,
+    own_precap,
+)
 from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.lens.head import LensHead, build_head
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.layers import select_layers
-from lazarus_mcp.lens.readout import lens_name, make_lens
+from lazarus_mcp.lens.readout import Lens, TranslatorLens, lens_name, make_lens
 from lazarus_mcp.lens.subtaps import forward_sublayers
 from lazarus_mcp.lens.tokens import ResolvedToken, TokenText
 from lazarus_mcp.schema.analysis import LensUsed
@@ -30,6 +36,7 @@ from lazarus_mcp.schema.attribution import (
     AttributionConfig,
     AttributionResult,
     AttributionTarget,
+    BlockAttribution,
     BlockPrediction,
     SublayerPrediction,
     TrackedProbability,
@@ -109,6 +116,50 @@ def _decomposable_head(loaded: LoadedModel, final: mx.array) -> LensHead:
     return head
 
 
+def _block_attributions(
+    lens: Lens,
+    head: LensHead,
+    parts: Decomposition,
+    states: list[mx.array],
+    layers: list[int],
+    target_ids: list[int],
+    dtype: mx.Dtype,
+) -> list[BlockAttribution]:
+    """The lens's reading of each captured block before the last, decomposed
+    (``decompose.block_decomposition``); ``states`` [D] are the blocks' outputs. One block at a
+    time, so the [components, V] logits of only one are alive."""
+    if not isinstance(lens, TranslatorLens):
+        raise UnsupportedModelError(
+            f"attribute needs a linear lens to decompose, not the {lens.name} lens"
+        )
+    picked = mx.array(target_ids)
+    last = len(states) - 1
+    out = []
+    for layer in layers:
+        if layer == last:
+            continue  # the model's own output: ``components``
+        matrix, bias = lens.linear_part(layer)
+        final = lens.translate(states[layer][None], layer)[0]
+        block = block_decomposition(parts, layer, matrix, bias, final)
+        rows = component_logits(head, block, dtype)[:, picked]
+        logits = own_precap(head, block.final)[picked]
+        mx.eval(rows, logits)
+        values = np.array(rows)
+        out.append(
+            BlockAttribution(
+                layer_idx=layer,
+                logits=[float(v) for v in np.array(logits)],
+                components=[
+                    AttributionComponent(
+                        kind=kind, layer_idx=at, logits=[float(v) for v in values[c]]
+                    )
+                    for c, (kind, at) in enumerate(block.kinds)
+                ],
+            )
+        )
+    return out
+
+
 def attribute_loaded(
     loaded: LoadedModel,
     prompt: str,
@@ -174,6 +225,9 @@ def attribute_loaded(
         )
         block_column = block_cells.rows_at(layers).column(0)
         fidelity = fidelities(lens, last, states.left[-1][0], states.logits[0])[0]
+        by_block = _block_attributions(
+            lens, split, parts, at[2], layers, target_ids, states.left[-1].dtype
+        )
     contrib_np, precap_np, logit_np = (np.array(a) for a in picked)
     prob_np = block_column.final_tracked_probs
     sums = contrib_np.astype(np.float64).sum(axis=0)
@@ -220,5 +274,6 @@ def attribute_loaded(
         ),
         fidelity=fidelity,
         milestones=block_milestones(text, block_cells.column(0)),
+        block_attributions=by_block,
         lens=LensUsed(**lens.describe()),
     )

@@ -29,7 +29,7 @@ from lazarus_mcp.generation.stopping import StopWatch, eos_token_ids
 from lazarus_mcp.lens.step import Steps, start_steps
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.runtime import limits
-from lazarus_mcp.schema import Fidelity
+from lazarus_mcp.schema import Fidelity, LensUsed
 from lazarus_mcp.schema.generation import (
     GenerationConfig,
     GenerationResult,
@@ -158,6 +158,7 @@ class GenerationRun:
             steps=self.steps,
             milestones=generation_milestones(self.plan.tracked, self.steps),
             fidelity=worst_fidelity(self.fidelities),
+            lens=LensUsed(**self.plan.request.lens.describe()),
         )
 
 
