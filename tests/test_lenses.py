@@ -16,9 +16,8 @@ import pytest
 
 from lazarus_mcp.lens.head import blocks
 from lazarus_mcp.lenses import corpus, jobs
-from lazarus_mcp.lenses.jacobian_fit import JacobianSettings, fit_jacobians
+from lazarus_mcp.lenses.jacobian_fit import JacobianSettings, fit_jacobians, perturbed
 from lazarus_mcp.lenses.lens_dir import LensFileError, load_lens, save_lens
-from lazarus_mcp.lenses.perturb import perturbable
 from lazarus_mcp.lenses.readout import LoadedLens, open_lens, readout
 from lazarus_mcp.lenses.tuned_train import TunedRecipe
 from lazarus_mcp.modeling.loading import load
@@ -51,10 +50,10 @@ def _column_by_jvp(loaded, ids: list[int], layer: int, dim: int) -> np.ndarray: 
     n, d, length = loaded.info.num_layers, loaded.info.hidden_size, len(ids)
     valid = ((mx.arange(length) >= SKIP) & (mx.arange(length) < length - 1)).astype(mx.float32)
     tangent = valid[None, :, None] * (mx.arange(d) == dim).astype(mx.float32)[None, None, :]
-    with perturbable(loaded.model, length, [layer], n - 1) as run:
-        _, (out,) = mx.jvp(
-            lambda delta: run(mx.array([ids]), [delta]), [mx.zeros((1, length, d))], [tangent]
-        )
+    run = perturbed(loaded.model, [layer], n - 1)
+    _, (out,) = mx.jvp(
+        lambda delta: run(mx.array([ids]), [delta]), [mx.zeros((1, length, d))], [tangent]
+    )
     col = (out[0] * valid[:, None]).sum(axis=0) / float(length - 1 - SKIP)
     return np.array(col)
 

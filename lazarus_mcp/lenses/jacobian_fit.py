@@ -13,10 +13,12 @@ position are skipped and not counted. Deterministic given the prompts.
 
 Row ``i`` of every ``J_l`` comes from one vector-Jacobian product: a cotangent that is one-hot on
 dimension ``i`` at every valid target position, pulled back through the model's own blocks
-(``perturb.py``) to each source block. ``mx.vmap`` over a batch of such cotangents runs the
-forward once per batch and the backward batched, so the cost is one forward per ``dim_batch``
-rows plus D backward passes per prompt (MLX cannot vmap a quantized matmul: a quantized model
-repeats the prompt per row instead, as TransformerLens does, and runs the forward per row).
+(:func:`perturbed`: the engine's one tapped forward as a stage that ends at the target block,
+with perturbations added at the source blocks' outputs) to each source block. ``mx.vmap`` over
+a batch of such cotangents runs the forward once per batch and the backward batched, so the cost
+is one forward per ``dim_batch`` rows plus D backward passes per prompt (MLX cannot vmap a
+quantized matmul: a quantized model repeats the prompt per row instead, as TransformerLens
+does, and runs the forward per row).
 The backward passes are the estimator's inherent price: about
 ``2 * D * (non-embedding parameters)`` FLOPs per token (SmolLM2-135M: 122 GFLOP per token).
 
@@ -38,7 +40,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from lazarus_mcp.lenses.perturb import perturbable
+from lazarus_mcp.lens.taps import Stage, tapped_forward
 from lazarus_mcp.lenses.safetensors_io import read_tensors, write_tensors
 from lazarus_mcp.runtime.limits import check_interrupt
 
@@ -80,8 +82,39 @@ def activation_bytes(length: int, d_model: int, num_layers: int, dim_batch: int)
     return per_block * num_layers + 2 * num_layers * d_model * d_model * 8
 
 
+Run = Callable[[mx.array, list[mx.array]], mx.array]
+
+
+def perturbed(
+    model: nn.Module,
+    sources: Sequence[int],
+    target: int,
+    embedding_factor: float = 1.0,
+    windows: dict[int, int] | None = None,
+) -> Run:
+    """``run(ids, deltas)`` -> the output of block ``target`` [B, T, D] at every position, with
+    ``deltas[k]`` [B, T, D] added to the output of block ``sources[k]``: the model's own forward
+    through the engine's tapped forward (``lens.taps.Stage.add``), stopped at the target (the
+    final norm and the vocabulary projection, a small model's largest matmul, never run)."""
+
+    def run(ids: mx.array, deltas: list[mx.array]) -> mx.array:
+        stage = Stage(0, target + 1, add=dict(zip(sources, deltas, strict=True)))
+        tapped = tapped_forward(
+            model,
+            ids,
+            None,
+            outputs=[target],
+            embedding_factor=embedding_factor,
+            windows=windows,
+            stage=stage,
+        )
+        return tapped.outputs[target]
+
+    return run
+
+
 def _prompt_rows(
-    run: Callable[[mx.array, list[mx.array]], mx.array],
+    run: Run,
     ids: list[int],
     settings: JacobianSettings,
     d_model: int,
@@ -197,10 +230,8 @@ def fit_jacobians(
     for index in range(state.next_index, total):
         ids = list(token_lists[index])[: settings.max_seq_len]
         if len(ids) > settings.skip_first + 1:
-            with perturbable(
-                model, len(ids), list(settings.sources), settings.target, embedding_factor, windows
-            ) as run:
-                rows = _prompt_rows(run, ids, settings, d_model, dtype, report)
+            run = perturbed(model, settings.sources, settings.target, embedding_factor, windows)
+            rows = _prompt_rows(run, ids, settings, d_model, dtype, report)
             for total_sum, prompt in zip(state.sums, rows, strict=True):
                 total_sum += prompt
             state.n_done += 1
