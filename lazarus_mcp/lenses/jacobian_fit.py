@@ -113,54 +113,77 @@ def perturbed(
     return run
 
 
+Rows = Callable[[mx.array, mx.array, mx.array], list[mx.array]]
+
+
+def row_batches(run: Run, sources: int, dtype: mx.Dtype) -> Rows:
+    """``rows(tokens [1, T], valid [T], cotangents [R, 1, T, D])`` -> per source block [R, D]:
+    each cotangent pulled back to every source block's output and summed over the valid
+    positions. ``mx.vmap`` batches the R backward passes (the forward, which does not depend on
+    the cotangent, runs once per call) and ``mx.compile`` makes the whole batched forward and
+    backward one graph, traced once per prompt length instead of rebuilt in Python per batch
+    of rows: on SmolLM2-135M a batch of 32 rows over 128 tokens took 21-32 s instead of 42-48 s
+    (load 5-7), with bitwise the same rows."""
+
+    def rows(tokens: mx.array, valid: mx.array, cotangent: mx.array) -> list[mx.array]:
+        zeros = [mx.zeros(cotangent.shape, dtype=dtype) for _ in range(sources)]
+        _, grads = mx.vjp(lambda *deltas: run(tokens, list(deltas)), zeros, [cotangent])
+        return [(g[0].astype(mx.float32) * valid[:, None]).sum(axis=0) for g in grads]
+
+    compiled: Rows = mx.compile(mx.vmap(rows, in_axes=(None, None, 0)))
+    return compiled
+
+
+def replicated_rows(run: Run, sources: int, dtype: mx.Dtype) -> Rows:
+    """The same rows without vmap (MLX has none for quantized matmuls): the prompt repeated per
+    row, as TransformerLens batches it; the forward then runs once per row instead of per
+    batch."""
+
+    def rows(tokens: mx.array, valid: mx.array, cotangents: mx.array) -> list[mx.array]:
+        n = cotangents.shape[0]
+        copies = mx.repeat(tokens, n, axis=0)
+        zeros = [mx.zeros(cotangents[:, 0].shape, dtype=dtype) for _ in range(sources)]
+        _, grads = mx.vjp(lambda *deltas: run(copies, list(deltas)), zeros, [cotangents[:, 0]])
+        return [(g.astype(mx.float32) * valid[None, :, None]).sum(axis=1) for g in grads]
+
+    return rows
+
+
 def _prompt_rows(
-    run: Run,
+    engines: list[Rows],
     ids: list[int],
     settings: JacobianSettings,
     d_model: int,
     dtype: mx.Dtype,
     on_rows: Callable[[int], None],
 ) -> list[np.ndarray]:
+    """One prompt's D rows of every J_l, a batch of ``dim_batch`` rows at a time (the last batch
+    padded with zero cotangents, so every batch has the compiled shape). ``engines``: the rows
+    function to use, first; a quantized model's vmap refusal replaces it by the replicated one
+    for the rest of the fit."""
     length = len(ids)
     tokens = mx.array([ids])
     positions = mx.arange(length)
     valid = ((positions >= settings.skip_first) & (positions < length - 1)).astype(dtype)
     count = float(length - 1 - settings.skip_first)
-    zeros = [mx.zeros((1, length, d_model), dtype=dtype) for _ in settings.sources]
-
-    def rows(cotangent: mx.array) -> list[mx.array]:
-        _, grads = mx.vjp(lambda *deltas: run(tokens, list(deltas)), zeros, [cotangent])
-        return [(g[0].astype(mx.float32) * valid[:, None]).sum(axis=0) / count for g in grads]
-
-    def replicated(cotangents: mx.array) -> list[mx.array]:
-        # Without vmap (MLX has none for quantized matmuls): the prompt repeated per row, as
-        # TransformerLens batches it; the forward then runs once per row instead of per batch.
-        n = cotangents.shape[0]
-        copies = mx.repeat(tokens, n, axis=0)
-        batch_zeros = [mx.zeros((n, length, d_model), dtype=dtype) for _ in settings.sources]
-        _, grads = mx.vjp(
-            lambda *deltas: run(copies, list(deltas)), batch_zeros, [cotangents[:, 0]]
-        )
-        return [(g.astype(mx.float32) * valid[None, :, None]).sum(axis=1) / count for g in grads]
-
-    batched: Callable[[mx.array], list[mx.array]] = mx.vmap(rows)
     out = [np.zeros((d_model, d_model), dtype=np.float32) for _ in settings.sources]
     for start in range(0, d_model, settings.dim_batch):
-        dims = mx.arange(start, min(start + settings.dim_batch, d_model))
+        stop = min(start + settings.dim_batch, d_model)
+        dims = mx.arange(start, start + settings.dim_batch)
         onehot = (mx.arange(d_model)[None, :] == dims[:, None]).astype(dtype)
         cotangents = valid[None, None, :, None] * onehot[:, None, None, :]
         try:
-            result = batched(cotangents)
+            result = engines[0](tokens, valid, cotangents)
             mx.eval(result)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             if "NYI" not in str(exc):
                 raise
-            batched = replicated
-            result = batched(cotangents)
+            engines[0] = engines[-1]
+            result = engines[0](tokens, valid, cotangents)
             mx.eval(result)
         for matrix, block in zip(out, result, strict=True):
-            matrix[start : start + dims.size] = np.array(block)
-        on_rows(start + dims.size)
+            matrix[start:stop] = np.array(block[: stop - start]) / np.float32(count)
+        on_rows(stop)
         check_interrupt()
     return out
 
@@ -227,11 +250,13 @@ def fit_jacobians(
         if on_progress is not None:
             on_progress(FitProgress(state.next_index, total, rows, d_model))
 
+    run = perturbed(model, settings.sources, settings.target, embedding_factor, windows)
+    sources = len(settings.sources)
+    engines = [row_batches(run, sources, dtype), replicated_rows(run, sources, dtype)]
     for index in range(state.next_index, total):
         ids = list(token_lists[index])[: settings.max_seq_len]
         if len(ids) > settings.skip_first + 1:
-            run = perturbed(model, settings.sources, settings.target, embedding_factor, windows)
-            rows = _prompt_rows(run, ids, settings, d_model, dtype, report)
+            rows = _prompt_rows(engines, ids, settings, d_model, dtype, report)
             for total_sum, prompt in zip(state.sums, rows, strict=True):
                 total_sum += prompt
             state.n_done += 1
