@@ -20,7 +20,10 @@ is one forward per ``dim_batch`` rows plus D backward passes per prompt (MLX can
 quantized matmul: a quantized model repeats the prompt per row instead, as TransformerLens
 does, and runs the forward per row).
 The backward passes are the estimator's inherent price: about
-``2 * D * (non-embedding parameters)`` FLOPs per token (SmolLM2-135M: 122 GFLOP per token).
+``2 * D * (non-embedding parameters)`` FLOPs per token (SmolLM2-135M: 122 GFLOP per token, 131
+with the forwards and the attention's products), which no batching removes: at the float32
+sgemm peak of 2 cores (95-137 GFLOP/s measured) that is 44-63 tokens a minute
+(``examples/bench_jacobian_fit.py``; docs/lenses.md).
 
 Progress is reported per batch of rows; the call's deadline is checked between batches; the
 running sums are checkpointed after every prompt, so an interrupted fit resumes where it stopped.
@@ -122,8 +125,10 @@ def row_batches(run: Run, sources: int, dtype: mx.Dtype) -> Rows:
     positions. ``mx.vmap`` batches the R backward passes (the forward, which does not depend on
     the cotangent, runs once per call) and ``mx.compile`` makes the whole batched forward and
     backward one graph, traced once per prompt length instead of rebuilt in Python per batch
-    of rows: on SmolLM2-135M a batch of 32 rows over 128 tokens took 21-32 s instead of 42-48 s
-    (load 5-7), with bitwise the same rows."""
+    of rows. Bitwise the same rows; on SmolLM2-135M (a batch of 32 rows over 128 tokens) it
+    saved a few per cent: 15.8-16.3 CPU-s per batch against 16.2-17.0 uncompiled, about 57 GFLOP
+    per CPU-second either way, which is this CPU's float32 sgemm rate per core: the batched
+    backward's matmuls ([32 x 128, 576] by the blocks' weights) already run at the BLAS peak."""
 
     def rows(tokens: mx.array, valid: mx.array, cotangent: mx.array) -> list[mx.array]:
         zeros = [mx.zeros(cotangent.shape, dtype=dtype) for _ in range(sources)]
