@@ -90,14 +90,21 @@ class _Translator(TranslatorLens):
     """A translator lens ``head(h + mix * roll(h))`` (a norm would undo a mere scale); mix 0 is
     the identity translator."""
 
-    def __init__(self, head: LensHead, mix: float) -> None:
+    def __init__(self, head: LensHead, mix: float, width: int) -> None:
         super().__init__(head)
         self.mix = mix
+        self.head_width = width
 
     def translate(self, hidden: mx.array, layer: int | None) -> mx.array:
         if not self.mix:
             return mx.array(hidden)
         return hidden + self.mix * mx.roll(hidden, 1, axis=-1)
+
+    def linear_part(self, layer: int | None) -> tuple[mx.array | None, mx.array | None]:
+        if not self.mix:
+            return None, None
+        eye = mx.eye(self.head_width, dtype=mx.float32)
+        return eye + self.mix * mx.roll(eye, 1, axis=0), None
 
 
 class _LensConfig(AnalysisConfig):
@@ -110,8 +117,11 @@ class _LensAttribution(AttributionConfig):
 
 @pytest.fixture
 def translators(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(readout.LENSES, "identity", lambda m: _Translator(m.head, 0.0))
-    monkeypatch.setitem(readout.LENSES, "mixing", lambda m: _Translator(m.head, 0.5))
+    def translator(mix: float) -> Any:
+        return lambda m: _Translator(m.head, mix, m.info.hidden_size)
+
+    monkeypatch.setitem(readout.LENSES, "identity", translator(0.0))
+    monkeypatch.setitem(readout.LENSES, "mixing", translator(0.5))
 
 
 def _without_config(result: Any) -> dict[str, Any]:
@@ -175,6 +185,15 @@ def test_another_lens_changes_every_analysis_alike() -> None:
     np.testing.assert_allclose(tops, [r["top_probability"] for r in rows(mixed["last"])], atol=1e-6)
     assert mixed["compare"]["a"]["fidelity"] == mixed["last"]["fidelity"]
     assert mixed["grid"]["grid"][-1]["layer_predictions"][1:] != rows(logit["last"])
+    # Attribution decomposes the lens's reading of each block through its linear map.
+    for block, plain in zip(
+        mixed["attribute"]["block_attributions"],
+        logit["attribute"]["block_attributions"],
+        strict=True,
+    ):
+        sums = np.sum([c["logits"] for c in block["components"]], axis=0)
+        np.testing.assert_allclose(sums, block["logits"], rtol=1e-4, atol=1e-4)
+        assert block["logits"] != plain["logits"]
 
 
 def _close_rows(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: float = 1e-6) -> None:

@@ -40,6 +40,7 @@ def full_sequence_grid(loaded: LoadedModel, result: GenerationResult) -> Analysi
         top_k=result.config.top_k,
         track_tokens=result.config.track_tokens,
         positions="all",
+        lens=result.config.lens,
     )
     encoded = EncodedPrompt(result.text_seen, ids, result.chat_template_applied)
 

@@ -56,16 +56,18 @@ def test_fit_train_info(tmp_path: Path) -> None:
     analyze = ["introspect", "analyze", "-m", LLAMA, "-p", "The capital", "--raw", "--json"]
     result = runner.invoke(app, [*analyze, "--lens", str(tuned)])
     assert json.loads(result.output)["lens"]["kind"] == "tuned"
-    # The logit lens's JSON is what it was before lenses: no "lens" in the result or its config.
+    # The logit lens is named too (its config leaves the default out, as positions').
     logit = json.loads(runner.invoke(app, analyze).output)
-    assert "lens" not in logit and "lens" not in logit["config"]
+    assert logit["lens"] == {"kind": "logit", "path": None, "fit": None}
+    assert "lens" not in logit["config"]
     # The commands built from the tool specs take --lens (attribute) and --lens-b (compare).
     prompt = ["-m", LLAMA, "-p", "The capital", "--raw", "--json"]
     attributed = runner.invoke(app, ["introspect", "attribute", *prompt, "--lens", str(out)])
     assert json.loads(attributed.output)["lens"]["kind"] == "jacobian", attributed.output
     compared = runner.invoke(app, ["introspect", "compare", *prompt, "--lens-b", str(tuned)])
     sides = json.loads(compared.output)
-    assert "lens" not in sides["a"] and sides["b"]["lens"]["kind"] == "tuned", compared.output
+    assert sides["a"]["lens"]["kind"] == "logit", compared.output
+    assert sides["b"]["lens"]["kind"] == "tuned", compared.output
     two = runner.invoke(app, ["introspect", "compare", *prompt, "--lens-b", "x", "--prompt-b", "y"])
     assert two.exit_code == 2 and "exactly one of" in two.output, two.output
 

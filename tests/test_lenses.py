@@ -16,9 +16,8 @@ import pytest
 
 from lazarus_mcp.lens.head import blocks
 from lazarus_mcp.lenses import corpus, jobs
-from lazarus_mcp.lenses.jacobian_fit import JacobianSettings, fit_jacobians
+from lazarus_mcp.lenses.jacobian_fit import JacobianSettings, fit_jacobians, perturbed
 from lazarus_mcp.lenses.lens_dir import LensFileError, load_lens, save_lens
-from lazarus_mcp.lenses.perturb import perturbable
 from lazarus_mcp.lenses.readout import LoadedLens, open_lens, readout
 from lazarus_mcp.lenses.tuned_train import TunedRecipe
 from lazarus_mcp.modeling.loading import load
@@ -51,10 +50,10 @@ def _column_by_jvp(loaded, ids: list[int], layer: int, dim: int) -> np.ndarray: 
     n, d, length = loaded.info.num_layers, loaded.info.hidden_size, len(ids)
     valid = ((mx.arange(length) >= SKIP) & (mx.arange(length) < length - 1)).astype(mx.float32)
     tangent = valid[None, :, None] * (mx.arange(d) == dim).astype(mx.float32)[None, None, :]
-    with perturbable(loaded.model, length, [layer], n - 1) as run:
-        _, (out,) = mx.jvp(
-            lambda delta: run(mx.array([ids]), [delta]), [mx.zeros((1, length, d))], [tangent]
-        )
+    run = perturbed(loaded.model, [layer], n - 1)
+    _, (out,) = mx.jvp(
+        lambda delta: run(mx.array([ids]), [delta]), [mx.zeros((1, length, d))], [tangent]
+    )
     col = (out[0] * valid[:, None]).sum(axis=0) / float(length - 1 - SKIP)
     return np.array(col)
 
@@ -267,8 +266,10 @@ def test_prompts_file_must_be_a_regular_utf8_file(tmp_path: Path) -> None:
 
 def test_components_still_sum_under_a_linear_lens(llama) -> None:  # type: ignore[no-untyped-def]
     """Direct logit attribution under a tuned or Jacobian lens: each component through the
-    linear part, the bias one more component; they sum to the lens's transform of the sum."""
-    from lazarus_mcp.lenses.readout import LensReader, transformed_components
+    linear part, the bias one more component; they sum to the lens's transform of the sum.
+    (The whole attribution under a lens: test_lenses_everywhere.py.)"""
+    from lazarus_mcp.lens.decompose import through_lens
+    from lazarus_mcp.lenses.readout import LensReader
 
     d = llama.info.hidden_size
     key = mx.random.key(7)
@@ -281,7 +282,7 @@ def test_components_still_sum_under_a_linear_lens(llama) -> None:  # type: ignor
     components = mx.random.normal((5, d), key=k3)
     residual = components.sum(axis=0)
     for lens in (tuned, LoadedLens("jacobian", {3: tuned.weights[3] + mx.eye(d)}, {})):
-        parts = transformed_components(lens, 3, components)
+        parts = through_lens(components, *lens.linear_part(3))
         assert parts.shape[0] == (6 if lens.kind == "tuned" else 5)
         np.testing.assert_allclose(
             np.array(parts.sum(axis=0)), np.array(lens.transform(residual, 3)), atol=1e-4
@@ -312,8 +313,8 @@ def test_lens_directories_through_the_seam(lens_dir: Path, llama, tmp_path) -> N
     assert logit.lens.kind == "logit" and "lens" not in logit.config.model_dump(
         exclude_defaults=True
     )
-    # Its JSON is what it was before lenses: the logit lens is the absent "lens".
-    assert "lens" not in logit.model_dump(mode="json")
+    # Its JSON names the logit lens; its config leaves the default out (as positions').
+    assert logit.model_dump(mode="json")["lens"] == {"kind": "logit", "path": None, "fit": None}
     assert "lens" not in logit.model_dump(mode="json")["config"]
     # Block N-1 is the model's own output under every lens; block 0 reads differently.
     assert (

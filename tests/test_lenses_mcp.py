@@ -47,7 +47,7 @@ async def test_lens_argument_under_the_lens_dir(lens_dir: Path, tmp_path: Path) 
         )
         assert tracked["lens"]["kind"] == "jacobian"
         compared = ok(await client.call_tool("compare", {**args, "lens_b": "j"}))
-        assert "lens" not in compared["a"]  # the logit lens: the JSON as before lenses
+        assert compared["a"]["lens"] == {"kind": "logit", "path": None, "fit": None}
         assert compared["b"]["lens"]["kind"] == "jacobian"
         for outside in ("../elsewhere", str(tmp_path), "/etc"):
             refused = await client.call_tool("analyze", {**args, "lens": outside})
@@ -56,7 +56,7 @@ async def test_lens_argument_under_the_lens_dir(lens_dir: Path, tmp_path: Path) 
         broken = await client.call_tool("analyze", {**args, "lens": "j"})
         assert "lies" in error_line(broken) or "header" in error_line(broken)
         logit = ok(await client.call_tool("analyze", args))
-        assert "lens" not in logit and "lens" not in logit["config"]
+        assert logit["lens"]["kind"] == "logit" and "lens" not in logit["config"]
 
 
 async def test_no_lens_dir_means_logit_only() -> None:

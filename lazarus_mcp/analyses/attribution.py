@@ -7,7 +7,7 @@ here is the number ``analyze`` gives for the same block. Runs on the MLX worker 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import mlx.core as mx
@@ -17,12 +17,19 @@ from lazarus_mcp.analyses.analysis import _top, block_milestones, layer_predicti
 from lazarus_mcp.analyses.prompts import encode_prompt
 from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.lens.cells import Cells, CellSpec, Column, cell_stats, check_top_k
-from lazarus_mcp.lens.decompose import Kind, component_logits, decompose, own_precap
+from lazarus_mcp.lens.decompose import (
+    Decomposition,
+    Kind,
+    block_decomposition,
+    component_logits,
+    decompose,
+    own_precap,
+)
 from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.lens.head import LensHead, build_head
 from lazarus_mcp.lens.head import blocks as block_list
 from lazarus_mcp.lens.layers import select_layers
-from lazarus_mcp.lens.readout import lens_name, make_lens
+from lazarus_mcp.lens.readout import Lens, TranslatorLens, lens_name, make_lens
 from lazarus_mcp.lens.subtaps import forward_sublayers
 from lazarus_mcp.lens.tokens import EncodedPrompt, ResolvedToken, TokenText
 from lazarus_mcp.schema.analysis import LensUsed
@@ -31,6 +38,7 @@ from lazarus_mcp.schema.attribution import (
     AttributionConfig,
     AttributionResult,
     AttributionTarget,
+    BlockAttribution,
     BlockPrediction,
     SublayerPrediction,
     TrackedProbability,
@@ -111,6 +119,50 @@ def _decomposable_head(loaded: LoadedModel, final: mx.array) -> LensHead:
     return head
 
 
+def _block_attributions(
+    lens: Lens,
+    head: LensHead,
+    parts: Decomposition,
+    states: list[mx.array],
+    layers: list[int],
+    target_ids: list[int],
+    dtype: mx.Dtype,
+) -> list[BlockAttribution]:
+    """The lens's reading of each captured block before the last, decomposed
+    (``decompose.block_decomposition``); ``states`` [D] are the blocks' outputs. One block at a
+    time, so the [components, V] logits of only one are alive."""
+    if not isinstance(lens, TranslatorLens):
+        raise UnsupportedModelError(
+            f"attribute needs a linear lens to decompose, not the {lens.name} lens"
+        )
+    picked = mx.array(target_ids)
+    last = len(states) - 1
+    out = []
+    for layer in layers:
+        if layer == last:
+            continue  # the model's own output: ``components``
+        matrix, bias = lens.linear_part(layer)
+        final = lens.translate(states[layer][None], layer)[0]
+        block = block_decomposition(parts, layer, matrix, bias, final)
+        rows = component_logits(head, block, dtype)[:, picked]
+        logits = own_precap(head, block.final)[picked]
+        mx.eval(rows, logits)
+        values = np.array(rows)
+        out.append(
+            BlockAttribution(
+                layer_idx=layer,
+                logits=[float(v) for v in np.array(logits)],
+                components=[
+                    AttributionComponent(
+                        kind=kind, layer_idx=at, logits=[float(v) for v in values[c]]
+                    )
+                    for c, (kind, at) in enumerate(block.kinds)
+                ],
+            )
+        )
+    return out
+
+
 @dataclass
 class AttributionArrays:
     """What the forward gives an attribution: the components' logits for the shown tokens (the
@@ -125,6 +177,10 @@ class AttributionArrays:
     block_cells: Cells  # the lens after every block
     fidelity: Fidelity
     lens: LensUsed
+    # The lens's reading of each captured block before the last, decomposed. Empty over
+    # --shards: a block's decomposition needs every earlier block's components, held by other
+    # ranks, and only compact statistics cross the wire.
+    blocks: list[BlockAttribution] = field(default_factory=list)
 
 
 def shown_ids(targets: list[int] | None, foil: int | None, own: mx.array) -> list[int]:
@@ -179,8 +235,11 @@ def _arrays(
             own[None],
         )
         fidelity = fidelities(lens, last, states.left[-1][0], states.logits[0])[0]
+        n = len(shown) - (foil is not None)
+        by_block = _block_attributions(
+            lens, split, parts, at[2], layers, shown[:n], states.left[-1].dtype
+        )
     contrib_np, precap_np, logit_np = (np.array(a) for a in picked)
-    n = len(shown) - (foil is not None)
     used = LensUsed(**lens.describe())
     return AttributionArrays(
         shown[:n],
@@ -192,6 +251,7 @@ def _arrays(
         block_cells,
         fidelity,
         used,
+        by_block,
     )
 
 
@@ -276,4 +336,5 @@ def attribute_loaded(
         fidelity=arrays.fidelity,
         milestones=block_milestones(text, block_cells.column(0)),
         lens=arrays.lens,
+        block_attributions=arrays.blocks,
     )

@@ -32,7 +32,7 @@ from lazarus_mcp.lens.readout import lens_name
 from lazarus_mcp.lens.step import Steps, start_steps
 from lazarus_mcp.lens.tokens import EncodedPrompt
 from lazarus_mcp.runtime import limits
-from lazarus_mcp.schema import Fidelity
+from lazarus_mcp.schema import Fidelity, LensUsed
 from lazarus_mcp.schema.generation import (
     GenerationConfig,
     GenerationResult,
@@ -188,6 +188,7 @@ class GenerationRun:
             steps=self.steps,
             milestones=generation_milestones(self.plan.tracked, self.steps),
             fidelity=worst_fidelity(self.fidelities),
+            lens=LensUsed(**self.plan.request.lens.describe()),
         )
 
 

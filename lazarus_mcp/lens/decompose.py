@@ -7,6 +7,12 @@ component's share of token t's logit is ``(centre(x) / s) . (g * W_U[t])``; the 
 where it has one, is its own component. The unembedding is the model's own module applied to
 the components (linear, so quantized or packed heads need no dequantized copy). The components
 sum to the model's own pre-soft-cap logit.
+
+A lens's reading of an earlier block decomposes the same way (:func:`block_decomposition`): the
+block's residual is the embedding plus the additions of blocks 0..l, and a linear lens
+(``h -> h A^T + b``: the logit lens, a tuned lens's ``I + W`` and bias, a Jacobian lens's ``J``)
+maps each component through ``A``, its bias one more component, so the components still sum
+to the stream the lens hands the head, and their logits to the lens's logit at that block.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import mlx.core as mx
 from lazarus_mcp.lens.final_norm import probe_norm
 from lazarus_mcp.lens.head import LensHead
 
-Kind = Literal["embedding", "attention", "mlp", "bias"]
+Kind = Literal["embedding", "attention", "mlp", "bias", "lens_bias"]
 
 
 @dataclass
@@ -49,6 +55,32 @@ def decompose(
     stacked = mx.stack([v.astype(mx.float32) for v in vectors])
     whole = left[-1] if final is None else final
     return Decomposition(kinds, stacked, whole.astype(mx.float32))
+
+
+def through_lens(vectors: mx.array, matrix: mx.array | None, bias: mx.array | None) -> mx.array:
+    """Components [C, D] of a residual as a linear lens ``h -> h A^T + b`` reads them: each
+    through ``A`` (``matrix``; None: the identity), the bias one more row [1, D], so that they
+    sum to the lens's map of their sum."""
+    mapped = vectors if matrix is None else vectors.astype(mx.float32) @ matrix.T
+    return mapped if bias is None else mx.concatenate([mapped, bias[None]], axis=0)
+
+
+def block_decomposition(
+    parts: Decomposition,
+    layer: int,
+    matrix: mx.array | None,
+    bias: mx.array | None,
+    final: mx.array,
+) -> Decomposition:
+    """The components of block ``layer``'s residual (the embedding, then the attention and MLP
+    additions of blocks 0..layer) as a linear lens maps them; ``final`` [D] is the lens's map
+    of that residual, which they sum to. The lens's bias is the component ``lens_bias``."""
+    count = 1 + 2 * (layer + 1)
+    kinds: list[tuple[Kind, int | None]] = list(parts.kinds[:count])
+    if bias is not None:
+        kinds.append(("lens_bias", layer))
+    vectors = through_lens(parts.vectors[:count], matrix, bias)
+    return Decomposition(kinds, vectors.astype(mx.float32), final.astype(mx.float32))
 
 
 def component_logits(

@@ -13,7 +13,8 @@ registry gets its head from the model's own code instead (``lens/own_head.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,18 @@ def final_norm(model: nn.Module, name: str | None = None) -> Any:
     if len(norms) != 1:
         raise UnsupportedModelError("unsupported model: no single final norm found")
     return norms[0]
+
+
+@contextmanager
+def swapped(container: Any, key: Any, replacement: Any) -> Iterator[None]:
+    """``container[key]`` is ``replacement`` while open (a block, a module of a block, the
+    embedding), restored after, whatever happens."""
+    original = container[key]
+    container[key] = replacement
+    try:
+        yield
+    finally:
+        container[key] = original
 
 
 @dataclass(frozen=True)

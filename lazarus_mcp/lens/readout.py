@@ -19,7 +19,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from lazarus_mcp.errors import InvalidRequestError
+from lazarus_mcp.errors import InvalidRequestError, UnsupportedModelError
 from lazarus_mcp.lens.head import LensHead
 
 
@@ -56,6 +56,14 @@ class TranslatorLens(Lens):
     def translate(self, hidden: mx.array, layer: int | None) -> mx.array:
         """The residual vectors [..., D] of ``layer``, moved to where the head reads them."""
 
+    def linear_part(self, layer: int | None) -> tuple[mx.array | None, mx.array | None]:
+        """(A, b) with ``translate(h) = h A^T + b`` at ``layer``; None for the identity and for
+        no bias. Direct logit attribution maps each component through it (``decompose``), so a
+        lens that does not state it cannot be decomposed (it is not assumed the identity)."""
+        raise UnsupportedModelError(
+            f"the {self.name} lens does not state its linear map: attribute cannot decompose it"
+        )
+
     def readout(self, hidden: mx.array, layer: int | None) -> mx.array:
         return self.head(self.translate(hidden, layer))
 
@@ -72,6 +80,9 @@ class LogitLens(TranslatorLens):
 
     def translate(self, hidden: mx.array, layer: int | None) -> mx.array:
         return hidden
+
+    def linear_part(self, layer: int | None) -> tuple[mx.array | None, mx.array | None]:
+        return None, None
 
     def readout_rows(self, hidden: mx.array, layers: Sequence[int | None]) -> mx.array:
         flat = hidden.reshape(-1, hidden.shape[-1])

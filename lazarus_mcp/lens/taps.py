@@ -1,30 +1,32 @@
-"""Taps on the model's own forward pass: the residual stream after selected blocks, the masks the
-architecture prescribes where a port ignores them, and the embedding scale the forward applies.
+"""Taps on the model's own forward pass: the residual stream after selected blocks, with the
+masks the architecture prescribes where a port ignores them (``masks``) and the embedding scale
+the forward applies (``embedding_scale``).
 
 Nothing here re-implements a forward: blocks are wrapped in place for one call and restored.
 Every forward of the lens (one position, a grid of positions x layers over a padded batch,
-``subtaps``' sub-layer states, ``step``'s tokens over a KV cache) is one :func:`tapped_forward`
-with every block wrapped by the one :class:`_Block`, which also checks the call's deadline and
-cancellation after each block.
+``subtaps``' sub-layer states, ``step``'s tokens over a KV cache, a pipeline rank's blocks, the
+Jacobian lens's perturbed and differentiated forward) is one :func:`tapped_forward` with every
+block wrapped by the one :class:`_Block`, which also checks the call's deadline and
+cancellation after each block (except in a forward that ``mx.vjp`` traces: ``Stage.add``).
 Runs on the MLX worker thread only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Collection, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.base import create_causal_mask
-from mlx_lm.models.cache import KVCache
 
 from lazarus_mcp.errors import UnsupportedModelError
+from lazarus_mcp.lens.embedding_scale import ScaledEmbedding
 from lazarus_mcp.lens.head import blocks as block_list
-from lazarus_mcp.lens.head import embedding_slot
+from lazarus_mcp.lens.head import embedding_slot, swapped
 from lazarus_mcp.lens.interrupt import interrupt as current_interrupt
+from lazarus_mcp.lens.masks import attention_masks, step_masks
 
 
 class _Block:
@@ -32,7 +34,9 @@ class _Block:
 
     It may hand the block another attention mask, keep the block's input, the input of one of
     its modules (``mid``: the state between its attention and MLP sub-layers, ``subtaps``) and
-    its output, each at the gathered positions (``index`` [B, P, 1], broadcast over the batch);
+    its output, each at the gathered positions (``index`` [B, P, 1], broadcast over the batch;
+    None: every position), add an array to its output (``add``: the Jacobian lens's
+    perturbation, which ``mx.vjp`` differentiates by);
     on the last block (``truncate``) it hands on only those positions, so the model's own final
     norm, unembedding and soft-cap run on [B, P, D] instead of the whole sequence. After the
     block it checks the job's deadline and cancellation (``_between_blocks``).
@@ -41,7 +45,7 @@ class _Block:
     def __init__(
         self,
         block: nn.Module,
-        index: mx.array,
+        index: mx.array | None,
         keep_input: bool = False,
         keep_output: bool = False,
         mid: str | None = None,
@@ -50,8 +54,12 @@ class _Block:
         every_index: mx.array | None = None,
         receive: Callable[[mx.array], mx.array] | None = None,
         send: Callable[[mx.array], mx.array] | None = None,
+        add: mx.array | None = None,
+        check: bool = True,
     ) -> None:
         self._block = block
+        self._add = add
+        self._check = check
         self._receive = receive
         self._send = send
         self._index = index
@@ -67,7 +75,7 @@ class _Block:
         self.every: mx.array | None = None
 
     def _gather(self, hidden: mx.array) -> mx.array:
-        return mx.take_along_axis(hidden, self._index, axis=1)
+        return hidden if self._index is None else mx.take_along_axis(hidden, self._index, axis=1)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._mask is not None:
@@ -83,12 +91,15 @@ class _Block:
             out = self._block(*args, **kwargs)
         else:
             keep = _KeepInput(self._block[self._mid], self._gather)
-            with _swapped(self._block, self._mid, keep):
+            with swapped(self._block, self._mid, keep):
                 out = self._block(*args, **kwargs)
             self.mid = keep.captured
+        if self._add is not None:
+            out = _replace_hidden(out, (out[0] if isinstance(out, tuple) else out) + self._add)
         if self._send is not None:
             out = _replace_hidden(out, self._send(out[0] if isinstance(out, tuple) else out))
-        _between_blocks(out)
+        if self._check:
+            _between_blocks(out)
         hidden = out[0] if isinstance(out, tuple) else out
         if self._every_index is not None:
             self.every = mx.take_along_axis(hidden, self._every_index, axis=1)
@@ -118,13 +129,13 @@ class _Elsewhere:
     only the gathered positions, so the head after it runs on [B, P, D]. The model's loop may
     read block attributes (``use_sliding``): they come from the block it stands in for."""
 
-    def __init__(self, block: Any, index: mx.array, truncate: bool) -> None:
+    def __init__(self, block: Any, index: mx.array | None, truncate: bool) -> None:
         self._block = block
         self._index = index
         self._truncate = truncate
 
     def __call__(self, hidden: mx.array, *args: Any, **kwargs: Any) -> mx.array:
-        if not self._truncate:
+        if not self._truncate or self._index is None:
             return hidden
         return mx.take_along_axis(hidden, self._index, axis=1)
 
@@ -141,12 +152,22 @@ class Stage:
     next stage and returns an array that performs the send when evaluated. The rest of the
     model's own forward still runs here (its masks, positions, embedding scale); the blocks of
     other stages pass the stream through (:class:`_Elsewhere`). Tensor parallelism would shard
-    inside each block and keep the whole range (``lazarus_mcp/distributed``)."""
+    inside each block and keep the whole range (``lazarus_mcp/distributed``).
+
+    ``add`` {block: array [B, T, D]} is added to those blocks' outputs. The Jacobian lens
+    (``lenses/jacobian_fit``) differentiates the output of block ``end`` - 1 with respect to
+    these perturbations (zero where evaluated: ``d out / d add_l`` is ``d out / d h_l``) through
+    the model's own blocks, its masks, rotary embeddings and quantized matmuls, as a stage
+    ``0 .. target``: nothing after the target block is computed (the blocks after it pass the
+    stream on and the head's output is never evaluated). ``mx.vjp`` and ``mx.vmap`` trace such a
+    forward, so it is not evaluated between blocks: its caller checks the deadline between
+    its row batches."""
 
     first: int
     end: int
     receive: Callable[[mx.array], mx.array] | None = None
     send: Callable[[mx.array], mx.array] | None = None
+    add: Mapping[int, mx.array] = field(default_factory=dict)
 
 
 class _KeepInput:
@@ -178,107 +199,6 @@ def _between_blocks(out: Any) -> None:
         job.check()
 
 
-def attention_masks(
-    length: int, windows: dict[int, int], num_blocks: int, offset: int = 0
-) -> dict[int, mx.array]:
-    """Masks for every block when some sliding window is shorter than the keys, else none.
-
-    Sliding blocks see the causal mask limited to their window, the others the plain causal
-    mask, whatever the port would have chosen (see ``hf_config.sliding_windows``). ``length``
-    new queries follow ``offset`` earlier keys (a step over a full KV cache, ``step``): the
-    masks are [length, offset + length].
-    """
-    if not windows or offset + length <= min(windows.values()):
-        return {}
-    causal = create_causal_mask(length, offset)
-    return {
-        i: create_causal_mask(length, offset, window_size=windows[i]) if i in windows else causal
-        for i in range(num_blocks)
-    }
-
-
-def step_masks(cache: list[Any], length: int, windows: dict[int, int]) -> dict[int, mx.array]:
-    """The masks of one step over the model's cache, for the blocks whose keys it keeps whole.
-
-    A block with a full ``KVCache`` holds every earlier key, so the family's window (or the
-    plain causal mask the family prescribes where the port would window) is applied here, as
-    for a full sequence; a ``RotatingKVCache`` already holds only its window and the model's own
-    mask logic applies to it (``step.step_support`` refuses caches whose window disagrees)."""
-    if not windows:
-        return {}
-    full = [i for i, c in enumerate(cache) if type(c) is KVCache]
-    if not full:
-        return {}
-    # A pipeline stage's caches of other stages' blocks stay empty: the offset is its own.
-    offset = max(cache[i].offset for i in full)
-    masks = attention_masks(length, windows, len(cache), offset)
-    return {i: masks[i] for i in full if i in masks}
-
-
-class ScaledEmbedding:
-    """Multiplies the embedding lookup by a factor; everything else (``as_linear``) is untouched."""
-
-    def __init__(self, embedding: nn.Module, factor: float) -> None:
-        self._embedding = embedding
-        self._factor = factor
-
-    def __call__(self, ids: mx.array) -> mx.array:
-        out = self._embedding(ids)
-        return out * mx.array(self._factor, dtype=out.dtype)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._embedding, name)
-
-
-class _StopForward(Exception):
-    def __init__(self, value: mx.array) -> None:
-        self.value = value
-
-
-class _FirstBlockInput:
-    def __init__(self, block: nn.Module) -> None:
-        self._block = block
-
-    def __call__(self, hidden: mx.array, *args: Any, **kwargs: Any) -> Any:
-        raise _StopForward(hidden)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._block, name)
-
-
-@contextmanager
-def _swapped(container: Any, key: Any, replacement: Any) -> Iterator[None]:
-    original = container[key]
-    container[key] = replacement
-    try:
-        yield
-    finally:
-        container[key] = original
-
-
-def applied_embedding_scale(
-    model: nn.Module, num_tokens: int = 16, embedding_name: str | None = None
-) -> float:
-    """The factor the model's own forward applies between the embedding lookup and block 0.
-
-    Measured, not assumed: the forward is stopped at the input of block 0 (one lookup of cost).
-    """
-    layers = block_list(model)
-    holder, key = embedding_slot(model, embedding_name)
-    ids = mx.arange(num_tokens)[None]
-    try:
-        with _swapped(layers, 0, _FirstBlockInput(layers[0])):
-            model(ids)
-    except _StopForward as stop:
-        embedded = holder[key](ids).astype(mx.float32)
-        fed = stop.value.astype(mx.float32)
-        mask = mx.abs(embedded) > 1e-6
-        ratio = mx.where(mask, fed / mx.where(mask, embedded, 1.0), 0.0)
-        count = mx.maximum(mx.sum(mask), 1)
-        return float(mx.sum(ratio) / count)
-    raise RuntimeError("the model's forward never reached block 0")
-
-
 @dataclass
 class Tapped:
     """What one tapped forward kept, per block, each [B, P, D] at the gathered positions."""
@@ -293,7 +213,7 @@ class Tapped:
 def tapped_forward(
     model: nn.Module,
     ids: mx.array,
-    index: mx.array,
+    index: mx.array | None,
     outputs: Collection[int] = (),
     inputs: Collection[int] = (),
     mid: str | None = None,
@@ -305,9 +225,10 @@ def tapped_forward(
 ) -> Tapped:
     """One forward pass of the model's own code over ``ids`` [B, T] with every block wrapped.
 
-    ``index`` [B or 1, P, 1]: the positions kept of each row. Kept: the output of the blocks in
-    ``outputs``, the input of those in ``inputs``, and with ``mid`` the input of that module in
-    every block. The last block hands on only the kept positions, so ``logits`` is [B, P, V].
+    ``index`` [B or 1, P, 1]: the positions kept of each row (None: every position). Kept: the
+    output of the blocks in ``outputs``, the input of those in ``inputs``, and with ``mid`` the
+    input of that module in every block. The last block hands on only the kept positions, so
+    ``logits`` is [B, P, V].
     With ``every_at`` [B or 1, 1, 1], every block's output is also kept at that one position
     (``every``): the milestones read every block there, whichever blocks are displayed.
 
@@ -345,6 +266,8 @@ def tapped_forward(
             every_index=every_at,
             receive=stage.receive if stage is not None and i == first else None,
             send=stage.send if stage is not None and i == end - 1 else None,
+            add=stage.add.get(i) if stage is not None else None,
+            check=stage is None or not stage.add,
         )
         if first <= i < end
         else _Elsewhere(blocks[i], index, truncate=i == last)
@@ -352,11 +275,11 @@ def tapped_forward(
     ]
     with ExitStack() as stack:
         for i, block in enumerate(wrapped):
-            stack.enter_context(_swapped(blocks, i, block))
+            stack.enter_context(swapped(blocks, i, block))
         if embedding_factor != 1.0:
             holder, key = embedding_slot(model)
             scaled = ScaledEmbedding(holder[key], embedding_factor)
-            stack.enter_context(_swapped(holder, key, scaled))
+            stack.enter_context(swapped(holder, key, scaled))
         logits = model(ids) if cache is None else model(ids, cache=cache)
     tapped = Tapped({}, {}, {}, logits)
     if every_at is not None:

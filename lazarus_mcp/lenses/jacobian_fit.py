@@ -13,12 +13,17 @@ position are skipped and not counted. Deterministic given the prompts.
 
 Row ``i`` of every ``J_l`` comes from one vector-Jacobian product: a cotangent that is one-hot on
 dimension ``i`` at every valid target position, pulled back through the model's own blocks
-(``perturb.py``) to each source block. ``mx.vmap`` over a batch of such cotangents runs the
-forward once per batch and the backward batched, so the cost is one forward per ``dim_batch``
-rows plus D backward passes per prompt (MLX cannot vmap a quantized matmul: a quantized model
-repeats the prompt per row instead, as TransformerLens does, and runs the forward per row).
+(:func:`perturbed`: the engine's one tapped forward as a stage that ends at the target block,
+with perturbations added at the source blocks' outputs) to each source block. ``mx.vmap`` over
+a batch of such cotangents runs the forward once per batch and the backward batched, so the cost
+is one forward per ``dim_batch`` rows plus D backward passes per prompt (MLX cannot vmap a
+quantized matmul: a quantized model repeats the prompt per row instead, as TransformerLens
+does, and runs the forward per row).
 The backward passes are the estimator's inherent price: about
-``2 * D * (non-embedding parameters)`` FLOPs per token (SmolLM2-135M: 122 GFLOP per token).
+``2 * D * (non-embedding parameters)`` FLOPs per token (SmolLM2-135M: 122 GFLOP per token, 131
+with the forwards and the attention's products), which no batching removes: at the float32
+sgemm peak of 2 cores (95-137 GFLOP/s measured) that is 44-63 tokens a minute
+(``examples/bench_jacobian_fit.py``; docs/lenses.md).
 
 Progress is reported per batch of rows; the call's deadline is checked between batches; the
 running sums are checkpointed after every prompt, so an interrupted fit resumes where it stopped.
@@ -38,7 +43,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from lazarus_mcp.lenses.perturb import perturbable
+from lazarus_mcp.lens.taps import Stage, tapped_forward
 from lazarus_mcp.lenses.safetensors_io import read_tensors, write_tensors
 from lazarus_mcp.runtime.limits import check_interrupt
 
@@ -80,54 +85,110 @@ def activation_bytes(length: int, d_model: int, num_layers: int, dim_batch: int)
     return per_block * num_layers + 2 * num_layers * d_model * d_model * 8
 
 
+Run = Callable[[mx.array, list[mx.array]], mx.array]
+
+
+def perturbed(
+    model: nn.Module,
+    sources: Sequence[int],
+    target: int,
+    embedding_factor: float = 1.0,
+    windows: dict[int, int] | None = None,
+) -> Run:
+    """``run(ids, deltas)`` -> the output of block ``target`` [B, T, D] at every position, with
+    ``deltas[k]`` [B, T, D] added to the output of block ``sources[k]``: the model's own forward
+    through the engine's tapped forward (``lens.taps.Stage.add``), stopped at the target (the
+    final norm and the vocabulary projection, a small model's largest matmul, never run)."""
+
+    def run(ids: mx.array, deltas: list[mx.array]) -> mx.array:
+        stage = Stage(0, target + 1, add=dict(zip(sources, deltas, strict=True)))
+        tapped = tapped_forward(
+            model,
+            ids,
+            None,
+            outputs=[target],
+            embedding_factor=embedding_factor,
+            windows=windows,
+            stage=stage,
+        )
+        return tapped.outputs[target]
+
+    return run
+
+
+Rows = Callable[[mx.array, mx.array, mx.array], list[mx.array]]
+
+
+def row_batches(run: Run, sources: int, dtype: mx.Dtype) -> Rows:
+    """``rows(tokens [1, T], valid [T], cotangents [R, 1, T, D])`` -> per source block [R, D]:
+    each cotangent pulled back to every source block's output and summed over the valid
+    positions. ``mx.vmap`` batches the R backward passes (the forward, which does not depend on
+    the cotangent, runs once per call) and ``mx.compile`` makes the whole batched forward and
+    backward one graph, traced once per prompt length instead of rebuilt in Python per batch
+    of rows. Bitwise the same rows; on SmolLM2-135M (a batch of 32 rows over 128 tokens) it
+    saved a few per cent: 15.8-16.3 CPU-s per batch against 16.2-17.0 uncompiled, about 57 GFLOP
+    per CPU-second either way, which is this CPU's float32 sgemm rate per core: the batched
+    backward's matmuls ([32 x 128, 576] by the blocks' weights) already run at the BLAS peak."""
+
+    def rows(tokens: mx.array, valid: mx.array, cotangent: mx.array) -> list[mx.array]:
+        zeros = [mx.zeros(cotangent.shape, dtype=dtype) for _ in range(sources)]
+        _, grads = mx.vjp(lambda *deltas: run(tokens, list(deltas)), zeros, [cotangent])
+        return [(g[0].astype(mx.float32) * valid[:, None]).sum(axis=0) for g in grads]
+
+    compiled: Rows = mx.compile(mx.vmap(rows, in_axes=(None, None, 0)))
+    return compiled
+
+
+def replicated_rows(run: Run, sources: int, dtype: mx.Dtype) -> Rows:
+    """The same rows without vmap (MLX has none for quantized matmuls): the prompt repeated per
+    row, as TransformerLens batches it; the forward then runs once per row instead of per
+    batch."""
+
+    def rows(tokens: mx.array, valid: mx.array, cotangents: mx.array) -> list[mx.array]:
+        n = cotangents.shape[0]
+        copies = mx.repeat(tokens, n, axis=0)
+        zeros = [mx.zeros(cotangents[:, 0].shape, dtype=dtype) for _ in range(sources)]
+        _, grads = mx.vjp(lambda *deltas: run(copies, list(deltas)), zeros, [cotangents[:, 0]])
+        return [(g.astype(mx.float32) * valid[None, :, None]).sum(axis=1) for g in grads]
+
+    return rows
+
+
 def _prompt_rows(
-    run: Callable[[mx.array, list[mx.array]], mx.array],
+    engines: list[Rows],
     ids: list[int],
     settings: JacobianSettings,
     d_model: int,
     dtype: mx.Dtype,
     on_rows: Callable[[int], None],
 ) -> list[np.ndarray]:
+    """One prompt's D rows of every J_l, a batch of ``dim_batch`` rows at a time (the last batch
+    padded with zero cotangents, so every batch has the compiled shape). ``engines``: the rows
+    function to use, first; a quantized model's vmap refusal replaces it by the replicated one
+    for the rest of the fit."""
     length = len(ids)
     tokens = mx.array([ids])
     positions = mx.arange(length)
     valid = ((positions >= settings.skip_first) & (positions < length - 1)).astype(dtype)
     count = float(length - 1 - settings.skip_first)
-    zeros = [mx.zeros((1, length, d_model), dtype=dtype) for _ in settings.sources]
-
-    def rows(cotangent: mx.array) -> list[mx.array]:
-        _, grads = mx.vjp(lambda *deltas: run(tokens, list(deltas)), zeros, [cotangent])
-        return [(g[0].astype(mx.float32) * valid[:, None]).sum(axis=0) / count for g in grads]
-
-    def replicated(cotangents: mx.array) -> list[mx.array]:
-        # Without vmap (MLX has none for quantized matmuls): the prompt repeated per row, as
-        # TransformerLens batches it; the forward then runs once per row instead of per batch.
-        n = cotangents.shape[0]
-        copies = mx.repeat(tokens, n, axis=0)
-        batch_zeros = [mx.zeros((n, length, d_model), dtype=dtype) for _ in settings.sources]
-        _, grads = mx.vjp(
-            lambda *deltas: run(copies, list(deltas)), batch_zeros, [cotangents[:, 0]]
-        )
-        return [(g.astype(mx.float32) * valid[None, :, None]).sum(axis=1) / count for g in grads]
-
-    batched: Callable[[mx.array], list[mx.array]] = mx.vmap(rows)
     out = [np.zeros((d_model, d_model), dtype=np.float32) for _ in settings.sources]
     for start in range(0, d_model, settings.dim_batch):
-        dims = mx.arange(start, min(start + settings.dim_batch, d_model))
+        stop = min(start + settings.dim_batch, d_model)
+        dims = mx.arange(start, start + settings.dim_batch)
         onehot = (mx.arange(d_model)[None, :] == dims[:, None]).astype(dtype)
         cotangents = valid[None, None, :, None] * onehot[:, None, None, :]
         try:
-            result = batched(cotangents)
+            result = engines[0](tokens, valid, cotangents)
             mx.eval(result)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             if "NYI" not in str(exc):
                 raise
-            batched = replicated
-            result = batched(cotangents)
+            engines[0] = engines[-1]
+            result = engines[0](tokens, valid, cotangents)
             mx.eval(result)
         for matrix, block in zip(out, result, strict=True):
-            matrix[start : start + dims.size] = np.array(block)
-        on_rows(start + dims.size)
+            matrix[start:stop] = np.array(block[: stop - start]) / np.float32(count)
+        on_rows(stop)
         check_interrupt()
     return out
 
@@ -194,13 +255,13 @@ def fit_jacobians(
         if on_progress is not None:
             on_progress(FitProgress(state.next_index, total, rows, d_model))
 
+    run = perturbed(model, settings.sources, settings.target, embedding_factor, windows)
+    sources = len(settings.sources)
+    engines = [row_batches(run, sources, dtype), replicated_rows(run, sources, dtype)]
     for index in range(state.next_index, total):
         ids = list(token_lists[index])[: settings.max_seq_len]
         if len(ids) > settings.skip_first + 1:
-            with perturbable(
-                model, len(ids), list(settings.sources), settings.target, embedding_factor, windows
-            ) as run:
-                rows = _prompt_rows(run, ids, settings, d_model, dtype, report)
+            rows = _prompt_rows(engines, ids, settings, d_model, dtype, report)
             for total_sum, prompt in zip(state.sums, rows, strict=True):
                 total_sum += prompt
             state.n_done += 1

@@ -9,7 +9,8 @@
 soft-capping and Gemma's norm are applied as the model applies them. The transform runs in
 float32, as TransformerLens's readout and tuned-lens's do. Both lenses are affine,
 ``h -> h A^T + b``, which is what lets direct logit attribution decompose under them: each
-component maps through ``A`` and the bias is one more component (:func:`linear_part`).
+component maps through ``A`` and the bias is one more component (``LoadedLens.linear_part``,
+``lens/decompose.py``).
 A block the lens does not map, and the last block always, is read as the logit lens.
 
 Runs on the MLX worker thread only.
@@ -131,22 +132,6 @@ def open_lens(path: str | Path, loaded: LoadedModel, allowed: Path | None = None
     lens = load_lens(path, allowed)
     check_same_model(lens.config.model, identity_of(loaded))
     return LoadedLens.from_file(lens)
-
-
-def transformed_components(
-    lens: LoadedLens | None, layer: int | None, components: mx.array
-) -> mx.array:
-    """Components [C, D] of a residual, as the lens sees them: each through the lens's linear
-    part, plus its bias as one more component [1, D] (tuned lens), so that they still sum to
-    ``lens.transform(sum of components)``. This is what keeps direct logit attribution exact
-    under a learned lens: the final norm's affine form is then applied to these."""
-    if lens is None:
-        return components
-    matrix, bias = lens.linear_part(layer)
-    if matrix is None:
-        return components
-    mapped = components.astype(mx.float32) @ matrix.T
-    return mapped if bias is None else mx.concatenate([mapped, bias[None]], axis=0)
 
 
 @dataclass

@@ -51,6 +51,9 @@ class LearnedLens(seam.TranslatorLens):
     def translate(self, hidden: mx.array, layer: int | None) -> mx.array:
         return self.lens.transform(hidden, layer)
 
+    def linear_part(self, layer: int | None) -> tuple[mx.array | None, mx.array | None]:
+        return self.lens.linear_part(layer)
+
     def describe(self) -> dict[str, Any]:
         return LensReader(self.head, self.lens).describe()
 

@@ -19,6 +19,7 @@ import mlx.core as mx
 
 from lazarus_mcp.accel import bf16_linear, blas, cpu_gemm
 from lazarus_mcp.errors import LazarusError, ModelLoadError, UnsupportedModelError
+from lazarus_mcp.lens.embedding_scale import applied_embedding_scale
 from lazarus_mcp.lens.head import (
     LensHead,
     backbone,
@@ -28,7 +29,6 @@ from lazarus_mcp.lens.head import (
     embedding_slot,
     unembedding_module,
 )
-from lazarus_mcp.lens.taps import applied_embedding_scale
 from lazarus_mcp.lens.tokens import TokenText, has_chat_template
 from lazarus_mcp.modeling import gguf_config, gguf_loading, model_config
 from lazarus_mcp.modeling.checkpoint import read_config, resolve_model_path

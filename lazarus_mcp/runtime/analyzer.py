@@ -237,7 +237,7 @@ class ModelAnalyzer:
         loaded_b = other._loaded if other is not None else self._loaded
         config = config or AnalysisConfig()
         second = prompt_b if prompt_b is not None else prompt
-        request = gate.Request("compare", [prompt, second], config)
+        request = gate.Request("compare", [prompt, second], config, extra={"lens_b": lens_b})
         return await self.compute(
             request,
             _compare,

@@ -189,6 +189,17 @@ def forward_bytes(
     return activations + attention + kept + logits + LENS_ARRAYS * chunk
 
 
+def lens_bytes(loaded: LoadedModel, lens: str | None) -> int:
+    """A learned lens's arrays, held while the call reads it (``lenses/readout.py``: a D x D
+    float32 map and a bias per mapped layer, the embedding output included), bounded above
+    by every layer mapped; the logit lens holds nothing of its own. Counted before the lens
+    directory is opened, so an oversized lens is refused before it is read."""
+    if lens is None or lens == "logit":
+        return 0
+    hidden = loaded.info.hidden_size
+    return (loaded.info.num_layers + 1) * (hidden * hidden + hidden) * 4
+
+
 def lens_result_bytes(
     tokens: int, positions: int, rows: int, top_k: int, tracked: int, grid: bool
 ) -> int:
@@ -259,9 +270,12 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
         cells = positions + (1 if grid else 0)
         cells_total += cells
         if request.kind == "attribute":
-            # The sub-layer lens and the block lens; components: 2 per block + embedding + bias.
+            # The sub-layer lens and the block lens; components: 2 per block + embedding + bias,
+            # and per captured block before the last its own (2 per block up to it + 3).
             row = ROW_BYTES + ENTRY_BYTES * (config.top_k + tracked)
-            result += 2 * rows * row + (2 * info.num_layers + 2) * (24 * tracked + 64)
+            component = 24 * tracked + 64
+            by_block = sum(2 * layer + 5 for layer in layers if layer != info.num_layers - 1)
+            result += 2 * rows * row + (2 * info.num_layers + 2 + by_block) * component
             taps = 3 * info.num_layers
             need = forward_bytes(
                 loaded, batch=1, length=count, cells=1, rows=2 * rows, taps=taps, every=every
@@ -280,7 +294,8 @@ def admit(models: Sequence[LoadedModel], request: Request) -> Admission:
             )
     if many:
         peak = max(peak, _batch_peak(first, counts, cells_total, rows, every))
-    limits.check_memory("this forward pass", peak, lim)
+    held = lens_bytes(first, config.lens) + lens_bytes(first, request.extra.get("lens_b"))
+    limits.check_memory("this forward pass", peak + held, lim)
     limits.check_result_bytes("the result", result, lim)
     return Admission(counts)
 
@@ -351,6 +366,6 @@ def _admit_generation(
             "layers"
         )
     need = forward_bytes(loaded, batch=1, length=total, cells=1, rows=rows, taps=rows + 1)
-    limits.check_memory("this generation", need, lim)
+    limits.check_memory("this generation", need + lens_bytes(loaded, config.lens), lim)
     result = generation_result_bytes(count, new, rows, config.top_k, tracked)
     limits.check_result_bytes("the generation's result", result, lim)

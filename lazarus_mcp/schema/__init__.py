@@ -21,13 +21,13 @@ from lazarus_mcp.schema.analysis import (
     TokenAtLayer,
     TokenEvolution,
     TokenProbability,
-    logit_lens,
 )
 from lazarus_mcp.schema.attribution import (
     AttributionComponent,
     AttributionConfig,
     AttributionResult,
     AttributionTarget,
+    BlockAttribution,
     BlockPrediction,
     SublayerPrediction,
     TrackedProbability,
@@ -47,6 +47,7 @@ __all__ = [
     "AttributionConfig",
     "AttributionResult",
     "AttributionTarget",
+    "BlockAttribution",
     "BlockPrediction",
     "CompareLayer",
     "CompareResult",
@@ -67,7 +68,6 @@ __all__ = [
     "TokenProbability",
     "TopChange",
     "TrackedProbability",
-    "logit_lens",
     "to_json",
 ]
 

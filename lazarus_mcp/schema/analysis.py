@@ -103,12 +103,6 @@ class LensUsed(BaseModel):
     )
 
 
-def logit_lens(lens: LensUsed) -> bool:
-    """The default lens: results leave ``lens`` out of their JSON for it, so a logit-lens
-    result reads exactly as it did before learned lenses (its absence means the logit lens)."""
-    return lens.kind == "logit" and lens.path is None
-
-
 class TokenProbability(BaseModel):
     token: str = Field(description="The token as the model sees it (leading spaces kept).")
     token_id: int
@@ -195,8 +189,8 @@ class AnalysisResult(PromptRun):
     milestones: Milestones = Field(description="Where the final answer forms; read these first.")
     lens: LensUsed = Field(
         default_factory=LensUsed,
-        exclude_if=logit_lens,
-        description="The lens every block was read through (config.lens). Absent: the logit lens.",
+        description="The lens every block was read through (config.lens): "
+        "{kind: logit, path: null, fit: null} for the logit lens.",
     )
     grid: list[PositionLens] | None = Field(
         None,

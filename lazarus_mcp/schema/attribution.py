@@ -11,7 +11,6 @@ from lazarus_mcp.schema.analysis import (
     LayerPrediction,
     LensUsed,
     TokenProbability,
-    logit_lens,
 )
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
 from lazarus_mcp.schema.prompt import PromptRun
@@ -42,9 +41,26 @@ class AttributionTarget(BaseModel):
 
 
 class AttributionComponent(BaseModel):
-    kind: Literal["embedding", "attention", "mlp", "bias"]
-    layer_idx: int | None = Field(description="The block; null for the embedding and the bias.")
+    kind: Literal["embedding", "attention", "mlp", "bias", "lens_bias"]
+    layer_idx: int | None = Field(
+        description="The block; null for the embedding and the final norm's bias; for "
+        "lens_bias (a tuned lens's translator bias) the block whose translator it is."
+    )
     logits: list[float] = Field(description="Direct contribution to each target's logit.")
+
+
+class BlockAttribution(BaseModel):
+    """Direct logit attribution of the lens's reading of one block before the last: that
+    block's residual (the embedding plus the additions of blocks 0..layer_idx), each component
+    through the lens's linear map, a tuned lens's bias one more component, then the final norm
+    (its scale fixed by the whole mapped residual) and the unembedding."""
+
+    layer_idx: int
+    logits: list[float] = Field(
+        description="Each target's logit under the lens at this block, before any soft-cap: "
+        "what the components sum to."
+    )
+    components: list[AttributionComponent]
 
 
 class TrackedProbability(TokenProbability):
@@ -84,10 +100,15 @@ class AttributionResult(PromptRun):
     final_prediction: list[TokenProbability]
     fidelity: Fidelity
     milestones: Milestones
+    block_attributions: list[BlockAttribution] = Field(
+        description="The same decomposition of the lens's reading of every captured block "
+        "before the last (under the logit lens too); block N-1 is 'components'. Empty when "
+        "the model is split over processes (--shards): its ranks hold the earlier blocks' "
+        "components."
+    )
     lens: LensUsed = Field(
         default_factory=LensUsed,
-        exclude_if=logit_lens,
-        description="The lens the sub-layer and block rows were read through (absent: the logit "
-        "lens). The components decompose the model's own output (block N-1), which every lens "
+        description="The lens the sub-layer and block rows and block_attributions were read "
+        "through. 'components' decompose the model's own output (block N-1), which every lens "
         "reads as is.",
     )

@@ -8,7 +8,6 @@ from lazarus_mcp.schema.analysis import (
     AnalysisConfig,
     LensUsed,
     TokenProbability,
-    logit_lens,
 )
 from lazarus_mcp.schema.attribution import TrackedProbability
 from lazarus_mcp.schema.fidelity import Fidelity, Milestones
@@ -23,8 +22,7 @@ class CompareSide(PromptRun):
     milestones: Milestones
     lens: LensUsed = Field(
         default_factory=LensUsed,
-        exclude_if=logit_lens,
-        description="The lens this side's blocks were read through (absent: the logit lens).",
+        description="The lens this side's blocks were read through.",
     )
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 from lazarus_mcp.schema.analysis import (
     AnalysisConfig,
     LayerPrediction,
+    LensUsed,
     TokenAtLayer,
     TokenEvolution,
     TokenProbability,
@@ -188,4 +189,8 @@ class GenerationResult(PromptRun):
     fidelity: Fidelity = Field(
         description="The lens head on the last block against the model's own output, the worst "
         "over the steps."
+    )
+    lens: LensUsed = Field(
+        default_factory=LensUsed,
+        description="The lens every step's blocks were read through (config.lens).",
     )

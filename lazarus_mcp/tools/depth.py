@@ -146,10 +146,12 @@ ATTRIBUTE_DOC = """\
 Which block, and which sub-layer (attention or MLP), wrote a token's logit at the prompt's last \
 position: direct logit attribution (components: the embedding, every block's attention and MLP \
 additions, each through the final norm and unembedding; they sum to the model's own pre-cap \
-logit, stated beside it), optionally against a foil token (logit_diffs), plus the lens after \
-each block's attention sub-layer next to the lens after the whole block, with the targets' \
-probability and rank at both. Targets default to the model's top-1. Read milestones first. \
-Same JSON as `lazarus introspect attribute --json`."""
+logit, stated beside it), optionally against a foil token (logit_diffs); block_attributions \
+splits the lens's reading of each earlier captured block the same way (a tuned or Jacobian \
+lens's map applied to each component); plus the lens after each block's attention sub-layer \
+next to the lens after the whole block, with the targets' probability and rank at both. \
+Targets default to the model's top-1. Read milestones first. Same JSON as `lazarus introspect \
+attribute --json`."""
 
 COMPARE_DOC = """\
 Two runs' logit lenses side by side, layer by layer: the same model on two prompts (prompt_b: a \

@@ -9,7 +9,7 @@ bounds max_new_tokens x layers x top_k before any work.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
@@ -27,6 +27,7 @@ from lazarus_mcp.schema.generation import (
 from lazarus_mcp.tools.fields import (
     LayersField,
     LayerStepField,
+    LensField,
     ModelField,
     RawField,
     SampledStrategyField,
@@ -36,12 +37,13 @@ from lazarus_mcp.tools.spec import Cli, Input, Session, ToolSpec
 from lazarus_mcp.tools.timeline import render_generation
 
 GENERATE_DOC = """\
-Let the model write a continuation of the prompt (greedy by default) and read the logit lens at \
-every token it writes: for each generated token, what each selected layer predicted at the \
-position that emitted it, the token's final probability and rank, decided_layer (the block \
-from which it stayed top-1) and the tracked tokens. milestones says, per tracked token, the \
-step and layer where it first led and where the output led with it. Use it to see when a model \
-decides its answer, or inside a chain of thought. One forward per token over the KV cache; \
+Let the model write a continuation of the prompt (greedy by default) and read the lens (logit, \
+or a tuned or Jacobian lens directory) at every token it writes: for each generated token, what \
+each selected layer predicted at the position that emitted it, the token's final probability \
+and rank, decided_layer (the block from which it stayed top-1) and the tracked tokens. \
+milestones says, per tracked token, the step and layer where it first led and where the output \
+led with it. Use it to see when a model decides its answer, or inside a chain of thought. One \
+forward per token over the KV cache; \
 progress is reported per token. Same JSON as `lazarus introspect generate --json`."""
 
 
@@ -107,11 +109,7 @@ class GenerateInput(Input):
         Cli(("-t", "--track"), "Token to follow at every step (repeatable)."),
     ]
     raw: RawField = False
-    lens: Annotated[
-        Literal["logit"],
-        Field(description="The lens read at each token: 'logit' (the model's own head)."),
-        Cli(help="The lens read at each token: logit."),
-    ] = "logit"
+    lens: LensField = "logit"
     plot: Annotated[
         bool,
         Field(
@@ -144,6 +142,7 @@ class GenerateInput(Input):
             top_p=self.top_p,
             seed=self.seed,
             stop=self.stop,
+            lens=self.lens,
         )
 
     def request(self) -> Request:

@@ -25,7 +25,6 @@ from lazarus_mcp.schema import (
     LensUsed,
     Milestones,
     TokenEvolution,
-    logit_lens,
 )
 from lazarus_mcp.tools.fields import (
     LAYERS_HELP,
@@ -212,8 +211,7 @@ class TokenTracking(BaseModel):
     milestones: Milestones
     lens: LensUsed = Field(
         default_factory=LensUsed,
-        exclude_if=logit_lens,
-        description="The lens every block was read through (absent: the logit lens).",
+        description="The lens every block was read through.",
     )
 
     @classmethod
