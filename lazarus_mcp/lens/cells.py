@@ -35,6 +35,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from lazarus_mcp.accel import cell_stats as fused
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens import stats
 from lazarus_mcp.lens.interrupt import check_interrupt
@@ -185,12 +186,28 @@ def statistics(
     tracked: Sequence[int] = (),
     picks: np.ndarray | None = None,
 ) -> Cells:
-    """Every statistic of rows' logits [L, C, V] against the model's own output [C, V]."""
+    """Every statistic of rows' logits [L, C, V] against the model's own output [C, V]: by the
+    fused kernel where it is built (``accel/cell_stats.py``), else by numpy's reference."""
+    if fused.available():
+        return fused_statistics(logits, own, rows, top_k, tracked, picks)
+    return reference_statistics(logits, own, rows, top_k, tracked, picks)
+
+
+def reference_statistics(
+    logits: np.ndarray,
+    own: np.ndarray,
+    rows: Sequence[Row],
+    top_k: int,
+    tracked: Sequence[int] = (),
+    picks: np.ndarray | None = None,
+) -> Cells:
+    """``statistics`` by the numpy definitions of ``stats``. Top-k and ranks compare the logits
+    themselves: a log-probability rounds (x - max) - log(sum) and can merge neighbours."""
     final_lp, final_p = stats.softmax_pair(own)
     logprobs, probs = stats.softmax_pair(logits)
     ids = np.asarray(tracked, dtype=np.int64)
-    top_ids = stats.top_k(logprobs, top_k)
-    final_ids = stats.top_k(final_lp, top_k)  # [C, k]
+    top_ids = stats.top_k(logits, top_k)
+    final_ids = stats.top_k(own, top_k)  # [C, k]
     return Cells(
         rows=list(rows),
         top_ids=top_ids,
@@ -198,15 +215,81 @@ def statistics(
         entropy=stats.entropy(logprobs, probs),
         kl=stats.kl_divergence(final_lp[None], final_p[None], logprobs),
         tracked_probs=probs[..., ids],
-        tracked_ranks=stats.ranks(logprobs, ids),
-        final_top_ranks=stats.rank_of(logprobs, final_ids[:, 0]),
+        tracked_ranks=stats.ranks(logits, ids),
+        final_top_ranks=stats.rank_of(logits, final_ids[:, 0]),
         final_top_ids=final_ids,
         final_top_probs=np.take_along_axis(final_p, final_ids, axis=-1),
         final_tracked_probs=final_p[..., ids],
-        final_tracked_ranks=stats.ranks(final_lp, ids),
+        final_tracked_ranks=stats.ranks(own, ids),
         picked=None if picks is None else stats.picked(logprobs, picks),
         final_picked=None if picks is None else stats.picked(final_lp, picks),
     )
+
+
+def fused_statistics(
+    logits: np.ndarray,
+    own: np.ndarray,
+    rows: Sequence[Row],
+    top_k: int,
+    tracked: Sequence[int] = (),
+    picks: np.ndarray | None = None,
+    simd: bool = True,
+) -> Cells:
+    """``statistics`` by the fused kernel: the model's own rows first (their probabilities are
+    the KL's reference), then every row, each asked for the tracked ids, the model's top-1 and
+    the cell's pick. A cell with a non-finite logit in any row is computed by the reference.
+    ``simd=False``: the kernel's scalar loop (CPUs without AVX-512)."""
+    num_rows, num_cells, vocab = logits.shape
+    ids = np.asarray(tracked, dtype=np.int32)
+    count = len(ids)
+    extra = [] if picks is None else [np.asarray(picks, np.int32)[:, None]]
+    final = fused.row_stats(
+        own, top_k, np.concatenate([np.broadcast_to(ids, (num_cells, count)), *extra], axis=1),
+        probs=True, simd=simd,
+    )  # fmt: skip
+    leader = np.where(final.bad, 0, final.top_ids[:, 0]).astype(np.int32)[:, None]
+    per_cell = np.concatenate([np.broadcast_to(ids, (num_cells, count)), leader, *extra], axis=1)
+    cell_of = np.tile(np.arange(num_cells, dtype=np.int32), num_rows)
+    got = fused.row_stats(
+        logits.reshape(num_rows * num_cells, vocab), top_k, per_cell[cell_of],
+        fused.Reference(own, final, cell_of), simd=simd,
+    )  # fmt: skip
+
+    def shaped(array: np.ndarray) -> np.ndarray:
+        return array.reshape(num_rows, num_cells, *array.shape[1:])
+
+    assert got.kl is not None
+    cells = Cells(
+        rows=list(rows),
+        top_ids=shaped(got.top_ids),
+        top_probs=shaped(got.top_probs),
+        entropy=shaped(got.entropy),
+        kl=shaped(got.kl),
+        tracked_probs=shaped(got.id_probs[:, :count]),
+        tracked_ranks=shaped(got.id_ranks[:, :count]),
+        final_top_ranks=shaped(got.id_ranks[:, count]),
+        final_top_ids=final.top_ids,
+        final_top_probs=final.top_probs,
+        final_tracked_probs=final.id_probs[:, :count],
+        final_tracked_ranks=final.id_ranks[:, :count],
+        picked=None if picks is None else shaped(got.id_logprobs[:, count + 1]),
+        final_picked=None if picks is None else final.id_logprobs[:, count],
+    )
+    bad = final.bad | shaped(got.bad).any(axis=0)
+    if bad.any():
+        _splice(cells, bad, reference_statistics(
+            logits[:, bad], own[bad], rows, top_k, tracked, None if picks is None else picks[bad]
+        ))  # fmt: skip
+    return cells
+
+
+def _splice(cells: Cells, where: np.ndarray, part: Cells) -> None:
+    """Write ``part`` (the cells ``where`` marks) into ``cells``."""
+    for f in fields(Cells):
+        if f.metadata and getattr(cells, f.name) is not None:
+            target = getattr(cells, f.name)
+            index = (slice(None), where) if f.metadata["cell_axis"] == 1 else (where,)
+            target[index] = getattr(part, f.name)
 
 
 def cell_stats(

@@ -45,27 +45,42 @@ def js_divergence(
     return (kl_p + kl_q) / 2
 
 
-def top_k(logprobs: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest entries per row, best first (partial selection, then k sorted)."""
-    part = np.argpartition(-logprobs, k - 1, axis=-1)[..., :k]
-    values = np.take_along_axis(logprobs, part, axis=-1)
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries per row, best first, equal entries by the lower index
+    (a partial selection, then only the k sorted; NaN ranks below every number).
+
+    ``argpartition`` alone leaves which of several entries equal to the k-th best it keeps to
+    its algorithm; rows where such a tie straddles the cut take the lowest indices instead."""
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    part = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
+    kth = np.take_along_axis(scores, part, axis=-1).min(axis=-1, keepdims=True)
+    straddles = (scores >= kth).sum(axis=-1) > k
+    if straddles.any():
+        above = scores[straddles] > kth[straddles]
+        tied = scores[straddles] == kth[straddles]
+        need = k - above.sum(axis=-1, keepdims=True)
+        keep = above | (tied & (np.cumsum(tied, axis=-1) <= need))
+        part[straddles] = np.nonzero(keep)[-1].reshape(-1, k)
+    part = np.sort(part, axis=-1)
+    values = np.take_along_axis(scores, part, axis=-1)
     order = np.argsort(-values, axis=-1, kind="stable")
     return np.take_along_axis(part, order, axis=-1)
 
 
-def ranks(logprobs: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+def ranks(scores: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
     """1-based rank of each token per row over the whole vocabulary; ties share the best rank.
-    [..., T] for logprobs [..., V]; one [..., V] comparison per token at a time."""
-    chosen = np.take(logprobs, token_ids, axis=-1)
-    counts = [(logprobs > chosen[..., t : t + 1]).sum(axis=-1) for t in range(len(token_ids))]
-    return 1 + np.stack(counts, axis=-1) if counts else np.zeros((*logprobs.shape[:-1], 0), int)
+    [..., T] for scores [..., V]; one [..., V] comparison per token at a time."""
+    chosen = np.take(scores, token_ids, axis=-1)
+    counts = [(scores > chosen[..., t : t + 1]).sum(axis=-1) for t in range(len(token_ids))]
+    return 1 + np.stack(counts, axis=-1) if counts else np.zeros((*scores.shape[:-1], 0), int)
 
 
-def rank_of(logprobs: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+def rank_of(scores: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
     """1-based rank of one token per row (``token_ids`` [...], broadcast against the rows)."""
-    ids = np.broadcast_to(token_ids, logprobs.shape[:-1])[..., None]
-    chosen = np.take_along_axis(logprobs, ids, axis=-1)
-    return 1 + (logprobs > chosen).sum(axis=-1)
+    ids = np.broadcast_to(token_ids, scores.shape[:-1])[..., None]
+    chosen = np.take_along_axis(scores, ids, axis=-1)
+    return 1 + (scores > chosen).sum(axis=-1)
 
 
 def picked(logprobs: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
