@@ -202,3 +202,48 @@ def test_bad_calls_are_refused_before_the_kernel() -> None:
     plain = fused.row_stats(x, 1, np.zeros((2, 0)))
     with pytest.raises(ValueError, match="probabilities"):
         fused.row_stats(x, 1, np.zeros((2, 0)), fused.Reference(x, plain, np.zeros(2)))
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.5])
+def test_fidelity_read_in_the_lens_projection_equals_its_own_pass(mix: float) -> None:
+    """``CellSpec(fidelity=True)`` (generate's steps) reads block N-1's lens row in the same
+    projection as the other rows: the same fidelity as ``fidelities``' own projection, and the
+    same statistics as without it, on a real checkpoint (a translator lens that moves block
+    N-1, so the check has something to measure, and the logit lens)."""
+    import mlx.core as mx
+
+    from lazarus_mcp.lens.cells import CellSpec, cell_stats
+    from lazarus_mcp.lens.fidelity import fidelities
+    from lazarus_mcp.lens.readout import LogitLens
+    from lazarus_mcp.lens.taps import tapped_forward
+    from lazarus_mcp.modeling.loading import load
+    from lazarus_mcp.runtime import worker
+    from tests.conftest import PARITY
+    from tests.test_engine import _Translator
+
+    def run() -> None:
+        loaded = load(str(PARITY / "llama"))
+        lens = _Translator(loaded.head, mix) if mix else LogitLens(loaded.head)
+        last = loaded.info.num_layers - 1
+        ids = loaded.tokenizer.encode("The capital of France is")
+        positions = mx.array([[[p] for p in range(len(ids))]])
+        tapped = tapped_forward(loaded.model, mx.array([ids]), positions, outputs=range(last + 1))
+        hidden = {i: h[0] for i, h in tapped.outputs.items()}
+        own = tapped.logits[0]
+        rows = [0, 1, last]
+        plain = cell_stats(CellSpec(lens, rows, last, 5, [7]), hidden, own)
+        checked = cell_stats(CellSpec(lens, rows, last, 5, [7], fidelity=True), hidden, own)
+        assert plain.fidelity is None and checked.fidelity is not None
+        for got, want in zip(
+            checked.fidelity, fidelities(lens, last, hidden[last], own), strict=True
+        ):
+            assert got.top1_agrees == want.top1_agrees
+            assert abs(got.max_abs_prob_diff - want.max_abs_prob_diff) <= 1e-6
+            assert abs(got.kl_divergence - want.kl_divergence) <= 1e-6
+        if mix:
+            assert max(f.max_abs_prob_diff for f in checked.fidelity) > 1e-4
+        np.testing.assert_array_equal(checked.top_ids, plain.top_ids)
+        np.testing.assert_allclose(checked.top_probs, plain.top_probs, atol=1e-6)
+        np.testing.assert_allclose(checked.kl, plain.kl, atol=1e-5)
+
+    worker.run_sync(run)

@@ -20,7 +20,6 @@ import numpy as np
 from lazarus_mcp.analyses.prompt_lens import LensRequest
 from lazarus_mcp.generation.sampling import Sampler
 from lazarus_mcp.lens.cells import CellSpec, Column, Row, cell_stats
-from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.schema import Fidelity
 
 
@@ -49,10 +48,13 @@ def step_lens(
     token = sampler.choose(final_logits)
     mx.eval(token, final_logits, *captured.values())  # the forward and the sampled token
     token_id = int(np.array(token))
-    [fidelity] = fidelities(request.lens, last, captured[last][None], final_logits[None])
-    spec = CellSpec(request.lens, request.rows, last, request.top_k, [*request.tracked, token_id])
-    hidden: dict[Row, mx.array] = {i: captured[i][None] for i in request.blocks if i != last}
-    column = cell_stats(spec, hidden, final_logits[None]).column(0)
+    tracked = [*request.tracked, token_id]
+    spec = CellSpec(request.lens, request.rows, last, request.top_k, tracked, fidelity=True)
+    hidden: dict[Row, mx.array] = {i: captured[i][None] for i in {*request.blocks, last}}
+    cells = cell_stats(spec, hidden, final_logits[None])
+    assert cells.fidelity is not None
+    [fidelity] = cells.fidelity
+    column = cells.column(0)
     emitted_probs = column.tracked_probs[:, -1].copy()
     emitted_ranks = column.tracked_ranks[:, -1].copy()
     probability = float(column.final_tracked_probs[-1])

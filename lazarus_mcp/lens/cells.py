@@ -38,8 +38,10 @@ import numpy as np
 from lazarus_mcp.accel import cell_stats as fused
 from lazarus_mcp.errors import InvalidRequestError
 from lazarus_mcp.lens import stats
+from lazarus_mcp.lens.fidelity import fidelity
 from lazarus_mcp.lens.interrupt import check_interrupt
 from lazarus_mcp.lens.readout import Lens
+from lazarus_mcp.schema import Fidelity
 
 CHUNK_BYTES = 32 << 20
 
@@ -71,6 +73,9 @@ class CellSpec:
     last: int | None  # block N-1: its row is the model's own output (None: no row is)
     top_k: int = 1
     tracked: Sequence[int] = ()
+    # The fidelity check too: block N-1's lens row joins the same projection as the others
+    # (one pass over the head's weights instead of a second, ``fidelity.fidelities``'s own).
+    fidelity: bool = False
 
 
 @dataclass
@@ -111,6 +116,7 @@ class Cells:
     final_tracked_ranks: np.ndarray = field(metadata=_FINAL)  # [C, T]
     picked: np.ndarray | None = field(default=None, metadata=_ROW)  # [L, C]
     final_picked: np.ndarray | None = field(default=None, metadata=_FINAL)  # [C]
+    fidelity: list[Fidelity] | None = None  # [C], where the spec asked for it
 
     @property
     def num_cells(self) -> int:
@@ -152,7 +158,9 @@ def _join(parts: list[Cells]) -> Cells:
         arrays = [getattr(p, f.name) for p in parts]
         joined = None if arrays[0] is None else np.concatenate(arrays, axis=f.metadata["cell_axis"])
         values[f.name] = joined
-    return Cells(rows=parts[0].rows, **values)
+    checks = [p.fidelity for p in parts]
+    fidelity = None if checks[0] is None else [f for check in checks for f in check or []]
+    return Cells(rows=parts[0].rows, **values, fidelity=fidelity)
 
 
 def row_logits(
@@ -161,17 +169,22 @@ def row_logits(
     hidden: Mapping[Row, mx.array],
     own: mx.array,
     last: int | None,
+    lens_last: bool = False,
 ) -> mx.array:
     """[L, C, V] float32 logits of each row at C cells: ``hidden[row]`` [C, D] through the lens,
     except block N-1, whose row is the model's own output ``own`` [C, V] (its lens under any
-    lens; the lens itself is checked against it by ``fidelity``)."""
+    lens; the lens itself is checked against it by ``fidelity``). ``lens_last``: block N-1's
+    lens row (from ``hidden[last]``) is appended, projected with the others: [L + 1, C, V]."""
     projected = [r for r in rows if not _is_own(r, last)]
+    if lens_last and last is not None:
+        projected.append(last)
     own32 = own.astype(mx.float32)
     lensed = {}
     if projected:
         stacked = lens.readout_rows(mx.stack([hidden[r] for r in projected]), projected)
         lensed = {r: stacked[n] for n, r in enumerate(projected)}
-    return mx.stack([own32 if _is_own(r, last) else lensed[r] for r in rows])
+    shown = [own32 if _is_own(r, last) else lensed[r] for r in rows]
+    return mx.stack([*shown, lensed[last]] if lens_last and last is not None else shown)
 
 
 def _is_own(row: Row, last: int | None) -> bool:
@@ -308,28 +321,32 @@ def cell_stats(
     cell whose log-probability is kept (``picked``: a multi-token string's pieces)."""
     vocab = own.shape[-1]
     num_cells = own.shape[0] if own_rows is None else own_rows.shape[0]
-    step = chunk_cells(len(spec.rows), vocab, chunk_bytes)
+    check = spec.fidelity and spec.last is not None
+    step = chunk_cells(len(spec.rows) + check, vocab, chunk_bytes)
     parts: list[Cells] = []
     for start in range(0, num_cells, step):
         check_interrupt()
         window = slice(start, start + step)
-        chunk = {r: h[window] for r, h in hidden.items() if not _is_own(r, spec.last)}
+        chunk = {r: h[window] for r, h in hidden.items() if check or not _is_own(r, spec.last)}
         mine = own[window] if own_rows is None else own[own_rows[window]]
-        logits = row_logits(spec.lens, spec.rows, chunk, mine, spec.last)
+        logits = row_logits(spec.lens, spec.rows, chunk, mine, spec.last, check)
         mine = mine.astype(mx.float32)
         mx.eval(logits, mine)
         # numpy copies; the MLX arrays are dropped before the statistics run (the peak).
         arrays = np.array(logits), np.array(mine)
         del logits, mine
-        parts.append(
-            statistics(
-                *arrays,
-                spec.rows,
-                spec.top_k,
-                spec.tracked,
-                None if picks is None else picks[window],
-            )
+        lensed_last = arrays[0][-1] if check else None
+        part = statistics(
+            arrays[0][:-1] if check else arrays[0],
+            arrays[1],
+            spec.rows,
+            spec.top_k,
+            spec.tracked,
+            None if picks is None else picks[window],
         )
-        del arrays
+        if lensed_last is not None:
+            part.fidelity = [fidelity(a, b) for a, b in zip(lensed_last, arrays[1], strict=True)]
+        parts.append(part)
+        del arrays, lensed_last
     check_interrupt()
     return _join(parts)
