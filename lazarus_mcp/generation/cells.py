@@ -2,8 +2,11 @@
 token it emits.
 
 The statistics are the engine's one cell function (``lens.cells.cell_stats``: the lens readout
-in MLX, the statistics in numpy), so a step and ``analyze --positions all`` over the whole
-sequence are the same computation on the same states. (MLX's float32 sum over a 49,152-token
+in MLX, the statistics in the fused kernel or numpy), so a step and ``analyze --positions all``
+over the whole sequence are the same computation on the same states. The fidelity check's lens
+row of block N-1 is projected with the step's other rows (``CellSpec.fidelity``): one pass over
+the head's weights per token instead of two (the head is SmolLM2's largest matrix, 113 MB in
+float32). (MLX's float32 sum over a 49,152-token
 vocabulary was off by up to ~2e-5 in a probability, numpy's pairwise sum by ~1e-7: on
 SmolLM2-135M, MLX-side statistics put the steps 1.4e-4 from transformers' probabilities, these
 4e-6.) The emitted token is followed as one more tracked token, so its probability and rank at

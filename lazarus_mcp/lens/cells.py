@@ -4,10 +4,12 @@ rows (the embedding output and blocks), computed in chunks of cells.
 Every analysis reads its numbers here: the last position of one prompt is C = 1, a grid or a
 batch is C = its cells, attribute and compare read one cell. Each chunk is projected in MLX
 through the :class:`~lazarus_mcp.lens.readout.Lens` (:func:`row_logits`, where block N-1's row is
-the model's own output, once for every analysis), evaluated, and its statistics computed in
-numpy (``stats``: the CPU exponential there is ~12x MLX's). So the same prompt, position and
-forward give bitwise the same probabilities whichever analysis asked; a batch member differs
-from its single run only by the forward's rounding (other matmul shapes, below 1e-6).
+the model's own output, once for every analysis), evaluated, and its statistics computed by
+:func:`statistics`: the fused C kernel (``accel/cell_stats.py``, two passes per row) where it
+is built, numpy's definitions (``stats``) elsewhere. Either computes each row alone, so the same
+prompt, position and forward give bitwise the same probabilities whichever analysis asked; a
+batch member differs from its single run only by the forward's rounding (other matmul shapes,
+below 1e-6).
 
 A full [L, C, V] float32 array is never built for more than one chunk: cells are taken as many
 at a time as keep one [L, chunk, V] array under ``CHUNK_BYTES`` (at least one cell). A chunk's
@@ -268,8 +270,8 @@ def fused_statistics(
         fused.Reference(own, final, cell_of), simd=simd,
     )  # fmt: skip
 
-    def shaped(array: np.ndarray) -> np.ndarray:
-        return array.reshape(num_rows, num_cells, *array.shape[1:])
+    def shaped(array: np.ndarray) -> np.ndarray:  # [L * C, ...] -> [L, C, ...], C order
+        return np.ascontiguousarray(array.reshape(num_rows, num_cells, *array.shape[1:]))
 
     assert got.kl is not None
     cells = Cells(
@@ -283,10 +285,10 @@ def fused_statistics(
         final_top_ranks=shaped(got.id_ranks[:, count]),
         final_top_ids=final.top_ids,
         final_top_probs=final.top_probs,
-        final_tracked_probs=final.id_probs[:, :count],
-        final_tracked_ranks=final.id_ranks[:, :count],
+        final_tracked_probs=np.ascontiguousarray(final.id_probs[:, :count]),
+        final_tracked_ranks=np.ascontiguousarray(final.id_ranks[:, :count]),
         picked=None if picks is None else shaped(got.id_logprobs[:, count + 1]),
-        final_picked=None if picks is None else final.id_logprobs[:, count],
+        final_picked=None if picks is None else np.ascontiguousarray(final.id_logprobs[:, count]),
     )
     bad = final.bad | shaped(got.bad).any(axis=0)
     if bad.any():
