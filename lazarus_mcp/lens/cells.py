@@ -13,8 +13,10 @@ below 1e-6).
 
 A full [L, C, V] float32 array is never built for more than one chunk: cells are taken as many
 at a time as keep one [L, chunk, V] array under ``CHUNK_BYTES`` (at least one cell). A chunk's
-working set is about a dozen such arrays (logits, log-probs, probs, exponentials, products in
-the entropy and KL sums, one comparison per tracked token at a time), so the peak is
+working set under numpy's statistics is about a dozen such arrays (logits, log-probs, probs,
+exponentials, products in the entropy and KL sums, one comparison per tracked token at a time;
+the fused kernel's is the logits, their numpy copy and the own rows' probabilities), so the
+peak is at most
 
     C * V * 4 bytes (the model's own logits at the C cells, which its forward returns at once)
     + about 12 * max(CHUNK_BYTES, L * V * 4)
