@@ -18,11 +18,12 @@ if sys.platform.startswith("linux") and platform.machine().lower() in {"x86_64",
                 "lazarus_mcp/accel/csrc/_bf16_gemm.c",
                 "lazarus_mcp/accel/csrc/_affine_gemm.c",
                 "lazarus_mcp/accel/csrc/_widen_gemm.c",
+                "lazarus_mcp/accel/csrc/_cell_stats.c",
                 "lazarus_mcp/accel/csrc/_threads.c",
             ],
             depends=["lazarus_mcp/accel/csrc/_gemm.h"],
             extra_compile_args=["-O3", "-std=gnu11"],
-            extra_link_args=["-pthread"],
+            extra_link_args=["-pthread", "-lm"],
             optional=True,
         )
     )

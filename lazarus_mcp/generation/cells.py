@@ -2,8 +2,11 @@
 token it emits.
 
 The statistics are the engine's one cell function (``lens.cells.cell_stats``: the lens readout
-in MLX, the statistics in numpy), so a step and ``analyze --positions all`` over the whole
-sequence are the same computation on the same states. (MLX's float32 sum over a 49,152-token
+in MLX, the statistics in the fused kernel or numpy), so a step and ``analyze --positions all``
+over the whole sequence are the same computation on the same states. The fidelity check's lens
+row of block N-1 is projected with the step's other rows (``CellSpec.fidelity``): one pass over
+the head's weights per token instead of two (the head is SmolLM2's largest matrix, 113 MB in
+float32). (MLX's float32 sum over a 49,152-token
 vocabulary was off by up to ~2e-5 in a probability, numpy's pairwise sum by ~1e-7: on
 SmolLM2-135M, MLX-side statistics put the steps 1.4e-4 from transformers' probabilities, these
 4e-6.) The emitted token is followed as one more tracked token, so its probability and rank at
@@ -20,7 +23,6 @@ import numpy as np
 from lazarus_mcp.analyses.prompt_lens import LensRequest
 from lazarus_mcp.generation.sampling import Sampler
 from lazarus_mcp.lens.cells import CellSpec, Column, Row, cell_stats
-from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.schema import Fidelity
 
 
@@ -49,11 +51,13 @@ def step_lens(
     token = sampler.choose(final_logits)
     mx.eval(token, final_logits, *captured.values())  # the forward and the sampled token
     token_id = int(np.array(token))
-    [fidelity] = fidelities(request.lens, last, captured[last][None], final_logits[None])
-    spec = CellSpec(request.lens, request.rows, last, request.top_k, [*request.tracked, token_id])
-    hidden: dict[Row, mx.array] = {i: captured[i][None] for i in request.blocks if i != last}
-    column = cell_stats(spec, hidden, final_logits[None]).column(0)
-    return with_emitted(column, fidelity, token_id)
+    tracked = [*request.tracked, token_id]
+    spec = CellSpec(request.lens, request.rows, last, request.top_k, tracked, fidelity=True)
+    hidden: dict[Row, mx.array] = {i: captured[i][None] for i in {*request.blocks, last}}
+    cells = cell_stats(spec, hidden, final_logits[None])
+    assert cells.fidelity is not None
+    [fidelity] = cells.fidelity
+    return with_emitted(cells.column(0), fidelity, token_id)
 
 
 def with_emitted(column: Column, fidelity: Fidelity, token_id: int) -> StepArrays:
