@@ -223,7 +223,8 @@ def test_fidelity_read_in_the_lens_projection_equals_its_own_pass(mix: float) ->
 
     def run() -> None:
         loaded = load(str(PARITY / "llama"))
-        lens = _Translator(loaded.head, mix) if mix else LogitLens(loaded.head)
+        width = loaded.info.hidden_size
+        lens = _Translator(loaded.head, mix, width) if mix else LogitLens(loaded.head)
         last = loaded.info.num_layers - 1
         ids = loaded.tokenizer.encode("The capital of France is")
         positions = mx.array([[[p] for p in range(len(ids))]])
