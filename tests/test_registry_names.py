@@ -17,7 +17,7 @@ from lazarus_mcp.lens.head import backbone, unembedding_module
 from lazarus_mcp.modeling import model_config
 from lazarus_mcp.modeling.families import FAMILIES
 from lazarus_mcp.modeling.loading import LoadedModel, load
-from lazarus_mcp.runtime import worker
+from lazarus_mcp.runtime import gate, worker
 from lazarus_mcp.runtime.limits import LimitExceededError
 from lazarus_mcp.schema import AnalysisConfig, AttributionConfig
 from tests.checkpoints import FAMILY_CONFIGS, build_checkpoint, family_config
@@ -26,15 +26,17 @@ LONG_PROMPT = " ".join(["one two three four five"] * 16)  # 80 words, over 80 to
 
 
 def test_gpt2_refuses_a_prompt_past_its_position_table(tmp_path: Path) -> None:
-    """n_positions=32: an 80-token prompt would read wpe out of range; refused in one line."""
+    """n_positions=32: an 80-token prompt would read wpe out of range; the one gate every tool
+    and interface passes refuses it in one line, before any forward."""
     path = build_checkpoint(tmp_path / "gpt2", "gpt2", n_positions=32)
     loaded = worker.run_sync(load, str(path))
     assert loaded.context_length == 32
     assert loaded.num_heads == 4
     with pytest.raises(LimitExceededError, match="context is 32") as caught:
-        worker.run_sync(analyze_loaded, loaded, LONG_PROMPT, AnalysisConfig())
+        gate.admit([loaded], gate.Request("lens", [LONG_PROMPT], AnalysisConfig()))
     assert "\n" not in str(caught.value)
-    # Inside the table it is answered.
+    # Inside the table it is admitted and answered.
+    gate.admit([loaded], gate.Request("lens", ["one two three"], AnalysisConfig()))
     result = worker.run_sync(analyze_loaded, loaded, "one two three", AnalysisConfig())
     assert result.layer_predictions and result.fidelity.max_abs_prob_diff <= 1e-5
 
