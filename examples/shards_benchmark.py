@@ -110,6 +110,9 @@ if __name__ == "__main__":
     parser.add_argument("--build", action="store_true", help="write the test checkpoint first")
     args = parser.parse_args()
     if args.build:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo's tests/
         from tests.checkpoints import build_checkpoint
 
         build_checkpoint(
