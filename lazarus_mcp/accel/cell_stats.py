@@ -14,28 +14,21 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lazarus_mcp.accel.cpu_gemm import KernelStatus
+from lazarus_mcp.accel.cpu_gemm import KernelStatus, open_extension
 
 _ENV = "LAZARUS_STATS_KERNEL"
 
 
 @functools.cache
 def _library() -> tuple[ctypes.CDLL | None, str]:
-    if os.environ.get(_ENV, "").lower() in {"0", "off", "false", "no"}:
-        return None, f"disabled by {_ENV}"
-    spec = importlib.util.find_spec("lazarus_mcp.accel._bf16_gemm")
-    if spec is None or not spec.origin:
-        return None, "not built (needs x86-64 Linux and a C compiler at install time)"
-    try:
-        lib = ctypes.CDLL(spec.origin)
-    except OSError as exc:
-        return None, f"could not load {spec.origin}: {exc}"
+    lib, why = open_extension(_ENV)
+    if lib is None:
+        return None, why
     vp, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
     lib.lz_stats_simd.restype, lib.lz_stats_simd.argtypes = i, []
     lib.lz_cell_stats.restype = i

@@ -54,17 +54,25 @@ class KernelStatus:
     reason: str
 
 
-@functools.cache
-def _library() -> tuple[ctypes.CDLL | None, str]:
-    if os.environ.get(_ENV, "").lower() in {"0", "off", "false", "no"}:
-        return None, f"disabled by {_ENV}"
+def open_extension(switch: str) -> tuple[ctypes.CDLL | None, str]:
+    """The kernels' compiled extension, unless the environment variable ``switch`` turns it
+    off; (None, why) where it is not built or cannot be loaded."""
+    if os.environ.get(switch, "").lower() in {"0", "off", "false", "no"}:
+        return None, f"disabled by {switch}"
     spec = importlib.util.find_spec("lazarus_mcp.accel._bf16_gemm")
     if spec is None or not spec.origin:
         return None, "not built (needs x86-64 Linux and a C compiler at install time)"
     try:
-        lib = ctypes.CDLL(spec.origin)
+        return ctypes.CDLL(spec.origin), ""
     except OSError as exc:
         return None, f"could not load {spec.origin}: {exc}"
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    lib, why = open_extension(_ENV)
+    if lib is None:
+        return None, why
     if not lib.lz_supported():
         return None, "this CPU has no AVX512-BF16 instructions"
     vp, i = ctypes.c_void_p, ctypes.c_int
