@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from lazarus_mcp.lens.layers import Config, layer_config
+from lazarus_mcp.lens.layers import Config
 from lazarus_mcp.runtime.gate import Request
 from lazarus_mcp.schema import (
     AnalysisConfig,
@@ -28,6 +28,7 @@ from lazarus_mcp.tools.fields import (
     PromptField,
     RawField,
     TopKField,
+    options_config,
 )
 from lazarus_mcp.tools.spec import Cli, Input, Session, ToolSpec
 from lazarus_mcp.tools.text import attribution_lines, compare_lines
@@ -44,18 +45,7 @@ class _DepthOptions(Input):
     lens: LensField = "logit"
 
     def _layer_config(self, tokens: list[str], config_type: type[Config], **extra: Any) -> Config:
-        return layer_config(
-            config_type,
-            self.layer_strategy,
-            self.layers,
-            every_by_default=True,
-            layer_step=self.layer_step,
-            top_k=self.top_k,
-            track_tokens=tokens,
-            use_chat_template=not self.raw,
-            lens=self.lens,
-            **extra,
-        )
+        return options_config(self, config_type, tokens, every_by_default=True, **extra)
 
 
 class AttributeInput(_DepthOptions):

@@ -10,11 +10,12 @@ and ``true`` are not layers or positions (pydantic's lax mode made them 0 and 1)
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 from pydantic import Field, StrictInt
 
 from lazarus_mcp.errors import InvalidRequestError
+from lazarus_mcp.lens.layers import Config, layer_config
 from lazarus_mcp.schema import LayerStrategy
 from lazarus_mcp.tools.spec import Cli
 
@@ -112,3 +113,38 @@ LensField = Annotated[
     ),
     Cli(("--lens",), "logit, or a tuned/Jacobian lens directory."),
 ]
+
+
+class LayerOptions(Protocol):
+    """The layer, top-k, template and lens options every lens-reading tool's input has."""
+
+    layer_strategy: LayerStrategy | None
+    layer_step: int
+    layers: list[int] | None
+    top_k: int
+    raw: bool
+    lens: str
+
+
+def options_config(
+    options: LayerOptions,
+    config_type: type[Config],
+    tracked: list[str],
+    *,
+    every_by_default: bool = False,
+    **extra: Any,
+) -> Config:
+    """The core's config from a tool input's shared options, plus the tool's own ``extra``
+    fields: one place that maps them, for every tool."""
+    return layer_config(
+        config_type,
+        options.layer_strategy,
+        options.layers,
+        every_by_default=every_by_default,
+        layer_step=options.layer_step,
+        top_k=options.top_k,
+        track_tokens=tracked,
+        use_chat_template=not options.raw,
+        lens=options.lens,
+        **extra,
+    )

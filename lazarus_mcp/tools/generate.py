@@ -13,7 +13,6 @@ from typing import Annotated
 
 from pydantic import Field
 
-from lazarus_mcp.lens.layers import layer_config
 from lazarus_mcp.plots.grid import Metric
 from lazarus_mcp.runtime.gate import Request
 from lazarus_mcp.schema.generation import (
@@ -32,6 +31,7 @@ from lazarus_mcp.tools.fields import (
     RawField,
     SampledStrategyField,
     TopKField,
+    options_config,
 )
 from lazarus_mcp.tools.spec import Cli, Input, Session, ToolSpec
 from lazarus_mcp.tools.timeline import render_generation
@@ -129,20 +129,15 @@ class GenerateInput(Input):
 
     def config(self) -> GenerationConfig:
         """The core's config, the same from every interface."""
-        return layer_config(
+        return options_config(
+            self,
             GenerationConfig,
-            self.layer_strategy,
-            self.layers,
-            layer_step=self.layer_step,
-            top_k=self.top_k,
-            track_tokens=self.track_tokens,
-            use_chat_template=not self.raw,
+            self.track_tokens,
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
             stop=self.stop,
-            lens=self.lens,
         )
 
     def request(self) -> Request:

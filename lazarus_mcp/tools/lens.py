@@ -37,6 +37,7 @@ from lazarus_mcp.tools.fields import (
     RawField,
     SampledStrategyField,
     TopKField,
+    options_config,
     parse_int_list,
 )
 from lazarus_mcp.tools.spec import Cli, Input, Session, ToolSpec
@@ -139,18 +140,13 @@ class AnalyzeInput(Input):
 
     def config(self) -> AnalysisConfig:
         """The core's config, chosen exactly as ``lazarus introspect analyze`` chooses it."""
-        return layer_config(
+        return options_config(
+            self,
             AnalysisConfig,
-            self.layer_strategy,
-            self.layers,
-            layer_step=self.layer_step,
-            top_k=self.top_k,
-            track_tokens=self.track_tokens,
-            use_chat_template=not self.raw,
+            self.track_tokens,
             embedding_scale=self.embedding_scale,
             positions=self.positions,
             include_embeddings=self.include_embeddings,
-            lens=self.lens,
         )
 
     def request(self) -> Request:
