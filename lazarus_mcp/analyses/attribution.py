@@ -24,6 +24,7 @@ from lazarus_mcp.lens.decompose import (
     component_logits,
     decompose,
     own_precap,
+    rescaled_logits,
 )
 from lazarus_mcp.lens.fidelity import fidelities
 from lazarus_mcp.lens.head import LensHead, build_head
@@ -126,10 +127,13 @@ def _block_attributions(
     states: list[mx.array],
     layers: list[int],
     target_ids: list[int],
+    output_rows: mx.array,
     dtype: mx.Dtype,
 ) -> list[BlockAttribution]:
     """The lens's reading of each captured block before the last, decomposed
-    (``decompose.block_decomposition``); ``states`` [D] are the blocks' outputs. One block at a
+    (``decompose.block_decomposition``); ``states`` [D] are the blocks' outputs, ``output_rows``
+    the components' logits of the model's output for ``target_ids``. Under an identity map they
+    are rescaled (``decompose.rescaled_logits``); a learned map is projected one block at a
     time, so the [components, V] logits of only one are alive."""
     if not isinstance(lens, TranslatorLens):
         raise UnsupportedModelError(
@@ -143,9 +147,13 @@ def _block_attributions(
             continue  # the model's own output: ``components``
         matrix, bias = lens.linear_part(layer)
         final = lens.translate(states[layer][None], layer)[0]
-        block = block_decomposition(parts, layer, matrix, bias, final)
-        rows = component_logits(head, block, dtype)[:, picked]
-        logits = own_precap(head, block.final)[picked]
+        if matrix is None and bias is None:
+            kinds, rows = rescaled_logits(head, parts, output_rows, layer, final, dtype)
+        else:
+            block = block_decomposition(parts, layer, matrix, bias, final)
+            rows = component_logits(head, block, dtype)[:, picked]
+            kinds = block.kinds
+        logits = own_precap(head, final)[picked]
         mx.eval(rows, logits)
         values = np.array(rows)
         out.append(
@@ -156,7 +164,7 @@ def _block_attributions(
                     AttributionComponent(
                         kind=kind, layer_idx=at, logits=[float(v) for v in values[c]]
                     )
-                    for c, (kind, at) in enumerate(block.kinds)
+                    for c, (kind, at) in enumerate(kinds)
                 ],
             )
         )
@@ -237,7 +245,7 @@ def _arrays(
         fidelity = fidelities(lens, last, states.left[-1][0], states.logits[0])[0]
         n = len(shown) - (foil is not None)
         by_block = _block_attributions(
-            lens, split, parts, at[2], layers, shown[:n], states.left[-1].dtype
+            lens, split, parts, at[2], layers, shown[:n], picked[0][:, :n], states.left[-1].dtype
         )
     contrib_np, precap_np, logit_np = (np.array(a) for a in picked)
     used = LensUsed(**lens.describe())

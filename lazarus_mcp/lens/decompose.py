@@ -83,6 +83,31 @@ def block_decomposition(
     return Decomposition(kinds, vectors.astype(mx.float32), final.astype(mx.float32))
 
 
+def rescaled_logits(
+    head: LensHead,
+    parts: Decomposition,
+    rows: mx.array,
+    layer: int,
+    final: mx.array,
+    dtype: mx.Dtype,
+) -> tuple[list[tuple[Kind, int | None]], mx.array]:
+    """Block ``layer``'s component logits under the identity map (the logit lens), from the
+    output's ``rows`` (``component_logits`` of ``parts``, any columns) without a second
+    projection through the head: centring and the unembedding are linear, so a component's share
+    at the block is its share of the output times s(output) / s(block), the norm's scales of the
+    two residuals; the bias row (a norm's or head's bias) is the same. ``final`` [D] is the
+    block's residual."""
+    affine = probe_norm(head.norm, parts.final.shape[-1], dtype)
+    ratio = affine.scale(parts.final) / affine.scale(final)
+    count = 1 + 2 * (layer + 1)
+    kinds = list(parts.kinds[:count])
+    out = rows[:count] * ratio
+    if parts.kinds[-1][0] == "bias":  # component_logits appended the output's bias row
+        kinds.append(parts.kinds[-1])
+        out = mx.concatenate([out, rows[-1:]])
+    return kinds, out
+
+
 def component_logits(
     head: LensHead, parts: Decomposition, dtype: mx.Dtype, with_bias: bool = True
 ) -> mx.array:
